@@ -1,0 +1,1 @@
+"""The segflow engine: Faust app, wire schemas, rules and segments, CLI."""

@@ -1,0 +1,96 @@
+"""Thin Faust glue: take a batch, run the pipeline, deliver its output, then ack.
+
+Events are acked only after their changes and dead letters are acknowledged by the broker
+and the outbox is cleared, so a crash or a forced exit at any point leads to redelivery,
+which the store's offset fencing makes harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Any, TypeVar
+
+from aiohttp.web import Response
+from redis.exceptions import RedisError
+
+from engine.app import Runtime
+from engine.pipeline import BatchResult, OwnershipLost, RawRecord
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+MAX_BACKOFF_SECONDS = 10.0
+
+
+async def _with_retry(runtime: Runtime, what: str, step: Callable[[], Awaitable[T]]) -> T:
+    """Retry ``step`` on Redis or Kafka errors with backoff; the batch is not acked meanwhile."""
+    delay = 0.1
+    while True:
+        try:
+            return await step()
+        except (TimeoutError, RedisError, OSError) as exc:
+            runtime.metrics.add("segflow_batch_retries_total")
+            log.warning("%s failed (%s: %s); retrying in %.1fs", what, type(exc).__name__, exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, MAX_BACKOFF_SECONDS)
+
+
+async def deliver(runtime: Runtime, result: BatchResult) -> None:
+    """Send dead letters and change events; return when the broker acked all of them."""
+    futures = []
+    for dead in result.dead_letters:
+        futures.append(await runtime.dead_letters.send(key=dead.key, value=dead.encode()))
+    for change in result.changes:
+        futures.append(await runtime.changes.send(key=change.customer_id.encode(), value=change.payload))
+    if futures:
+        await asyncio.gather(*futures)
+
+
+def _raw(message: Any) -> RawRecord:
+    return RawRecord(message.topic, message.partition, message.offset, message.key, message.value)
+
+
+async def handle_batch(runtime: Runtime, records: list[RawRecord]) -> bool:
+    """Process, deliver and clear one batch; False when it must stay unacked."""
+    started = time.perf_counter()
+    try:
+        result = await _with_retry(runtime, "pipeline", partial(runtime.pipeline.process, records))
+    except OwnershipLost as exc:
+        # Not acked: whoever owns these customers now will (re)process them.
+        log.error("%s; leaving the batch unacked for the new owner", exc)
+        return False
+    await _with_retry(runtime, "deliver", partial(deliver, runtime, result))
+    await _with_retry(runtime, "outbox clear", partial(runtime.pipeline.confirm_sent, result.changes))
+    metrics = runtime.metrics
+    metrics.add("segflow_events_applied_total", result.applied)
+    metrics.add("segflow_events_duplicate_total", result.duplicates)
+    metrics.add("segflow_events_dead_lettered_total", len(result.dead_letters))
+    metrics.add("segflow_segment_changes_sent_total", len(result.changes))
+    metrics.add("segflow_batches_total")
+    metrics.last_batch_seconds = time.perf_counter() - started
+    metrics.last_batch_wall_ts = time.time()
+    return True
+
+
+def attach_agent(runtime: Runtime) -> None:
+    """Register the segmenting agent and the monitoring pages on the runtime's app."""
+    settings = runtime.settings
+
+    @runtime.app.agent(runtime.events, name="segment")
+    async def segment(stream):  # type: ignore[no-untyped-def]
+        async for batch in stream.noack_take(settings.batch_max_events, settings.batch_within_seconds):
+            records = [_raw(event.message) for event in batch]
+            if await handle_batch(runtime, records):
+                for event in batch:
+                    await stream.ack(event)
+
+    @runtime.app.page("/segflow/metrics")
+    async def metrics_page(web, request):  # type: ignore[no-untyped-def]
+        return Response(text=runtime.metrics.render(), content_type="text/plain")
+
+    @runtime.app.page("/segflow/health")
+    async def health_page(web, request):  # type: ignore[no-untyped-def]
+        return web.json(runtime.metrics.health())

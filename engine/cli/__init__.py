@@ -1,0 +1,1 @@
+"""The ``segflow`` command line: one module per command group."""

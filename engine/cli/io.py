@@ -1,0 +1,154 @@
+"""Reading event files into Kafka and reading segment changes back out."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import json
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from engine.codecs import decode_msgpack, encode_msgpack
+from engine.settings import Settings
+
+
+def _coerce(text: str) -> Any:
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def iter_csv(path: Path) -> Iterator[dict[str, Any]]:
+    """Events from a CSV with columns event_id, customer_id, type, ts and ``attrs.<name>``."""
+    with path.open(newline="") as handle:
+        for row in csv.DictReader(handle):
+            event: dict[str, Any] = {"attrs": {}}
+            for column, value in row.items():
+                if value in (None, ""):
+                    continue
+                if column.startswith("attrs."):
+                    event["attrs"][column[len("attrs.") :]] = _coerce(value)
+                elif column == "ts":
+                    event["ts"] = int(value) if value.isdigit() else value
+                else:
+                    event[column] = value
+            yield event
+
+
+def iter_payloads(path: Path, fmt: str, wire: str, raw: bool) -> Iterator[tuple[bytes | None, bytes]]:
+    """(key, value) pairs to publish, from a JSONL or CSV file."""
+    if fmt == "auto":
+        fmt = "csv" if path.suffix.lower() == ".csv" else "jsonl"
+    if fmt == "csv":
+        for event in iter_csv(path):
+            yield _key(event), _encode(event, wire)
+        return
+    with path.open("rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                event = json.loads(line)
+            except json.JSONDecodeError as exc:
+                if raw:
+                    yield None, line.rstrip(b"\r\n")
+                    continue
+                raise ValueError(
+                    f"{path}:{number}: not JSON ({exc.msg}); use --raw to send it anyway"
+                ) from None
+            if raw:
+                yield _key(event), line.rstrip(b"\r\n")
+            else:
+                yield _key(event), _encode(event, wire)
+
+
+def _key(event: Any) -> bytes | None:
+    customer = event.get("customer_id") if isinstance(event, dict) else None
+    return customer.encode() if isinstance(customer, str) else None
+
+
+def _encode(event: Any, wire: str) -> bytes:
+    return encode_msgpack(event) if wire == "msgpack" else json.dumps(event).encode()
+
+
+async def produce_lines(settings: Settings, path: Path, fmt: str, wire: str, raw: bool, topic: str) -> int:
+    """Publish every event of ``path`` to ``topic``; return how many were acked."""
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=5)
+    await producer.start()
+    count = 0
+    try:
+        pending = []
+        for key, value in iter_payloads(path, fmt, wire, raw):
+            pending.append(await producer.send(topic, value=value, key=key))
+            if len(pending) >= 5000:
+                await asyncio.gather(*pending)
+                count += len(pending)
+                pending.clear()
+        await asyncio.gather(*pending)
+        count += len(pending)
+    finally:
+        await producer.stop()
+    return count
+
+
+def _when(ms: Any) -> str:
+    if not isinstance(ms, int | float):
+        return "?"
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def format_change(change: dict[str, Any]) -> str:
+    """One human-readable line per segment change."""
+    reason = change.get("reason") or {}
+    text = reason.get("text", "")
+    because = text.split(" because ", 1)[1] if " because " in text else text
+    source = change.get("from") or "(none)"
+    return (
+        f"{_when(change.get('event_ts'))}  {change.get('customer_id')}  {change.get('family')}: "
+        f"{source} -> {change.get('to') or '(none)'}  because {because}"
+    )
+
+
+async def read_changes(
+    settings: Settings,
+    topic: str,
+    from_beginning: bool,
+    max_count: int | None,
+    idle_timeout: float | None,
+    show: Callable[[dict[str, Any]], None],
+) -> int:
+    """Read changes without joining a consumer group (so it never steals partitions)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    seen = 0
+    try:
+        partitions = consumer.partitions_for_topic(topic) or set()
+        if not partitions:
+            raise ValueError(f"topic {topic} does not exist (run `segflow topics create`)")
+        assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(assigned)
+        if from_beginning:
+            await consumer.seek_to_beginning(*assigned)
+        else:
+            await consumer.seek_to_end(*assigned)
+        while max_count is None or seen < max_count:
+            timeout_ms = int(idle_timeout * 1000) if idle_timeout is not None else 1000
+            batches = await consumer.getmany(timeout_ms=timeout_ms, max_records=500)
+            if not batches and idle_timeout is not None:
+                break
+            for messages in batches.values():
+                for message in messages:
+                    show(decode_msgpack(message.value))
+                    seen += 1
+                    if max_count is not None and seen >= max_count:
+                        return seen
+    finally:
+        await consumer.stop()
+    return seen

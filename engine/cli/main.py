@@ -1,0 +1,42 @@
+"""Entry point of the ``segflow`` command; errors at this edge are one-line messages."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from engine.cli.data_cmds import explain, produce, tail
+from engine.cli.demo_cmd import demo
+from engine.cli.stack_cmds import config, stack, topics
+from engine.cli.worker_cmd import worker
+from engine.settings import SettingsError, load_settings
+from engine.stack.processes import StackError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.pass_context
+def cli(ctx: click.Context) -> None:
+    """segflow: real-time customer segmentation on Kafka, Redis and River."""
+    ctx.obj = load_settings()
+
+
+for command in (stack, topics, config, worker, produce, tail, explain, demo):
+    cli.add_command(command)
+
+
+def main() -> None:
+    """Run the CLI, turning expected failures into one-line messages and exit code 1."""
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except (SettingsError, StackError, FileNotFoundError, ValueError, ConnectionError) as exc:
+        click.echo(f"segflow: error: {exc}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    sys.exit(0)

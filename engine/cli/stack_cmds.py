@@ -1,0 +1,70 @@
+"""``segflow stack``, ``segflow topics`` and ``segflow config``: the local stack and setup."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+import click
+
+from engine.settings import Settings
+from engine.stack import manager
+from engine.topics import ensure_topics, topic_specs
+
+
+def _print_status(status: manager.StackStatus) -> None:
+    for line in status.lines():
+        click.echo(line)
+
+
+@click.group()
+def stack() -> None:
+    """Start, check and stop the local Kafka and Redis (loopback only)."""
+
+
+@stack.command()
+@click.option("--cluster", is_flag=True, help="Also start a 3-node Redis Cluster.")
+@click.pass_obj
+def up(settings: Settings, cluster: bool) -> None:
+    """Start Kafka (KRaft) and Redis unless already running; wait until they answer."""
+    _print_status(manager.up(settings, cluster=cluster))
+
+
+@stack.command()
+@click.pass_obj
+def down(settings: Settings) -> None:
+    """Stop every local server this stack started (fine when none runs)."""
+    _print_status(manager.down(settings))
+
+
+@stack.command()
+@click.pass_obj
+def status(settings: Settings) -> None:
+    """Print ports, pids, versions and health; exit 1 unless all servers are healthy."""
+    current = manager.status(settings)
+    _print_status(current)
+    if not current.healthy:
+        sys.exit(1)
+
+
+@click.group()
+def topics() -> None:
+    """The Kafka topics segflow uses."""
+
+
+@topics.command("create")
+@click.pass_obj
+def topics_create(settings: Settings) -> None:
+    """Create any missing topic with its configured partitions."""
+    created = asyncio.run(ensure_topics(settings))
+    for spec in topic_specs(settings):
+        mark = "created" if spec.name in created else "exists"
+        click.echo(f"{spec.name:32} partitions={spec.partitions:<4} {mark:8} {spec.carries}")
+
+
+@click.command()
+@click.pass_obj
+def config(settings: Settings) -> None:
+    """Print the settings in force (from SEGFLOW_* environment variables and defaults)."""
+    for name, value in settings.model_dump().items():
+        click.echo(f"SEGFLOW_{name.upper()}={value}")

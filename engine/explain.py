@@ -1,0 +1,95 @@
+"""``segflow explain``: one customer's features, segments and the reasons, from Redis."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from redis.asyncio import Redis
+
+from engine.codecs import decode_msgpack
+from engine.pipeline import MEMBERSHIP_EXTRA
+from engine.rules import lifecycle
+from engine.settings import Settings
+from features.redis_store import CustomerRecord, RedisFeatureStore
+from features.state import rfm_view
+
+
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    """What segflow knows and decided about one customer."""
+
+    customer_id: str
+    as_of: float
+    state: dict[str, Any]
+    features: dict[str, Any]
+    segments: dict[str, str]
+    reasons: dict[str, dict[str, Any]]
+    applied_offsets: dict[int, int]
+    pending_outbox: int
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready mapping."""
+        return {
+            "customer_id": self.customer_id,
+            "as_of": _iso(self.as_of),
+            "state": self.state,
+            "features": self.features,
+            "segments": self.segments,
+            "reasons": self.reasons,
+            "applied_offsets": {str(k): v for k, v in self.applied_offsets.items()},
+            "pending_outbox": self.pending_outbox,
+        }
+
+    def render(self) -> str:
+        """Readable text for a terminal."""
+        lines = [f"customer {self.customer_id} (as of {_iso(self.as_of)}, its latest event)", "features:"]
+        lines += [f"  {name:22} {value}" for name, value in self.features.items()]
+        lines.append("segments:")
+        for family, segment in self.segments.items():
+            why = self.reasons.get(family, {}).get("text", "")
+            lines.append(f"  {family:22} {segment:10} {why}")
+        offsets = ", ".join(f"p{p}@{o}" for p, o in sorted(self.applied_offsets.items()))
+        lines.append(f"applied offsets: {offsets}; pending outbox entries: {self.pending_outbox}")
+        return "\n".join(lines)
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, tz=UTC).isoformat().replace("+00:00", "Z")
+
+
+def build_explanation(record: CustomerRecord, params: lifecycle.LifecycleParams) -> Explanation | None:
+    """Explain a stored record (pure: no I/O)."""
+    if record.state is None:
+        return None
+    state = record.state
+    rfm = rfm_view(state, state.last_ts)
+    membership = decode_msgpack(record.extras[MEMBERSHIP_EXTRA]) if MEMBERSHIP_EXTRA in record.extras else {}
+    decision = lifecycle.evaluate(state, state.last_ts, params)
+    features = {
+        k: (round(v, 3) if isinstance(v, float) else v) for k, v in rfm.as_dict().items() if k != "as_of"
+    }
+    return Explanation(
+        customer_id=record.customer_id,
+        as_of=state.last_ts,
+        state=state.to_dict(),
+        features=features,
+        segments=membership,
+        reasons={decision.family: decision.reason()},
+        applied_offsets=dict(record.applied_offsets),
+        pending_outbox=len(record.outbox),
+    )
+
+
+async def explain_customer(settings: Settings, customer_id: str) -> Explanation | None:
+    """Load one customer from Redis and explain it."""
+    client = Redis.from_url(settings.redis_url)
+    try:
+        record = await RedisFeatureStore(client, prefix=settings.key_prefix).get(customer_id)
+    finally:
+        await client.aclose()
+    if record is None:
+        return None
+    params = lifecycle.LifecycleParams(settings.lifecycle_new_days, settings.lifecycle_active_days)
+    return build_explanation(record, params)

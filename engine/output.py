@@ -1,0 +1,111 @@
+"""Outgoing records: segment-change events (schema v1) and dead letters.
+
+Segment-change schema v1 (msgpack map; key = customer_id):
+
+    v              1
+    change_id      stable id derived from the cause: the same cause always yields the same
+                   id, so a consumer drops a redelivered duplicate by id
+    customer_id    str
+    family         rule family, e.g. "lifecycle"
+    from           previous segment, or null when the customer had none
+    to             new segment, or null when the customer left the family
+    event_ts       event time of the event that caused the change (epoch ms)
+    emitted_ts     wall-clock time the change was computed (epoch ms)
+    rules_version  version of the rules that decided
+    reason         {"rule", "conditions": [{"name", "op", "threshold", "value"}], "text"}
+    features       key features at the change (recency_days, frequency, monetary, tenure_days)
+    cause          {"event_id", "partition", "offset"} of the causing event
+
+Dead-letter schema v1 (msgpack map; key = the original key):
+
+    v, reason, raw (the original bytes, unchanged), topic, partition, offset, failed_ts (epoch ms)
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+from engine.codecs import encode_msgpack
+from engine.schemas import DEAD_LETTER_SCHEMA_VERSION, SEGMENT_CHANGE_SCHEMA_VERSION
+
+
+def change_id(
+    customer_id: str,
+    family: str,
+    from_segment: str | None,
+    to_segment: str | None,
+    partition: int,
+    offset: int,
+) -> str:
+    """Stable id of a change: a hash of who changed, how, and which event caused it."""
+    cause = f"{customer_id}\x1f{family}\x1f{from_segment}\x1f{to_segment}\x1f{partition}\x1f{offset}"
+    return hashlib.sha256(cause.encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentChange:
+    """One real change of a customer's segment in one family."""
+
+    change_id: str
+    customer_id: str
+    family: str
+    from_segment: str | None
+    to_segment: str | None
+    event_ts_ms: int
+    emitted_ts_ms: int
+    rules_version: str
+    reason: dict[str, Any]
+    features: dict[str, Any]
+    cause: dict[str, Any]
+
+    def to_wire(self) -> dict[str, Any]:
+        """The schema v1 map."""
+        return {
+            "v": SEGMENT_CHANGE_SCHEMA_VERSION,
+            "change_id": self.change_id,
+            "customer_id": self.customer_id,
+            "family": self.family,
+            "from": self.from_segment,
+            "to": self.to_segment,
+            "event_ts": self.event_ts_ms,
+            "emitted_ts": self.emitted_ts_ms,
+            "rules_version": self.rules_version,
+            "reason": self.reason,
+            "features": self.features,
+            "cause": self.cause,
+        }
+
+    def encode(self) -> bytes:
+        """msgpack bytes for the output topic."""
+        return encode_msgpack(self.to_wire())
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """An input record that could not be processed, with the reason and its raw bytes."""
+
+    reason: str
+    raw: bytes
+    key: bytes | None
+    topic: str
+    partition: int
+    offset: int
+    failed_ts_ms: int
+
+    def to_wire(self) -> dict[str, Any]:
+        """The dead-letter schema v1 map."""
+        return {
+            "v": DEAD_LETTER_SCHEMA_VERSION,
+            "reason": self.reason,
+            "raw": self.raw,
+            "topic": self.topic,
+            "partition": self.partition,
+            "offset": self.offset,
+            "failed_ts": self.failed_ts_ms,
+        }
+
+    def encode(self) -> bytes:
+        """msgpack bytes for the dead-letter topic."""
+        return encode_msgpack(self.to_wire())

@@ -1,0 +1,1 @@
+"""Rule families that map a customer's features to segments."""

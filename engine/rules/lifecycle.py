@@ -1,0 +1,92 @@
+"""The lifecycle family: new / active / lapsed, by tenure, recency and frequency of purchases.
+
+Resolved in priority order at event time ``as_of``:
+
+1. ``new``: first seen less than ``new_days`` ago and fewer than 2 orders;
+2. ``active``: last purchase at most ``active_days`` ago;
+3. ``lapsed``: everyone else (no purchase in the last ``active_days`` days, or never).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from features.state import CustomerState, rfm_view
+
+FAMILY = "lifecycle"
+NEW, ACTIVE, LAPSED = "new", "active", "lapsed"
+
+
+@dataclass(frozen=True, slots=True)
+class LifecycleParams:
+    """Thresholds of the family, in days of event time."""
+
+    new_days: float = 30.0
+    active_days: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """One condition that held, with the value it held for."""
+
+    name: str
+    op: str
+    threshold: float | None
+    value: float | None
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain mapping for the wire."""
+        return {"name": self.name, "op": self.op, "threshold": self.threshold, "value": self.value}
+
+    def text(self) -> str:
+        """Human-readable form, e.g. ``recency_days=3.2 <= 30``."""
+        value = "none" if self.value is None else f"{self.value:g}"
+        if self.threshold is None:
+            return f"{self.name} is {value}"
+        return f"{self.name}={value} {self.op} {self.threshold:g}"
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The segment a family puts a customer in, and why."""
+
+    family: str
+    segment: str
+    rule: str
+    conditions: tuple[Condition, ...] = field(default_factory=tuple)
+
+    def reason(self) -> dict[str, Any]:
+        """The wire form of the reason: rule, conditions with values, and a sentence."""
+        text = " and ".join(c.text() for c in self.conditions) or "no condition"
+        return {
+            "rule": self.rule,
+            "conditions": [c.as_dict() for c in self.conditions],
+            "text": f"{self.family}={self.segment} because {text}",
+        }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+def evaluate(state: CustomerState, as_of: float, params: LifecycleParams) -> Decision:
+    """The lifecycle segment of a customer at event time ``as_of``."""
+    rfm = rfm_view(state, as_of)
+    tenure = Condition("tenure_days", "<", params.new_days, _round(rfm.tenure_days))
+    orders_few = Condition("orders", "<", 2, rfm.frequency)
+    if rfm.tenure_days < params.new_days and rfm.frequency < 2:
+        return Decision(FAMILY, NEW, f"{FAMILY}.{NEW}", (tenure, orders_few))
+    recency = rfm.recency_days
+    if recency is not None and recency <= params.active_days:
+        cond = Condition("recency_days", "<=", params.active_days, _round(recency))
+        return Decision(FAMILY, ACTIVE, f"{FAMILY}.{ACTIVE}", (cond,))
+    if rfm.tenure_days >= params.new_days:
+        not_new = Condition("tenure_days", ">=", params.new_days, _round(rfm.tenure_days))
+    else:
+        not_new = Condition("orders", ">=", 2, rfm.frequency)
+    if recency is None:
+        stale = Condition("recency_days", "is", None, None)
+    else:
+        stale = Condition("recency_days", ">", params.active_days, _round(recency))
+    return Decision(FAMILY, LAPSED, f"{FAMILY}.{LAPSED}", (stale, not_new))

@@ -1,0 +1,175 @@
+"""Wire schemas, versioned: behavioural events in, segment changes and dead letters out.
+
+Event schema v1 (a map; msgpack on the wire, JSON accepted):
+
+    v            int, optional, default 1; only 1 is understood
+    event_id     str, 1-128 chars, unique per event (producer-assigned)
+    customer_id  str, 1-128 chars; also the Kafka message key
+    type         one of EVENT_TYPES
+    ts           event time: int epoch milliseconds, or an RFC 3339 string with a zone
+    attrs        map, optional; per type, the attributes in ATTRIBUTE_SPECS
+                 (required ones must be present with the right type; others are kept as-is)
+
+The README documents the same tables; ``tests/unit/test_schemas.py`` pins them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from features.event import EVENT_TYPES, Event
+
+EVENT_SCHEMA_VERSION = 1
+SEGMENT_CHANGE_SCHEMA_VERSION = 1
+DEAD_LETTER_SCHEMA_VERSION = 1
+MAX_ID_LENGTH = 128
+# Event times before 2000-01-01 or after 2100-01-01 are almost certainly unit mistakes
+# (seconds sent as milliseconds, or the reverse); reject them with a reason.
+MIN_TS_MS = 946_684_800_000
+MAX_TS_MS = 4_102_444_800_000
+
+SEVERITIES = ("low", "medium", "high", "critical")
+TICKET_STATUSES = ("opened", "closed")
+CAMPAIGN_OUTCOMES = ("delivered", "opened", "clicked", "converted", "unsubscribed")
+
+
+@dataclass(frozen=True, slots=True)
+class AttributeSpec:
+    """One attribute of an event type: its kind, whether it is required, allowed values."""
+
+    kind: str  # "str", "number" or "int"
+    required: bool = True
+    choices: tuple[str, ...] = ()
+    non_negative: bool = False
+
+
+ATTRIBUTE_SPECS: dict[str, dict[str, AttributeSpec]] = {
+    "purchase": {
+        "amount": AttributeSpec("number", non_negative=True),
+        "currency": AttributeSpec("str"),
+        "product": AttributeSpec("str"),
+    },
+    "login": {"channel": AttributeSpec("str", required=False)},
+    "session": {"duration_s": AttributeSpec("number", required=False, non_negative=True)},
+    "feature_used": {"feature": AttributeSpec("str")},
+    "support_ticket": {
+        "ticket_id": AttributeSpec("str"),
+        "status": AttributeSpec("str", choices=TICKET_STATUSES),
+        "severity": AttributeSpec("str", choices=SEVERITIES),
+    },
+    "page_view": {"page": AttributeSpec("str")},
+    "app_click": {"element": AttributeSpec("str")},
+    "call_center": {"reason": AttributeSpec("str")},
+    "product_holding": {"product": AttributeSpec("str"), "balance": AttributeSpec("number")},
+    "campaign_response": {
+        "campaign": AttributeSpec("str"),
+        "variant": AttributeSpec("str"),
+        "outcome": AttributeSpec("str", choices=CAMPAIGN_OUTCOMES),
+    },
+}
+assert set(ATTRIBUTE_SPECS) == set(EVENT_TYPES)
+
+
+class InvalidEvent(ValueError):
+    """The event breaks schema v1; ``str(exc)`` is the reason recorded in the dead letter."""
+
+
+def parse_ts(value: Any) -> float:
+    """Event time as epoch seconds, from epoch milliseconds or an RFC 3339 string."""
+    if isinstance(value, bool):
+        raise InvalidEvent("ts must be epoch milliseconds or an RFC 3339 string, got a boolean")
+    if isinstance(value, int | float):
+        if not math.isfinite(value):
+            raise InvalidEvent("ts must be finite")
+        millis = float(value)
+    elif isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise InvalidEvent(f"ts {value!r} is not an RFC 3339 timestamp") from None
+        if parsed.tzinfo is None:
+            raise InvalidEvent(f"ts {value!r} has no time zone")
+        millis = parsed.timestamp() * 1000
+    else:
+        raise InvalidEvent(f"ts must be epoch milliseconds or an RFC 3339 string, got {type(value).__name__}")
+    if not MIN_TS_MS <= millis <= MAX_TS_MS:
+        raise InvalidEvent(f"ts {value!r} is outside 2000-01-01..2100-01-01 (epoch milliseconds expected)")
+    return millis / 1000
+
+
+def _require_id(envelope: Mapping[str, Any], name: str) -> str:
+    value = envelope.get(name)
+    if value is None:
+        raise InvalidEvent(f"missing {name}")
+    if not isinstance(value, str):
+        raise InvalidEvent(f"{name} must be a string, got {type(value).__name__}")
+    if not 1 <= len(value) <= MAX_ID_LENGTH:
+        raise InvalidEvent(f"{name} must be 1-{MAX_ID_LENGTH} characters")
+    return value
+
+
+def _check_attribute(event_type: str, name: str, spec: AttributeSpec, value: Any) -> None:
+    where = f"attrs.{name} of {event_type}"
+    if spec.kind == "str":
+        if not isinstance(value, str) or not value:
+            raise InvalidEvent(f"{where} must be a non-empty string")
+        if spec.choices and value not in spec.choices:
+            raise InvalidEvent(f"{where} must be one of {', '.join(spec.choices)}; got {value!r}")
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidEvent(f"{where} must be a number, got {type(value).__name__}")
+    if not math.isfinite(value):
+        raise InvalidEvent(f"{where} must be finite")
+    if spec.non_negative and value < 0:
+        raise InvalidEvent(f"{where} must not be negative")
+
+
+def validate_event(envelope: Any, *, currency: str | None = None) -> Event:
+    """Check a decoded envelope against schema v1 and return the typed event.
+
+    ``currency``, when given, is the only currency accepted for purchases: monetary features
+    are kept in one currency and a purchase in another must not be summed in silently.
+    """
+    if not isinstance(envelope, Mapping):
+        raise InvalidEvent(f"event must be a map, got {type(envelope).__name__}")
+    version = envelope.get("v", EVENT_SCHEMA_VERSION)
+    if version != EVENT_SCHEMA_VERSION:
+        raise InvalidEvent(f"unsupported schema version {version!r} (this worker reads v1)")
+    event_id = _require_id(envelope, "event_id")
+    customer_id = _require_id(envelope, "customer_id")
+    event_type = envelope.get("type")
+    if event_type not in ATTRIBUTE_SPECS:
+        raise InvalidEvent(f"unknown type {event_type!r}; expected one of {', '.join(EVENT_TYPES)}")
+    if "ts" not in envelope:
+        raise InvalidEvent("missing ts")
+    ts = parse_ts(envelope["ts"])
+    attrs = envelope.get("attrs", {})
+    if attrs is None:
+        attrs = {}
+    if not isinstance(attrs, Mapping):
+        raise InvalidEvent(f"attrs must be a map, got {type(attrs).__name__}")
+    for name, spec in ATTRIBUTE_SPECS[event_type].items():
+        if name not in attrs:
+            if spec.required:
+                raise InvalidEvent(f"missing attrs.{name} for {event_type}")
+            continue
+        _check_attribute(event_type, name, spec, attrs[name])
+    if event_type == "purchase" and currency is not None and attrs["currency"] != currency:
+        raise InvalidEvent(f"purchase currency {attrs['currency']!r} is not the configured {currency!r}")
+    return Event(event_id=event_id, customer_id=customer_id, type=event_type, ts=ts, attrs=dict(attrs))
+
+
+def event_to_wire(event: Event) -> dict[str, Any]:
+    """The schema v1 envelope of a typed event (ts as epoch milliseconds)."""
+    return {
+        "v": EVENT_SCHEMA_VERSION,
+        "event_id": event.event_id,
+        "customer_id": event.customer_id,
+        "type": event.type,
+        "ts": round(event.ts * 1000),
+        "attrs": dict(event.attrs),
+    }

@@ -1,0 +1,95 @@
+"""One typed settings object for every segflow process.
+
+Every field can be set with an environment variable ``SEGFLOW_<FIELD NAME>`` (case-insensitive),
+for example ``SEGFLOW_KAFKA_BOOTSTRAP=127.0.0.1:19092``. The defaults describe the local stack
+that ``segflow stack up`` starts on loopback. ``segflow config`` prints the values in force.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_stack_dir() -> Path:
+    """``.stack`` in the source checkout when running from one, else a per-user cache dir."""
+    checkout = Path(__file__).resolve().parent.parent
+    if (checkout / "deploy" / "local" / "pom.xml").exists():
+        return checkout / ".stack"
+    return Path.home() / ".cache" / "segflow" / "stack"
+
+
+class Settings(BaseSettings):
+    """All configuration of segflow; see the README's configuration table."""
+
+    model_config = SettingsConfigDict(env_prefix="SEGFLOW_", frozen=True, extra="ignore")
+
+    # Local stack (segflow stack up|down|status)
+    stack_dir: Path = Field(default_factory=_default_stack_dir)
+    kafka_port: int = Field(19092, ge=1024, le=65535)
+    kafka_controller_port: int = Field(19093, ge=1024, le=65535)
+    kafka_heap: str = "768m"
+    redis_port: int = Field(16379, ge=1024, le=65535)
+    redis_cluster_base_port: int = Field(17000, ge=1024, le=65000)
+
+    # Connections
+    kafka_bootstrap: str = "127.0.0.1:19092"
+    redis_url: str = "redis://127.0.0.1:16379/0"
+
+    # Topics
+    app_id: str = "segflow"
+    events_topic: str = "segflow.events"
+    events_partitions: int = Field(8, ge=1, le=1024)
+    changes_topic: str = "segflow.segment-changes"
+    changes_partitions: int = Field(8, ge=1, le=1024)
+    dlq_topic: str = "segflow.events.dlq"
+
+    # Worker
+    batch_max_events: int = Field(500, ge=1, le=100_000)
+    batch_within_seconds: float = Field(0.2, gt=0, le=60)
+    session_timeout_seconds: float = Field(10.0, ge=1, le=300)
+    heartbeat_interval_seconds: float = Field(1.0, gt=0, le=60)
+    commit_interval_seconds: float = Field(1.0, gt=0, le=60)
+    web_enabled: bool = True
+    web_port: int = Field(6066, ge=1024, le=65535)
+    log_level: str = "warn"
+
+    # Feature store
+    key_prefix: str = "sf"
+    currency: str = Field("EUR", pattern=r"^[A-Z]{3}$")
+
+    # Lifecycle rule family (event time, days)
+    lifecycle_new_days: float = Field(30.0, gt=0)
+    lifecycle_active_days: float = Field(30.0, gt=0)
+    rules_version: str = "lifecycle-v1"
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        allowed = {"crit", "error", "warn", "info", "debug"}
+        if value not in allowed:
+            raise ValueError(f"must be one of {sorted(allowed)}")
+        return value
+
+
+class SettingsError(Exception):
+    """Configuration is invalid; the message is one line meant for a person."""
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings from the environment (and ``overrides``), with a one-line error on failure."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(part) for part in first["loc"])
+        raise SettingsError(f"invalid setting SEGFLOW_{field.upper()}: {first['msg']}") from None
+
+
+@lru_cache(maxsize=1)
+def settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return load_settings()

@@ -1,0 +1,52 @@
+"""Every topic segflow reads or writes, with its partition count, from settings."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from engine.settings import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    """A topic name, its partitions and what it carries."""
+
+    name: str
+    partitions: int
+    carries: str
+
+
+def topic_specs(settings: Settings) -> list[TopicSpec]:
+    """The topics of one deployment."""
+    return [
+        TopicSpec(settings.events_topic, settings.events_partitions, "behavioural events (schema v1)"),
+        TopicSpec(settings.changes_topic, settings.changes_partitions, "segment changes (schema v1)"),
+        TopicSpec(settings.dlq_topic, settings.events_partitions, "dead letters (schema v1)"),
+    ]
+
+
+async def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
+    """Create missing topics (replication factor 1); return the names created."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=10_000)
+    await asyncio.wait_for(admin.start(), timeout_s)
+    try:
+        existing = set(await admin.list_topics())
+        missing = [spec for spec in topic_specs(settings) if spec.name not in existing]
+        if not missing:
+            return []
+        response = await admin.create_topics([NewTopic(s.name, s.partitions, 1) for s in missing])
+        for topic, code, message in _topic_errors(response):
+            if code not in (0, TopicAlreadyExistsError.errno):
+                raise RuntimeError(f"cannot create topic {topic}: error {code} {message or ''}".strip())
+        return [spec.name for spec in missing]
+    finally:
+        await admin.close()
+
+
+def _topic_errors(response: object) -> list[tuple[str, int, str | None]]:
+    rows = getattr(response, "topic_errors", [])
+    return [(row[0], row[1], row[2] if len(row) > 2 else None) for row in rows]

@@ -1,0 +1,159 @@
+"""The Redis feature store: one hash per customer, read and committed in pipelined batches.
+
+A batch of events for one source partition is handled in two round trips however large it is:
+``load`` reads every touched customer's hash, and ``commit`` writes each customer's new state
+with a server-side compare-and-set on the partition's applied offset (``lua/commit.lua``).
+The offset makes redelivery harmless (events at or below it change nothing) and the
+compare-and-set makes a zombie worker's late write fail instead of overwriting newer state.
+
+Besides features, a record carries opaque ``extras`` and ``outbox`` entries that callers commit
+atomically with the state (the engine keeps segment membership and pending output there);
+this package does not interpret them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+
+import msgpack
+from redis.asyncio import Redis
+
+from features.event import PositionedEvent
+from features.keys import (
+    EXTRA_FIELD_PREFIX,
+    OFFSET_FIELD_PREFIX,
+    OUTBOX_FIELD_PREFIX,
+    STATE_FIELD,
+    customer_key,
+    extra_field,
+    offset_field,
+    outbox_field,
+)
+from features.state import CustomerState
+
+_COMMIT_LUA = resources.files("features").joinpath("lua/commit.lua").read_text()
+
+
+@dataclass(slots=True)
+class CustomerRecord:
+    """Everything stored for one customer."""
+
+    customer_id: str
+    state: CustomerState | None = None
+    applied_offsets: dict[int, int] = field(default_factory=dict)
+    extras: dict[str, bytes] = field(default_factory=dict)
+    outbox: dict[str, bytes] = field(default_factory=dict)
+
+    def applied_offset(self, partition: int) -> int | None:
+        """The last offset of ``partition`` already applied, if any."""
+        return self.applied_offsets.get(partition)
+
+    def fresh(self, events: Iterable[PositionedEvent]) -> list[PositionedEvent]:
+        """The events not yet applied: offset above this customer's applied offset."""
+        fresh = []
+        for positioned in events:
+            applied = self.applied_offsets.get(positioned.partition)
+            if applied is None or positioned.offset > applied:
+                fresh.append(positioned)
+        return fresh
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerWrite:
+    """The new record of one customer after a batch from one partition."""
+
+    customer_id: str
+    offsets: dict[int, tuple[int | None, int]]
+    """Per source partition: (offset read at load, or None; new applied offset)."""
+    state: CustomerState
+    extras: dict[str, bytes] = field(default_factory=dict)
+    outbox: dict[str, bytes] = field(default_factory=dict)
+
+
+def encode_state(state: CustomerState) -> bytes:
+    """The stored bytes of a state (deterministic: same state, same bytes)."""
+    return msgpack.packb(state.to_dict(), use_bin_type=True)
+
+
+def decode_state(raw: bytes) -> CustomerState:
+    """Inverse of ``encode_state``."""
+    return CustomerState.from_dict(msgpack.unpackb(raw, raw=False))
+
+
+def _parse_record(customer_id: str, raw: dict[bytes, bytes]) -> CustomerRecord:
+    record = CustomerRecord(customer_id=customer_id)
+    for key_bytes, value in raw.items():
+        key = key_bytes.decode()
+        if key == STATE_FIELD:
+            record.state = decode_state(value)
+        elif key.startswith(OFFSET_FIELD_PREFIX):
+            record.applied_offsets[int(key[len(OFFSET_FIELD_PREFIX) :])] = int(value)
+        elif key.startswith(EXTRA_FIELD_PREFIX):
+            record.extras[key[len(EXTRA_FIELD_PREFIX) :]] = value
+        elif key.startswith(OUTBOX_FIELD_PREFIX):
+            record.outbox[key[len(OUTBOX_FIELD_PREFIX) :]] = value
+    return record
+
+
+class RedisFeatureStore:
+    """Customer records in Redis, keyed ``<prefix>:c:{<customer_id>}``."""
+
+    def __init__(self, client: Redis, prefix: str = "sf", ttl_seconds: int = 0) -> None:
+        self._client = client
+        self._prefix = prefix
+        self._ttl_seconds = ttl_seconds
+        self._commit = client.register_script(_COMMIT_LUA)
+
+    @property
+    def client(self) -> Redis:
+        """The underlying Redis client."""
+        return self._client
+
+    def key(self, customer_id: str) -> str:
+        """The Redis key of one customer."""
+        return customer_key(self._prefix, customer_id)
+
+    async def load(self, customer_ids: Sequence[str]) -> dict[str, CustomerRecord]:
+        """Read the records of ``customer_ids`` in one pipelined round trip."""
+        if not customer_ids:
+            return {}
+        async with self._client.pipeline(transaction=False) as pipe:
+            for customer_id in customer_ids:
+                pipe.hgetall(self.key(customer_id))
+            replies = await pipe.execute()
+        return {cid: _parse_record(cid, raw) for cid, raw in zip(customer_ids, replies, strict=True)}
+
+    async def get(self, customer_id: str) -> CustomerRecord | None:
+        """One customer's record, or None when the store has never seen them."""
+        raw = await self._client.hgetall(self.key(customer_id))
+        return _parse_record(customer_id, raw) if raw else None
+
+    async def commit(self, writes: Sequence[CustomerWrite]) -> list[str]:
+        """Write every customer in one pipelined round trip; return the ids that lost the CAS."""
+        if not writes:
+            return []
+        async with self._client.pipeline(transaction=False) as pipe:
+            for write in writes:
+                args: list[bytes | str | int] = [self._ttl_seconds, len(write.offsets)]
+                for partition, (expected, new) in sorted(write.offsets.items()):
+                    args += [offset_field(partition), "" if expected is None else str(expected), str(new)]
+                args += [STATE_FIELD, encode_state(write.state)]
+                for name, value in write.extras.items():
+                    args += [extra_field(name), value]
+                for entry_id, value in write.outbox.items():
+                    args += [outbox_field(entry_id), value]
+                await self._commit(keys=[self.key(write.customer_id)], args=args, client=pipe)
+            replies = await pipe.execute()
+        return [w.customer_id for w, ok in zip(writes, replies, strict=True) if int(ok) != 1]
+
+    async def clear_outbox(self, sent: dict[str, Sequence[str]]) -> None:
+        """Forget outbox entries once delivered: ``{customer_id: [entry ids]}``, one round trip."""
+        pending = {cid: ids for cid, ids in sent.items() if ids}
+        if not pending:
+            return
+        async with self._client.pipeline(transaction=False) as pipe:
+            for customer_id, entry_ids in pending.items():
+                pipe.hdel(self.key(customer_id), *(outbox_field(e) for e in entry_ids))
+            await pipe.execute()
