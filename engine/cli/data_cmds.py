@@ -25,12 +25,18 @@ from engine.settings import Settings
     show_default=True,
     help="Encoding on the topic.",
 )
-@click.option("--raw", is_flag=True, help="Send each JSONL line's bytes unchanged (even if invalid).")
+@click.option(
+    "--keep-invalid", is_flag=True, help="Send lines that are not JSON unchanged instead of stopping."
+)
 @click.option("--topic", default=None, help="Topic (default: SEGFLOW_EVENTS_TOPIC).")
 @click.pass_obj
-def produce(settings: Settings, path: Path, fmt: str, wire: str, raw: bool, topic: str | None) -> None:
+def produce(
+    settings: Settings, path: Path, fmt: str, wire: str, keep_invalid: bool, topic: str | None
+) -> None:
     """Publish events from a JSON-lines or CSV file, keyed by customer_id."""
-    count = asyncio.run(produce_lines(settings, path, fmt, wire, raw, topic or settings.events_topic))
+    count = asyncio.run(
+        produce_lines(settings, path, fmt, wire, keep_invalid, topic or settings.events_topic)
+    )
     click.echo(f"produced {count} events to {topic or settings.events_topic}")
 
 

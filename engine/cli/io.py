@@ -42,8 +42,14 @@ def iter_csv(path: Path) -> Iterator[dict[str, Any]]:
             yield event
 
 
-def iter_payloads(path: Path, fmt: str, wire: str, raw: bool) -> Iterator[tuple[bytes | None, bytes]]:
-    """(key, value) pairs to publish, from a JSONL or CSV file."""
+def iter_payloads(
+    path: Path, fmt: str, wire: str, keep_invalid: bool
+) -> Iterator[tuple[bytes | None, bytes]]:
+    """(key, value) pairs to publish, from a JSONL or CSV file.
+
+    JSON lines are re-encoded as ``wire``; a line that is not JSON stops the run with its line
+    number, or with ``keep_invalid`` is sent unchanged (to exercise the dead-letter path).
+    """
     if fmt == "auto":
         fmt = "csv" if path.suffix.lower() == ".csv" else "jsonl"
     if fmt == "csv":
@@ -57,16 +63,13 @@ def iter_payloads(path: Path, fmt: str, wire: str, raw: bool) -> Iterator[tuple[
             try:
                 event = json.loads(line)
             except json.JSONDecodeError as exc:
-                if raw:
+                if keep_invalid:
                     yield None, line.rstrip(b"\r\n")
                     continue
                 raise ValueError(
-                    f"{path}:{number}: not JSON ({exc.msg}); use --raw to send it anyway"
+                    f"{path}:{number}: not JSON ({exc.msg}); use --keep-invalid to send it anyway"
                 ) from None
-            if raw:
-                yield _key(event), line.rstrip(b"\r\n")
-            else:
-                yield _key(event), _encode(event, wire)
+            yield _key(event), _encode(event, wire)
 
 
 def _key(event: Any) -> bytes | None:
@@ -78,14 +81,16 @@ def _encode(event: Any, wire: str) -> bytes:
     return encode_msgpack(event) if wire == "msgpack" else json.dumps(event).encode()
 
 
-async def produce_lines(settings: Settings, path: Path, fmt: str, wire: str, raw: bool, topic: str) -> int:
+async def produce_lines(
+    settings: Settings, path: Path, fmt: str, wire: str, keep_invalid: bool, topic: str
+) -> int:
     """Publish every event of ``path`` to ``topic``; return how many were acked."""
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=5)
     await producer.start()
     count = 0
     try:
         pending = []
-        for key, value in iter_payloads(path, fmt, wire, raw):
+        for key, value in iter_payloads(path, fmt, wire, keep_invalid):
             pending.append(await producer.send(topic, value=value, key=key))
             if len(pending) >= 5000:
                 await asyncio.gather(*pending)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 
 import click
+from aiokafka.errors import KafkaError
+from redis.exceptions import RedisError
 
 from engine.cli.data_cmds import explain, produce, tail
 from engine.cli.demo_cmd import demo
@@ -34,7 +36,7 @@ def main() -> None:
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
-    except (SettingsError, StackError, FileNotFoundError, ValueError, ConnectionError) as exc:
+    except (SettingsError, StackError, FileNotFoundError, ValueError, OSError, RedisError, KafkaError) as exc:
         click.echo(f"segflow: error: {exc}", err=True)
         sys.exit(1)
     except KeyboardInterrupt:

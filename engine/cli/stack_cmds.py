@@ -13,8 +13,15 @@ from engine.topics import ensure_topics, topic_specs
 
 
 def _print_status(status: manager.StackStatus) -> None:
-    for line in status.lines():
-        click.echo(line)
+    for action in status.actions:
+        click.echo(action)
+    for server in status.servers:
+        ports = ",".join(str(p) for p in server.ports)
+        health = "healthy" if server.healthy else ("UNHEALTHY" if server.running else "not running")
+        click.echo(
+            f"{server.name:22} ports={ports:12} pid={server.pid or '-':<8} "
+            f"version={server.version or '-':10} {health:12} {server.detail}"
+        )
 
 
 @click.group()

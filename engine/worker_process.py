@@ -1,0 +1,65 @@
+"""Running ``segflow worker`` as a child process and reading its metrics (demo, tests, bench)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from engine.settings import Settings
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The SEGFLOW_* variables that reproduce ``settings`` in another process."""
+    return {f"SEGFLOW_{k.upper()}": str(v) for k, v in settings.model_dump().items()}
+
+
+def start_worker(settings: Settings, log_path: Path) -> subprocess.Popen[bytes]:
+    """Run ``segflow worker`` in a child process with ``settings``."""
+    env = {**os.environ, **settings_env(settings)}
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("wb") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "engine", "worker"], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+
+
+def stop_worker(process: subprocess.Popen[bytes], timeout: float = 30.0) -> int:
+    """SIGTERM the worker and wait for it (it forces its own exit after its grace period)."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    try:
+        return process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return process.wait()
+
+
+def wait_for_metric(settings: Settings, name: str, at_least: int, timeout: float) -> int:
+    """Poll the worker's metrics page until counter ``name`` reaches ``at_least``."""
+    deadline = time.monotonic() + timeout
+    value = 0
+    while time.monotonic() < deadline:
+        value = read_metric(settings, name)
+        if value >= at_least:
+            return value
+        time.sleep(0.5)
+    return value
+
+
+def read_metric(settings: Settings, name: str) -> int:
+    """One counter from the worker's /segflow/metrics page (0 when not reachable)."""
+    url = f"http://127.0.0.1:{settings.web_port}/segflow/metrics"
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            text = response.read().decode()
+    except OSError:
+        return 0
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return int(float(line.split()[1]))
+    return 0

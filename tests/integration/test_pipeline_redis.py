@@ -1,0 +1,204 @@
+"""The batch pipeline against a real Redis: exactly-once state, outbox re-sends, fencing."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from decimal import Decimal
+from typing import Any, TypeVar
+
+import msgpack
+import pytest
+from redis.asyncio import Redis
+
+from engine.app import pipeline_config
+from engine.pipeline import RawRecord, SegmentPipeline
+from engine.settings import Settings
+from features.redis_store import CustomerWrite, RedisFeatureStore
+from features.state import CustomerState
+
+pytestmark = pytest.mark.integration
+T = TypeVar("T")
+DAY_MS = 86_400_000
+T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+
+
+def purchase(event_id: str, customer: str, day: float, amount: float) -> dict[str, Any]:
+    attrs = {"amount": amount, "currency": "EUR", "product": "savings"}
+    return {
+        "event_id": event_id,
+        "customer_id": customer,
+        "type": "purchase",
+        "ts": T0 + int(day * DAY_MS),
+        "attrs": attrs,
+    }
+
+
+def login(event_id: str, customer: str, day: float) -> dict[str, Any]:
+    return {"event_id": event_id, "customer_id": customer, "type": "login", "ts": T0 + int(day * DAY_MS)}
+
+
+def records_of(events: list[Any], partition: int = 0, first_offset: int = 0) -> list[RawRecord]:
+    out = []
+    for index, event in enumerate(events):
+        value = event if isinstance(event, bytes) else msgpack.packb(event)
+        key = event["customer_id"].encode() if isinstance(event, dict) and "customer_id" in event else None
+        out.append(RawRecord("events", partition, first_offset + index, key, value))
+    return out
+
+
+def run(settings: Settings, body: Callable[[SegmentPipeline, RedisFeatureStore], Awaitable[T]]) -> T:
+    async def main() -> T:
+        client = Redis.from_url(settings.redis_url)
+        store = RedisFeatureStore(client, prefix=settings.key_prefix)
+        try:
+            return await body(SegmentPipeline(store, pipeline_config(settings), clock=lambda: 1.8e9), store)
+        finally:
+            keys = [k async for k in client.scan_iter(match=f"{settings.key_prefix}:*")]
+            if keys:
+                await client.delete(*keys)
+            await client.aclose()
+
+    return asyncio.run(main())
+
+
+async def dump(store: RedisFeatureStore, customers: list[str]) -> dict[str, dict[bytes, bytes]]:
+    return {c: await store.client.hgetall(store.key(c)) for c in customers}
+
+
+STREAM = [
+    login("a1", "alice", 0),
+    purchase("a2", "alice", 1, 20.10),
+    purchase("b1", "bob", 1, 5.00),
+    purchase("a3", "alice", 2, 9.95),
+    login("b2", "bob", 40),
+    purchase("b3", "bob", 41, 12.34),
+    login("a4", "alice", 70),
+]
+
+
+def test_state_matches_recomputation_from_raw_events(isolated_settings: Settings) -> None:
+    async def body(pipeline: SegmentPipeline, store: RedisFeatureStore) -> None:
+        result = await pipeline.process(records_of(STREAM))
+        assert result.applied == len(STREAM) and result.duplicates == 0 and not result.dead_letters
+        for customer in ("alice", "bob"):
+            own = [e for e in STREAM if e["customer_id"] == customer]
+            buys = [e for e in own if e["type"] == "purchase"]
+            revenue = sum(Decimal(str(e["attrs"]["amount"])) for e in buys)
+            record = await store.get(customer)
+            assert record is not None and record.state is not None
+            assert record.state.orders == len(buys)
+            assert record.state.revenue_minor == int(revenue * 100)
+            assert record.state.first_ts * 1000 == min(e["ts"] for e in own)
+            assert record.state.last_ts * 1000 == max(e["ts"] for e in own)
+            assert record.state.last_purchase_ts * 1000 == max(e["ts"] for e in buys)
+            assert record.applied_offset(0) == max(
+                i for i, e in enumerate(STREAM) if e["customer_id"] == customer
+            )
+
+    run(isolated_settings, body)
+
+
+def test_transitions_are_emitted_once_per_change_in_order(isolated_settings: Settings) -> None:
+    # Hand-worked: alice new (login d0) -> active (2nd order d2) -> lapsed (login d70: 68 days since
+    # purchase); bob new (first purchase d1) -> lapsed (login d40: tenure 39 >= 30, recency 39 > 30)
+    # -> active (purchase d41).
+    async def body(pipeline: SegmentPipeline, store: RedisFeatureStore) -> list[tuple[str, Any, Any]]:
+        result = await pipeline.process(records_of(STREAM))
+        return [(c.customer_id, *_from_to(c.payload)) for c in result.changes]
+
+    changes = run(isolated_settings, body)
+    assert [c for c in changes if c[0] == "alice"] == [
+        ("alice", None, "new"),
+        ("alice", "new", "active"),
+        ("alice", "active", "lapsed"),
+    ]
+    assert [c for c in changes if c[0] == "bob"] == [
+        ("bob", None, "new"),
+        ("bob", "new", "lapsed"),
+        ("bob", "lapsed", "active"),
+    ]
+
+
+def _from_to(payload: bytes) -> tuple[Any, Any]:
+    change = msgpack.unpackb(payload)
+    return change["from"], change["to"]
+
+
+def test_redelivery_changes_nothing_and_replays_are_byte_identical(isolated_settings: Settings) -> None:
+    async def body(pipeline: SegmentPipeline, store: RedisFeatureStore) -> None:
+        records = records_of(STREAM)
+        first = await pipeline.process(records)
+        await pipeline.confirm_sent(first.changes)
+        before = await dump(store, ["alice", "bob"])
+        for start in (0, 3, 6):  # whole batch, a suffix, the last event
+            again = await pipeline.process(records[start:])
+            assert again.applied == 0
+            assert again.duplicates == len(records) - start
+            assert again.changes == []
+            assert await dump(store, ["alice", "bob"]) == before
+
+    run(isolated_settings, body)
+
+
+def test_unsent_changes_are_resent_with_the_same_id_until_confirmed(isolated_settings: Settings) -> None:
+    async def body(pipeline: SegmentPipeline, store: RedisFeatureStore) -> None:
+        records = records_of(STREAM)
+        first = await pipeline.process(records)  # crash here: committed, never delivered
+        second = await pipeline.process(records)  # redelivery after restart
+        assert second.applied == 0
+        assert sorted((c.change_id, c.payload) for c in second.changes) == sorted(
+            (c.change_id, c.payload) for c in first.changes
+        )
+        await pipeline.confirm_sent(second.changes)
+        third = await pipeline.process(records)
+        assert third.changes == []
+        record = await store.get("alice")
+        assert record is not None and record.outbox == {}
+
+    run(isolated_settings, body)
+
+
+def test_bad_events_are_dead_lettered_and_the_rest_processed(isolated_settings: Settings) -> None:
+    bad_type = dict(login("x1", "carol", 3), type="teleport")
+    no_customer = {"event_id": "x2", "type": "login", "ts": T0}
+    wrong_amount = purchase("x3", "carol", 4, 1.0)
+    wrong_amount["attrs"]["amount"] = "ten"
+    stream = [
+        login("c1", "carol", 0),
+        b"\xc1\x00garbage",
+        bad_type,
+        no_customer,
+        wrong_amount,
+        purchase("c2", "carol", 5, 3.0),
+    ]
+
+    async def body(pipeline: SegmentPipeline, store: RedisFeatureStore) -> None:
+        result = await pipeline.process(records_of(stream))
+        reasons = {d.offset: d.reason for d in result.dead_letters}
+        assert sorted(reasons) == [1, 2, 3, 4]
+        assert "msgpack" in reasons[1]
+        assert "unknown type" in reasons[2]
+        assert "missing customer_id" in reasons[3]
+        assert "attrs.amount" in reasons[4]
+        assert result.dead_letters[0].raw == b"\xc1\x00garbage"
+        record = await store.get("carol")
+        assert record is not None and record.state is not None
+        assert record.state.orders == 1 and record.applied_offset(0) == 5
+
+    run(isolated_settings, body)
+
+
+def test_commit_fails_when_another_writer_advanced_the_offset(isolated_settings: Settings) -> None:
+    state = CustomerState(first_ts=1.8e9, last_ts=1.8e9, events=1)
+
+    async def body(pipeline: SegmentPipeline, store: RedisFeatureStore) -> None:
+        assert await store.commit([CustomerWrite("zed", {0: (None, 10)}, state)]) == []
+        before = await dump(store, ["zed"])
+        # A zombie that read before offset 10 was written must not overwrite.
+        assert await store.commit([CustomerWrite("zed", {0: (None, 12)}, state)]) == ["zed"]
+        assert await store.commit([CustomerWrite("zed", {0: (7, 12)}, state)]) == ["zed"]
+        assert await dump(store, ["zed"]) == before
+        assert await store.commit([CustomerWrite("zed", {0: (10, 12)}, state)]) == []
+
+    run(isolated_settings, body)
