@@ -25,6 +25,8 @@ def decode_payload(raw: bytes | None) -> Any:
             return json.loads(raw)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise InvalidEvent(f"bad JSON: {exc}") from None
+    if not (0x80 <= raw[0] <= 0x8F or raw[0] in (0xDE, 0xDF)):
+        raise InvalidEvent(f"payload is neither a JSON object nor a msgpack map (first byte 0x{raw[0]:02x})")
     try:
         return msgpack.unpackb(raw, raw=False, strict_map_key=False)
     except (msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, ValueError) as exc:

@@ -13,13 +13,13 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from models.simulate import sample_stream, write_jsonl
-
 from engine.cli.io import format_change, produce_lines, read_changes
+from engine.dashboard import serve
 from engine.explain import explain_customer
 from engine.settings import Settings
 from engine.topics import ensure_topics
 from engine.worker_process import read_metric, start_worker, stop_worker, wait_for_metric
+from models.simulate import sample_stream, write_jsonl
 
 MALFORMED_LINES = [
     b'{"event_id": "bad-1", "type": "login", "ts": 1767225600000}',
@@ -49,12 +49,21 @@ async def collect(settings: Settings, topic: str) -> list[dict[str, Any]]:
     return found
 
 
-def run_demo(base: Settings, echo: Callable[[str], None], customers: int, days: int, seed: int) -> int:
+def run_demo(
+    base: Settings,
+    echo: Callable[[str], None],
+    customers: int,
+    days: int,
+    seed: int,
+    dashboard_seconds: float | None,
+    dashboard_port: int,
+) -> int:
     """Replay a simulated population through a real worker and show what it decided."""
     run_id = time.strftime("%Y%m%d%H%M%S")
     settings = demo_settings(base, run_id)
     work = settings.stack_dir / "demo" / run_id
     events_path = work / "events.jsonl"
+    work.mkdir(parents=True, exist_ok=True)
     events = list(sample_stream(customers=customers, days=days, seed=seed))
     write_jsonl(events, events_path)
     with events_path.open("ab") as handle:
@@ -81,6 +90,13 @@ def run_demo(base: Settings, echo: Callable[[str], None], customers: int, days: 
             if report is not None:
                 echo(f"\n[demo] segflow explain {customer}\n{report.render()}")
         _explore_hint(echo, settings)
+        if dashboard_seconds is None or dashboard_seconds > 0:
+            how_long = "until Ctrl-C" if dashboard_seconds is None else f"for {dashboard_seconds:g}s"
+            echo(f"\n[demo] dashboard: http://127.0.0.1:{dashboard_port}/ ({how_long})")
+            try:
+                asyncio.run(serve(settings, dashboard_port, dashboard_seconds))
+            except KeyboardInterrupt:
+                echo("[demo] dashboard stopped")
         return 0 if applied >= len(events) and dead == len(MALFORMED_LINES) else 1
     finally:
         stop_worker(worker)

@@ -36,15 +36,45 @@ async def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str
     try:
         existing = set(await admin.list_topics())
         missing = [spec for spec in topic_specs(settings) if spec.name not in existing]
-        if not missing:
-            return []
-        response = await admin.create_topics([NewTopic(s.name, s.partitions, 1) for s in missing])
-        for topic, code, message in _topic_errors(response):
-            if code not in (0, TopicAlreadyExistsError.errno):
-                raise RuntimeError(f"cannot create topic {topic}: error {code} {message or ''}".strip())
+        if missing:
+            response = await admin.create_topics([NewTopic(s.name, s.partitions, 1) for s in missing])
+            for topic, code, message in _topic_errors(response):
+                if code not in (0, TopicAlreadyExistsError.errno):
+                    raise RuntimeError(f"cannot create topic {topic}: error {code} {message or ''}".strip())
+        await _wait_for_leaders(admin, [spec.name for spec in topic_specs(settings)], timeout_s)
         return [spec.name for spec in missing]
     finally:
         await admin.close()
+
+
+async def topic_partitions(settings: Settings, topic: str) -> list[int]:
+    """The partition numbers of ``topic`` (empty when it does not exist)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=10_000)
+    await admin.start()
+    try:
+        if topic not in set(await admin.list_topics()):
+            return []
+        described = await admin.describe_topics([topic])
+        return sorted(p["partition"] for p in described[0]["partitions"])
+    finally:
+        await admin.close()
+
+
+async def _wait_for_leaders(admin: AIOKafkaAdminClient, names: list[str], timeout_s: float) -> None:
+    """Return once every partition of ``names`` has a leader (producing earlier only retries)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while True:
+        described = await admin.describe_topics(names)
+        ready = all(
+            t["error_code"] == 0 and t["partitions"] and all(p["leader"] >= 0 for p in t["partitions"])
+            for t in described
+        )
+        if ready:
+            return
+        if loop.time() > deadline:
+            raise RuntimeError(f"topics {', '.join(names)} have no leader after {timeout_s:g}s")
+        await asyncio.sleep(0.2)
 
 
 def _topic_errors(response: object) -> list[tuple[str, int, str | None]]:

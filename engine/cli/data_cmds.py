@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from pathlib import Path
 
@@ -77,3 +78,16 @@ def explain(settings: Settings, customer_id: str, as_json: bool) -> None:
     if report is None:
         raise click.ClickException(f"customer {customer_id!r} is not in the store")
     click.echo(json.dumps(report.as_dict(), indent=2, sort_keys=True) if as_json else report.render())
+
+
+@click.command()
+@click.option("--port", type=int, default=8088, show_default=True, help="Port on 127.0.0.1.")
+@click.option("--seconds", type=float, default=None, help="Stop after this many seconds (default: run).")
+@click.pass_obj
+def dashboard(settings: Settings, port: int, seconds: float | None) -> None:
+    """Serve a live page of segment sizes, transitions, worker counters and dead letters."""
+    from engine.dashboard import serve
+
+    click.echo(f"dashboard on http://127.0.0.1:{port}/ (Ctrl-C to stop)")
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve(settings, port, seconds))

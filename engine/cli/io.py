@@ -14,6 +14,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from engine.codecs import decode_msgpack, encode_msgpack
 from engine.settings import Settings
+from engine.topics import topic_partitions
 
 
 def _coerce(text: str) -> Any:
@@ -134,10 +135,10 @@ async def read_changes(
     await consumer.start()
     seen = 0
     try:
-        partitions = consumer.partitions_for_topic(topic) or set()
+        partitions = await topic_partitions(settings, topic)
         if not partitions:
             raise ValueError(f"topic {topic} does not exist (run `segflow topics create`)")
-        assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
+        assigned = [TopicPartition(topic, p) for p in partitions]
         consumer.assign(assigned)
         if from_beginning:
             await consumer.seek_to_beginning(*assigned)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import click
 from aiokafka.errors import KafkaError
 from redis.exceptions import RedisError
 
-from engine.cli.data_cmds import explain, produce, tail
+from engine.cli.data_cmds import dashboard, explain, produce, tail
 from engine.cli.demo_cmd import demo
 from engine.cli.stack_cmds import config, stack, topics
 from engine.cli.worker_cmd import worker
@@ -23,12 +24,16 @@ def cli(ctx: click.Context) -> None:
     ctx.obj = load_settings()
 
 
-for command in (stack, topics, config, worker, produce, tail, explain, demo):
+for command in (stack, topics, config, worker, produce, tail, explain, dashboard, demo):
     cli.add_command(command)
 
 
 def main() -> None:
     """Run the CLI, turning expected failures into one-line messages and exit code 1."""
+    logging.basicConfig(level=logging.WARNING, format="segflow: %(levelname)s %(name)s: %(message)s")
+    # Retriable produce errors (e.g. a leader still being elected for a new topic) are retried
+    # by aiokafka and raise only if they persist; they are noise at the CLI.
+    logging.getLogger("aiokafka.producer.sender").setLevel(logging.ERROR)
     try:
         cli.main(standalone_mode=False)
     except click.exceptions.Abort:

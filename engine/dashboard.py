@@ -1,0 +1,158 @@
+"""``segflow dashboard``: a live web page of segment sizes, transitions and dead letters.
+
+The page is a view materialised from the segment-changes and dead-letter topics (read from the
+beginning, without joining a consumer group), so it shows exactly what campaign systems see.
+Duplicate deliveries are dropped by ``change_id``. Its memory grows with the customers seen:
+it is meant for a demo or a sample, not for a population of millions (incremental segment
+aggregates in Redis are the job of the rules-and-segments issue).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from engine.cli.io import format_change
+from engine.codecs import decode_msgpack
+from engine.settings import Settings
+from engine.topics import topic_partitions
+from engine.worker_process import read_metric
+
+
+@dataclass
+class DashboardView:
+    """What the page shows, updated one record at a time."""
+
+    membership: dict[tuple[str, str], str] = field(default_factory=dict)
+    seen_ids: set[str] = field(default_factory=set)
+    transitions: Counter[str] = field(default_factory=Counter)
+    recent: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=25))
+    dead_reasons: Counter[str] = field(default_factory=Counter)
+    duplicates: int = 0
+
+    def apply_change(self, change: dict[str, Any]) -> None:
+        """Fold one segment-change record into the view (duplicates by id are ignored)."""
+        if change["change_id"] in self.seen_ids:
+            self.duplicates += 1
+            return
+        self.seen_ids.add(change["change_id"])
+        key = (change["family"], change["customer_id"])
+        if change["to"] is None:
+            self.membership.pop(key, None)
+        else:
+            self.membership[key] = change["to"]
+        self.transitions[f"{change['family']}: {change['from'] or '(none)'} -> {change['to']}"] += 1
+        self.recent.appendleft(change)
+
+    def apply_dead_letter(self, letter: dict[str, Any]) -> None:
+        """Count one dead letter by reason."""
+        self.dead_reasons[str(letter.get("reason"))] += 1
+
+    def sizes(self) -> dict[str, dict[str, int]]:
+        """Current segment sizes per family."""
+        out: dict[str, Counter[str]] = {}
+        for (family, _customer), segment in self.membership.items():
+            out.setdefault(family, Counter())[segment] += 1
+        return {family: dict(counts.most_common()) for family, counts in out.items()}
+
+
+def render_page(view: DashboardView, metrics: dict[str, int]) -> str:
+    """The HTML page (refreshes itself every 2 seconds)."""
+    rows = []
+    for family, sizes in view.sizes().items():
+        total = sum(sizes.values()) or 1
+        for segment, count in sizes.items():
+            width = round(300 * count / total)
+            rows.append(
+                f"<tr><td>{html.escape(family)}</td><td>{html.escape(segment)}</td><td>{count}</td>"
+                f'<td><div style="background:#4a7;height:12px;width:{width}px"></div></td></tr>'
+            )
+    transitions = "".join(
+        f"<tr><td>{html.escape(t)}</td><td>{n}</td></tr>" for t, n in view.transitions.most_common()
+    )
+    recent = "".join(f"<li><code>{html.escape(format_change(c))}</code></li>" for c in view.recent)
+    dead = "".join(f"<tr><td>{html.escape(r)}</td><td>{n}</td></tr>" for r, n in view.dead_reasons.items())
+    stats = "".join(f"<tr><td>{html.escape(k)}</td><td>{v}</td></tr>" for k, v in metrics.items())
+    return f"""<!doctype html><html><head><meta charset="utf-8"><meta http-equiv="refresh" content="2">
+<title>segflow dashboard</title><style>body{{font-family:sans-serif;margin:1.5em}} td{{padding:2px 10px}}
+table{{border-collapse:collapse}} tr:nth-child(even){{background:#f3f3f3}} h2{{margin-top:1.2em}}</style>
+</head><body><h1>segflow</h1>
+<h2>Segment sizes</h2><table><tr><th>family</th><th>segment</th><th>customers</th><th></th></tr>
+{"".join(rows)}</table>
+<h2>Transitions</h2><table>{transitions}</table>
+<h2>Worker</h2><table>{stats}</table>
+<h2>Dead letters by reason</h2><table>{dead}</table>
+<h2>Latest changes</h2><ul>{recent}</ul>
+<p>{len(view.seen_ids)} changes, {view.duplicates} duplicate deliveries dropped</p></body></html>"""
+
+
+WORKER_METRICS = (
+    "segflow_events_applied_total",
+    "segflow_events_duplicate_total",
+    "segflow_events_dead_lettered_total",
+    "segflow_segment_changes_sent_total",
+)
+
+
+async def follow(settings: Settings, view: DashboardView) -> None:
+    """Keep ``view`` up to date from the changes and dead-letter topics."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        assigned = []
+        for topic in (settings.changes_topic, settings.dlq_topic):
+            for partition in await topic_partitions(settings, topic):
+                assigned.append(TopicPartition(topic, partition))
+        consumer.assign(assigned)
+        await consumer.seek_to_beginning(*assigned)
+        while True:
+            batches = await consumer.getmany(timeout_ms=1000, max_records=1000)
+            for tp, messages in batches.items():
+                for message in messages:
+                    record = decode_msgpack(message.value)
+                    if tp.topic == settings.changes_topic:
+                        view.apply_change(record)
+                    else:
+                        view.apply_dead_letter(record)
+    finally:
+        await consumer.stop()
+
+
+async def serve(settings: Settings, port: int, seconds: float | None) -> None:
+    """Serve the dashboard on 127.0.0.1:``port`` (for ``seconds``, or until cancelled)."""
+    view = DashboardView()
+    follower = asyncio.create_task(follow(settings, view))
+
+    async def page(_request: web.Request) -> web.Response:
+        metrics = {name: await asyncio.to_thread(read_metric, settings, name) for name in WORKER_METRICS}
+        return web.Response(text=render_page(view, metrics), content_type="text/html")
+
+    async def summary(_request: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "sizes": view.sizes(),
+                "transitions": dict(view.transitions),
+                "dead_letters": dict(view.dead_reasons),
+                "changes": len(view.seen_ids),
+            }
+        )
+
+    app = web.Application()
+    app.add_routes([web.get("/", page), web.get("/api/summary", summary)])
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        if seconds is None:
+            await follower
+        else:
+            await asyncio.sleep(seconds)
+    finally:
+        follower.cancel()
+        await runner.cleanup()

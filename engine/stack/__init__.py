@@ -1,0 +1,6 @@
+"""The local stack: real Apache Kafka (KRaft, one node) and Debian redis-server on loopback."""
+
+from engine.stack.manager import StackStatus, down, kafka_tool, status, up
+from engine.stack.processes import ServerStatus, StackError
+
+__all__ = ["ServerStatus", "StackError", "StackStatus", "down", "kafka_tool", "status", "up"]

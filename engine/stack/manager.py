@@ -1,0 +1,76 @@
+"""The local stack as a whole: ``up``, ``down`` and ``status`` of Kafka + Redis on loopback.
+
+``up`` is idempotent (servers that already answer are left alone) and only returns once every
+server really answers; ``down`` stops whatever runs; ``status`` never changes anything except
+removing stale pid files. Failures raise :class:`StackError` with a one-line message.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from engine.settings import Settings
+from engine.stack import kafka as kafka_server
+from engine.stack import redis as redis_server
+from engine.stack.processes import ServerStatus, StackError
+
+__all__ = ["ServerStatus", "StackError", "StackStatus", "down", "kafka_tool", "status", "up"]
+
+
+@dataclass(frozen=True)
+class StackStatus:
+    """Every local server's status, plus what the last ``up``/``down`` did (one line each)."""
+
+    servers: list[ServerStatus]
+    actions: list[str] = field(default_factory=list)
+
+    @property
+    def healthy(self) -> bool:
+        """True when every listed server answers (and at least one is listed)."""
+        return bool(self.servers) and all(server.healthy for server in self.servers)
+
+    @property
+    def running(self) -> list[ServerStatus]:
+        """The servers whose process is alive."""
+        return [server for server in self.servers if server.running]
+
+    def server(self, name: str) -> ServerStatus | None:
+        """The status of the server called ``name`` ("kafka", "redis", "redis-cluster:<port>")."""
+        return next((server for server in self.servers if server.name == name), None)
+
+
+def status(settings: Settings) -> StackStatus:
+    """Kafka and Redis status, plus the Redis Cluster masters when they run."""
+    servers = [kafka_server.status(settings), redis_server.status(settings)]
+    servers += redis_server.cluster_status(settings)
+    return StackStatus(servers)
+
+
+def up(settings: Settings, cluster: bool = False) -> StackStatus:
+    """Start Redis and Kafka (and, with ``cluster``, a 3-master Redis Cluster) unless running.
+
+    Waits until each server really answers (Kafka: a metadata request; Redis: PING; cluster:
+    cluster_state:ok) and raises StackError naming the log file when one does not.
+    """
+    actions = [redis_server.up(settings)]
+    if cluster:
+        actions += redis_server.cluster_up(settings)
+    actions.append(kafka_server.up(settings))
+    return StackStatus(status(settings).servers, actions)
+
+
+def down(settings: Settings) -> StackStatus:
+    """Stop Kafka, Redis and any Redis Cluster masters; fine when nothing runs."""
+    actions = [kafka_server.down(settings), redis_server.down(settings)]
+    actions += redis_server.cluster_down(settings)
+    return StackStatus(status(settings).servers, actions)
+
+
+def kafka_tool(settings: Settings, main_class: str, args: list[str]) -> list[str]:
+    """The java command line running Kafka tool class ``main_class`` with ``args``.
+
+    Same classpath and log4j2 config as the broker, e.g. ``main_class=
+    "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand"``. The jars must have been
+    copied (``up`` does that).
+    """
+    return kafka_server.tool_command(settings, main_class, args)
