@@ -18,7 +18,7 @@ from aiohttp.web import Response
 from redis.exceptions import RedisError
 
 from engine.app import Runtime
-from engine.pipeline import BatchResult, OwnershipLost, RawRecord
+from engine.pipeline import DEAD_LETTER, BatchResult, OwnershipLost, RawRecord
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -67,8 +67,10 @@ async def handle_batch(runtime: Runtime, records: list[RawRecord]) -> bool:
     metrics = runtime.metrics
     metrics.add("segflow_events_applied_total", result.applied)
     metrics.add("segflow_events_duplicate_total", result.duplicates)
-    metrics.add("segflow_events_dead_lettered_total", len(result.dead_letters))
-    metrics.add("segflow_segment_changes_sent_total", len(result.changes))
+    late_sent = sum(1 for entry in result.changes if entry.kind == DEAD_LETTER)
+    metrics.add("segflow_events_dead_lettered_total", len(result.dead_letters) + late_sent)
+    metrics.add("segflow_events_too_late_total", result.too_late)
+    metrics.add("segflow_segment_changes_sent_total", len(result.changes) - late_sent)
     metrics.add("segflow_batches_total")
     metrics.last_batch_seconds = time.perf_counter() - started
     metrics.last_batch_wall_ts = time.time()

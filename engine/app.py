@@ -9,12 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import faust
-from redis.asyncio import Redis
 
 from engine.monitoring import WorkerMetrics
 from engine.pipeline import PipelineConfig, SegmentPipeline
 from engine.rules.lifecycle import LifecycleParams
-from engine.settings import Settings
+from engine.settings import Settings, split_list
+from features.client import connect
+from features.config import FeatureConfig
+from features.event import SECONDS_PER_DAY
 from features.redis_store import RedisFeatureStore
 
 
@@ -49,7 +51,18 @@ def pipeline_config(settings: Settings) -> PipelineConfig:
             new_days=settings.lifecycle_new_days, active_days=settings.lifecycle_active_days
         ),
         rules_version=settings.rules_version,
+        features=feature_config(settings),
         currency=settings.currency,
+    )
+
+
+def feature_config(settings: Settings) -> FeatureConfig:
+    """The feature catalogue's configuration from settings."""
+    return FeatureConfig(
+        allowed_lateness_seconds=settings.allowed_lateness_days * SECONDS_PER_DAY,
+        engagement_half_life_days=settings.engagement_half_life_days,
+        key_features=split_list(settings.key_features),
+        products=split_list(settings.products),
     )
 
 
@@ -75,8 +88,9 @@ def create_runtime(settings: Settings) -> Runtime:
         web_host="127.0.0.1",
         datadir=str(datadir),
     )
-    client = Redis.from_url(settings.redis_url)
-    store = RedisFeatureStore(client, prefix=settings.key_prefix)
+    client = connect(settings.redis_url)
+    ttl = round(settings.customer_ttl_days * SECONDS_PER_DAY)
+    store = RedisFeatureStore(client, prefix=settings.key_prefix, ttl_seconds=ttl)
     return Runtime(
         settings=settings,
         app=app,

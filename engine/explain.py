@@ -6,14 +6,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from redis.asyncio import Redis
-
+from engine.app import feature_config
 from engine.codecs import decode_msgpack
 from engine.pipeline import MEMBERSHIP_EXTRA
 from engine.rules import lifecycle
 from engine.settings import Settings
+from features.catalogue import snapshot
+from features.client import connect
+from features.config import FeatureConfig
 from features.redis_store import CustomerRecord, RedisFeatureStore
-from features.state import rfm_view
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,22 +60,25 @@ def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, tz=UTC).isoformat().replace("+00:00", "Z")
 
 
-def build_explanation(record: CustomerRecord, params: lifecycle.LifecycleParams) -> Explanation | None:
+def build_explanation(
+    record: CustomerRecord, params: lifecycle.LifecycleParams, config: FeatureConfig
+) -> Explanation | None:
     """Explain a stored record (pure: no I/O)."""
     if record.state is None:
         return None
     state = record.state
-    rfm = rfm_view(state, state.last_ts)
+    features = snapshot(record.customer_id, state, config)
     membership = decode_msgpack(record.extras[MEMBERSHIP_EXTRA]) if MEMBERSHIP_EXTRA in record.extras else {}
-    decision = lifecycle.evaluate(state, state.last_ts, params)
-    features = {
-        k: (round(v, 3) if isinstance(v, float) else v) for k, v in rfm.as_dict().items() if k != "as_of"
+    decision = lifecycle.evaluate(features, params)
+    values: dict[str, Any] = {
+        k: (round(v, 3) if isinstance(v, float) else v) for k, v in features.as_dict().items()
     }
+    values["campaigns"] = features.campaigns
     return Explanation(
         customer_id=record.customer_id,
         as_of=state.last_ts,
         state=state.to_dict(),
-        features=features,
+        features=values,
         segments=membership,
         reasons={decision.family: decision.reason()},
         applied_offsets=dict(record.applied_offsets),
@@ -84,7 +88,7 @@ def build_explanation(record: CustomerRecord, params: lifecycle.LifecycleParams)
 
 async def explain_customer(settings: Settings, customer_id: str) -> Explanation | None:
     """Load one customer from Redis and explain it."""
-    client = Redis.from_url(settings.redis_url)
+    client = connect(settings.redis_url)
     try:
         record = await RedisFeatureStore(client, prefix=settings.key_prefix).get(customer_id)
     finally:
@@ -92,4 +96,4 @@ async def explain_customer(settings: Settings, customer_id: str) -> Explanation 
     if record is None:
         return None
     params = lifecycle.LifecycleParams(settings.lifecycle_new_days, settings.lifecycle_active_days)
-    return build_explanation(record, params)
+    return build_explanation(record, params, feature_config(settings))

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 COUNTER_HELP: dict[str, str] = {
     "segflow_events_applied_total": "Events applied to customer state.",
     "segflow_events_duplicate_total": "Redelivered events skipped because already applied.",
-    "segflow_events_dead_lettered_total": "Events sent to the dead-letter topic.",
+    "segflow_events_dead_lettered_total": "Events sent to the dead-letter topic (invalid or too late).",
+    "segflow_events_too_late_total": "Events older than the allowed lateness: not applied, dead-lettered.",
     "segflow_segment_changes_sent_total": "Segment-change events delivered (re-sends included).",
     "segflow_batches_total": "Batches processed.",
     "segflow_batch_retries_total": "Batches retried after a Redis or Kafka error.",

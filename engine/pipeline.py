@@ -17,9 +17,11 @@ from engine.codecs import decode_msgpack, decode_payload, encode_msgpack
 from engine.output import DeadLetter, SegmentChange, change_id
 from engine.rules import lifecycle
 from engine.schemas import InvalidEvent, validate_event
-from features.event import PositionedEvent
+from features.catalogue import FeatureSnapshot, snapshot
+from features.config import FeatureConfig
+from features.event import SECONDS_PER_DAY, PositionedEvent
 from features.redis_store import CustomerRecord, CustomerWrite, RedisFeatureStore
-from features.state import CustomerState, apply_event, rfm_view
+from features.state import CustomerState, apply_event
 
 log = logging.getLogger(__name__)
 
@@ -38,13 +40,41 @@ class RawRecord:
     value: bytes | None
 
 
+SEGMENT_CHANGE, DEAD_LETTER = "c", "d"
+
+
 @dataclass(frozen=True, slots=True)
 class PendingChange:
-    """A committed change event waiting for delivery to the output topic."""
+    """A committed output record waiting for delivery: a segment change or a too-late letter."""
 
     customer_id: str
     change_id: str
     payload: bytes
+    kind: str = SEGMENT_CHANGE
+
+    def outbox_value(self) -> bytes:
+        """How the entry is stored in the customer's outbox: kind byte + payload."""
+        return self.kind.encode() + self.payload
+
+
+def parse_outbox_entry(customer_id: str, entry_id: str, value: bytes) -> PendingChange:
+    """Inverse of ``PendingChange.outbox_value``."""
+    return PendingChange(customer_id, entry_id, value[1:], value[:1].decode())
+
+
+def late_letter_id(positioned: PositionedEvent) -> str:
+    """Outbox id of the dead letter of a too-late event (stable for that record)."""
+    return f"late:{positioned.partition}:{positioned.offset}"
+
+
+@dataclass(slots=True)
+class CustomerOutcome:
+    """What one customer's events did in one batch."""
+
+    write: CustomerWrite | None = None
+    deliveries: list[PendingChange] = field(default_factory=list)
+    applied: int = 0
+    too_late: int = 0
 
 
 @dataclass(slots=True)
@@ -55,6 +85,7 @@ class BatchResult:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     applied: int = 0
     duplicates: int = 0
+    too_late: int = 0
 
 
 class OwnershipLost(RuntimeError):
@@ -67,6 +98,7 @@ class PipelineConfig:
 
     lifecycle: lifecycle.LifecycleParams
     rules_version: str
+    features: FeatureConfig = field(default_factory=FeatureConfig)
     currency: str | None = None
 
 
@@ -110,9 +142,10 @@ class SegmentPipeline:
         return events, dead
 
     async def process(self, records: Sequence[RawRecord]) -> BatchResult:
-        """Decode, apply and commit one batch; return the changes to deliver."""
+        """Decode, apply and commit one batch; return what to deliver."""
         events, dead = self.decode(records)
         result = BatchResult(dead_letters=dead)
+        raw_by_position = {(r.partition, r.offset): r for r in records}
         by_customer: dict[str, list[PositionedEvent]] = {}
         for positioned in events:
             by_customer.setdefault(positioned.event.customer_id, []).append(positioned)
@@ -120,27 +153,18 @@ class SegmentPipeline:
         for _attempt in range(MAX_COMMIT_ATTEMPTS):
             if not pending:
                 break
-            records_by_id = await self._store.load(pending)
-            writes: list[CustomerWrite] = []
-            attempt_changes: dict[str, list[PendingChange]] = {}
-            attempt_counts: dict[str, tuple[int, int]] = {}
-            for customer_id in pending:
-                record = records_by_id[customer_id]
-                write, changes, applied = self._apply_customer(record, by_customer[customer_id])
-                duplicates = len(by_customer[customer_id]) - applied
-                attempt_counts[customer_id] = (applied, duplicates)
-                old_outbox = [PendingChange(customer_id, cid, body) for cid, body in record.outbox.items()]
-                attempt_changes[customer_id] = old_outbox + changes
-                if write is not None:
-                    writes.append(write)
-            lost = set(await self._store.commit(writes))
-            for customer_id in pending:
+            loaded = await self._store.load(pending)
+            outcomes = {
+                cid: self._apply_customer(loaded[cid], by_customer[cid], raw_by_position) for cid in pending
+            }
+            lost = set(await self._store.commit([o.write for o in outcomes.values() if o.write is not None]))
+            for customer_id, outcome in outcomes.items():
                 if customer_id in lost:
                     continue
-                applied, duplicates = attempt_counts[customer_id]
-                result.applied += applied
-                result.duplicates += duplicates
-                result.changes.extend(attempt_changes[customer_id])
+                result.applied += outcome.applied
+                result.too_late += outcome.too_late
+                result.duplicates += len(by_customer[customer_id]) - outcome.applied - outcome.too_late
+                result.changes.extend(outcome.deliveries)
             if lost:
                 log.warning("offset moved under %d customers; reloading them", len(lost))
             pending = [cid for cid in pending if cid in lost]
@@ -149,44 +173,84 @@ class SegmentPipeline:
         return result
 
     def _apply_customer(
-        self, record: CustomerRecord, events: list[PositionedEvent]
-    ) -> tuple[CustomerWrite | None, list[PendingChange], int]:
+        self,
+        record: CustomerRecord,
+        events: list[PositionedEvent],
+        raw_by_position: dict[tuple[int, int], RawRecord],
+    ) -> CustomerOutcome:
+        # Entries committed earlier but not confirmed sent (a crash in between) go out again.
+        outcome = CustomerOutcome(
+            deliveries=[parse_outbox_entry(record.customer_id, k, v) for k, v in record.outbox.items()]
+        )
         fresh = record.fresh(events)
         if not fresh:
-            return None, [], 0
+            return outcome
         state: CustomerState | None = record.state
         membership: dict[str, str] = (
             decode_msgpack(record.extras[MEMBERSHIP_EXTRA]) if MEMBERSHIP_EXTRA in record.extras else {}
         )
         offsets: dict[int, tuple[int | None, int]] = {}
-        changes: list[PendingChange] = []
+        new_entries: list[PendingChange] = []
         for positioned in fresh:
-            state = apply_event(state, positioned.event)
             previous = offsets.get(positioned.partition, (record.applied_offset(positioned.partition), 0))
             offsets[positioned.partition] = (previous[0], positioned.offset)
-            change = self._decide(record.customer_id, state, membership, positioned)
+            state, applied = apply_event(state, positioned.event, self._config.features)
+            if not applied:
+                outcome.too_late += 1
+                late = self._too_late_letter(state, positioned, raw_by_position)
+                new_entries.append(
+                    PendingChange(record.customer_id, late_letter_id(positioned), late.encode(), DEAD_LETTER)
+                )
+                continue
+            outcome.applied += 1
+            features = snapshot(record.customer_id, state, self._config.features)
+            change = self._decide(record.customer_id, features, membership, positioned)
             if change is not None:
                 membership[change.family] = change.to_segment  # type: ignore[assignment]
-                changes.append(PendingChange(record.customer_id, change.change_id, change.encode()))
+                new_entries.append(PendingChange(record.customer_id, change.change_id, change.encode()))
         assert state is not None
-        write = CustomerWrite(
+        outcome.deliveries += new_entries
+        outcome.write = CustomerWrite(
             customer_id=record.customer_id,
             offsets=offsets,
             state=state,
             extras={MEMBERSHIP_EXTRA: encode_msgpack(membership)},
-            outbox={c.change_id: c.payload for c in changes},
+            outbox={entry.change_id: entry.outbox_value() for entry in new_entries},
         )
-        return write, changes, len(fresh)
+        return outcome
+
+    def _too_late_letter(
+        self,
+        state: CustomerState,
+        positioned: PositionedEvent,
+        raw_by_position: dict[tuple[int, int], RawRecord],
+    ) -> DeadLetter:
+        raw = raw_by_position[(positioned.partition, positioned.offset)]
+        behind = (state.last_ts - positioned.event.ts) / SECONDS_PER_DAY
+        allowed = self._config.features.allowed_lateness_seconds / SECONDS_PER_DAY
+        return DeadLetter(
+            reason=f"too late: {behind:.3f} days behind the customer's newest event (allowed {allowed:g})",
+            raw=raw.value or b"",
+            key=raw.key,
+            topic=raw.topic,
+            partition=raw.partition,
+            offset=raw.offset,
+            failed_ts_ms=round(self._clock() * 1000),
+        )
 
     def _decide(
-        self, customer_id: str, state: CustomerState, membership: dict[str, str], positioned: PositionedEvent
+        self,
+        customer_id: str,
+        features: FeatureSnapshot,
+        membership: dict[str, str],
+        positioned: PositionedEvent,
     ) -> SegmentChange | None:
-        decision = lifecycle.evaluate(state, state.last_ts, self._config.lifecycle)
+        decision = lifecycle.evaluate(features, self._config.lifecycle)
         current = membership.get(decision.family)
         if current == decision.segment:
             return None
         event = positioned.event
-        rfm = rfm_view(state, state.last_ts)
+        recency = features["recency_days"]
         return SegmentChange(
             change_id=change_id(
                 customer_id,
@@ -205,10 +269,10 @@ class SegmentPipeline:
             rules_version=self._config.rules_version,
             reason=decision.reason(),
             features={
-                "recency_days": None if rfm.recency_days is None else round(rfm.recency_days, 3),
-                "frequency": rfm.frequency,
-                "monetary": rfm.monetary,
-                "tenure_days": round(rfm.tenure_days, 3),
+                "recency_days": None if recency is None else round(float(recency), 3),
+                "frequency": features["frequency"],
+                "monetary": features["monetary"],
+                "tenure_days": round(float(features["tenure_days"] or 0.0), 3),
             },
             cause={
                 "event_id": event.event_id,

@@ -60,6 +60,11 @@ class Settings(BaseSettings):
     # Feature store
     key_prefix: str = "sf"
     currency: str = Field("EUR", pattern=r"^[A-Z]{3}$")
+    allowed_lateness_days: float = Field(3.0, ge=0)
+    engagement_half_life_days: float = Field(14.0, gt=0)
+    key_features: str = "payments,budgeting,alerts,card_controls"
+    products: str = "mortgage,credit_card,savings,current_account,insurance"
+    customer_ttl_days: float = Field(0.0, ge=0)
 
     # Lifecycle rule family (event time, days)
     lifecycle_new_days: float = Field(30.0, gt=0)
@@ -73,6 +78,11 @@ class Settings(BaseSettings):
         if value not in allowed:
             raise ValueError(f"must be one of {sorted(allowed)}")
         return value
+
+
+def split_list(value: str) -> tuple[str, ...]:
+    """A comma-separated setting as a tuple of non-empty names."""
+    return tuple(part.strip() for part in value.split(",") if part.strip())
 
 
 class SettingsError(Exception):

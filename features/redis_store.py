@@ -19,6 +19,8 @@ from importlib import resources
 
 import msgpack
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import NoScriptError
 
 from features.event import PositionedEvent
 from features.keys import (
@@ -79,7 +81,7 @@ def encode_state(state: CustomerState) -> bytes:
 
 def decode_state(raw: bytes) -> CustomerState:
     """Inverse of ``encode_state``."""
-    return CustomerState.from_dict(msgpack.unpackb(raw, raw=False))
+    return CustomerState.from_dict(msgpack.unpackb(raw, raw=False, strict_map_key=False))
 
 
 def _parse_record(customer_id: str, raw: dict[bytes, bytes]) -> CustomerRecord:
@@ -100,14 +102,14 @@ def _parse_record(customer_id: str, raw: dict[bytes, bytes]) -> CustomerRecord:
 class RedisFeatureStore:
     """Customer records in Redis, keyed ``<prefix>:c:{<customer_id>}``."""
 
-    def __init__(self, client: Redis, prefix: str = "sf", ttl_seconds: int = 0) -> None:
+    def __init__(self, client: Redis | RedisCluster, prefix: str = "sf", ttl_seconds: int = 0) -> None:
         self._client = client
         self._prefix = prefix
         self._ttl_seconds = ttl_seconds
-        self._commit = client.register_script(_COMMIT_LUA)
+        self._commit_sha: str | None = None
 
     @property
-    def client(self) -> Redis:
+    def client(self) -> Redis | RedisCluster:
         """The underlying Redis client."""
         return self._client
 
@@ -130,10 +132,24 @@ class RedisFeatureStore:
         raw = await self._client.hgetall(self.key(customer_id))
         return _parse_record(customer_id, raw) if raw else None
 
+    async def _script_sha(self, reload: bool = False) -> str:
+        # SCRIPT LOAD on a cluster client reaches every primary, so EVALSHA works on any slot.
+        if self._commit_sha is None or reload:
+            self._commit_sha = await self._client.script_load(_COMMIT_LUA)
+        return self._commit_sha
+
     async def commit(self, writes: Sequence[CustomerWrite]) -> list[str]:
         """Write every customer in one pipelined round trip; return the ids that lost the CAS."""
         if not writes:
             return []
+        try:
+            return await self._commit_pipelined(writes, await self._script_sha())
+        except NoScriptError:  # e.g. a node restarted or failed over and lost its script cache
+            return await self._commit_pipelined(writes, await self._script_sha(reload=True))
+
+    async def _commit_pipelined(self, writes: Sequence[CustomerWrite], sha: str) -> list[str]:
+        # EVALSHA through execute_command: redis-py's cluster pipeline refuses .evalsha() but
+        # routes a raw EVALSHA by its key, and all keys of one call share one slot.
         async with self._client.pipeline(transaction=False) as pipe:
             for write in writes:
                 args: list[bytes | str | int] = [self._ttl_seconds, len(write.offsets)]
@@ -144,7 +160,7 @@ class RedisFeatureStore:
                     args += [extra_field(name), value]
                 for entry_id, value in write.outbox.items():
                     args += [outbox_field(entry_id), value]
-                await self._commit(keys=[self.key(write.customer_id)], args=args, client=pipe)
+                pipe.execute_command("EVALSHA", sha, 1, self.key(write.customer_id), *args)
             replies = await pipe.execute()
         return [w.customer_id for w, ok in zip(writes, replies, strict=True) if int(ok) != 1]
 

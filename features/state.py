@@ -1,16 +1,26 @@
-"""A customer's behavioural state and the pure function that applies one event to it.
+"""A customer's behavioural state and how one event changes it.
 
-Everything here is plain data and plain functions: the Redis store persists ``CustomerState``
-and the tests recompute it from raw events without any server. Money is kept in integer minor
-units (cents) so that sums do not depend on the order events arrive in.
+The state keeps just enough to answer the feature catalogue (``features.catalogue``) at any
+moment at or after the customer's latest event: all-time totals, day buckets for windows
+(``features.windows``), a decayed engagement score, ticket, holding and campaign tables.
+Every field except the engagement score's last bits of floating point is independent of the
+order in which the (not too late) events arrived; money is integer minor units (cents).
+
+``apply_event`` mutates the state it is given (the caller owns it for the batch): copying the
+nested tables per event would cost more than the rest of the pipeline.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from features import windows
+from features.config import FeatureConfig
 from features.event import SECONDS_PER_DAY, Event
+
+SEVERITY_RANK = {"low": 1, "medium": 2, "high": 3, "critical": 4}
+OUTCOME_RANK = {"delivered": 1, "opened": 2, "clicked": 3, "converted": 4, "unsubscribed": 5}
 
 
 def to_minor_units(amount: float) -> int:
@@ -18,17 +28,30 @@ def to_minor_units(amount: float) -> int:
     return round(amount * 100)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CustomerState:
     """What the store keeps per customer; times are event times in epoch seconds."""
 
     first_ts: float
     last_ts: float
     events: int = 0
+    late_dropped: int = 0
     orders: int = 0
     revenue_minor: int = 0
-    last_purchase_ts: float | None = None
     first_purchase_ts: float | None = None
+    last_purchase_ts: float | None = None
+    purchase_days: dict[int, list[int]] = field(default_factory=dict)
+    last_login_ts: float | None = None
+    login_days: dict[int, int] = field(default_factory=dict)
+    session_days: dict[int, int] = field(default_factory=dict)
+    engagement: float = 0.0
+    engagement_ts: float | None = None
+    feature_first_use: dict[str, float] = field(default_factory=dict)
+    tickets: dict[str, list[Any]] = field(default_factory=dict)
+    ticket_open_days: dict[int, int] = field(default_factory=dict)
+    call_days: dict[int, int] = field(default_factory=dict)
+    holdings: dict[str, list[float]] = field(default_factory=dict)
+    campaigns: dict[str, list[Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain mapping for serialisation."""
@@ -40,59 +63,156 @@ class CustomerState:
         return cls(**data)
 
 
-def apply_event(state: CustomerState | None, event: Event) -> CustomerState:
-    """Return the state after ``event``; order-independent for the fields kept here."""
+def new_state(event: Event) -> CustomerState:
+    """The state of a customer before their first event."""
+    return CustomerState(first_ts=event.ts, last_ts=event.ts)
+
+
+def is_too_late(state: CustomerState, event: Event, config: FeatureConfig) -> bool:
+    """True when ``event`` is older than the customer's newest event by more than the lateness."""
+    return event.ts < state.last_ts - config.allowed_lateness_seconds
+
+
+def apply_event(
+    state: CustomerState | None, event: Event, config: FeatureConfig
+) -> tuple[CustomerState, bool]:
+    """Apply ``event`` to ``state`` (in place); return the state and whether it was applied.
+
+    A too-late event changes nothing but the ``late_dropped`` counter.
+    """
     if state is None:
-        state = CustomerState(first_ts=event.ts, last_ts=event.ts)
+        state = new_state(event)
+    elif is_too_late(state, event, config):
+        state.late_dropped += 1
+        return state, False
+    ts = event.ts
+    state.first_ts = min(state.first_ts, ts)
+    state.last_ts = max(state.last_ts, ts)
+    state.events += 1
+    _decay_engagement(state, event, config)
+    handler = _HANDLERS.get(event.type)
+    if handler is not None:
+        handler(state, event, config)
+    _prune(state, config)
+    return state, True
+
+
+def _decay_engagement(state: CustomerState, event: Event, config: FeatureConfig) -> None:
+    weight = config.engagement_weights.get(event.type, 0.0)
+    if weight == 0.0:
+        return
+    half_life = config.engagement_half_life_days * SECONDS_PER_DAY
+    if state.engagement_ts is None:
+        state.engagement, state.engagement_ts = weight, event.ts
+    elif event.ts >= state.engagement_ts:
+        decay = 2.0 ** (-(event.ts - state.engagement_ts) / half_life)
+        state.engagement, state.engagement_ts = state.engagement * decay + weight, event.ts
     else:
-        state = replace(state, first_ts=min(state.first_ts, event.ts), last_ts=max(state.last_ts, event.ts))
-    state = replace(state, events=state.events + 1)
-    if event.type == "purchase":
-        state = replace(
-            state,
-            orders=state.orders + 1,
-            revenue_minor=state.revenue_minor + to_minor_units(float(event.attrs["amount"])),
-            last_purchase_ts=_max_optional(state.last_purchase_ts, event.ts),
-            first_purchase_ts=_min_optional(state.first_purchase_ts, event.ts),
-        )
-    return state
+        state.engagement += weight * 2.0 ** (-(state.engagement_ts - event.ts) / half_life)
 
 
-def _max_optional(current: float | None, candidate: float) -> float:
+def _purchase(state: CustomerState, event: Event, config: FeatureConfig) -> None:
+    cents = to_minor_units(float(event.attrs["amount"]))
+    state.orders += 1
+    state.revenue_minor += cents
+    state.first_purchase_ts = _min(state.first_purchase_ts, event.ts)
+    state.last_purchase_ts = _max(state.last_purchase_ts, event.ts)
+    windows.add_pair(state.purchase_days, windows.day_of(event.ts), 1, cents)
+
+
+def _login(state: CustomerState, event: Event, config: FeatureConfig) -> None:
+    state.last_login_ts = _max(state.last_login_ts, event.ts)
+    windows.add(state.login_days, windows.day_of(event.ts))
+
+
+def _session(state: CustomerState, event: Event, config: FeatureConfig) -> None:
+    windows.add(state.session_days, windows.day_of(event.ts))
+
+
+def _feature_used(state: CustomerState, event: Event, config: FeatureConfig) -> None:
+    name = str(event.attrs["feature"])
+    known = state.feature_first_use.get(name)
+    if known is not None:
+        state.feature_first_use[name] = min(known, event.ts)
+    elif len(state.feature_first_use) < config.max_tracked_features or name in config.key_features:
+        state.feature_first_use[name] = event.ts
+
+
+def _support_ticket(state: CustomerState, event: Event, config: FeatureConfig) -> None:
+    ticket_id = str(event.attrs["ticket_id"])
+    severity = SEVERITY_RANK[str(event.attrs["severity"])]
+    # [severity of the latest opening, latest opened ts, latest closed ts]
+    entry = state.tickets.setdefault(ticket_id, [0, None, None])
+    if event.attrs["status"] == "opened":
+        if entry[1] is None or (event.ts, severity) > (entry[1], entry[0]):
+            entry[0], entry[1] = severity, event.ts
+        windows.add(state.ticket_open_days, windows.day_of(event.ts))
+    else:
+        entry[2] = _max(entry[2], event.ts)
+
+
+def _call_center(state: CustomerState, event: Event, config: FeatureConfig) -> None:
+    windows.add(state.call_days, windows.day_of(event.ts))
+
+
+def _product_holding(state: CustomerState, event: Event, config: FeatureConfig) -> None:
+    product = str(event.attrs["product"])
+    reported = [float(event.attrs["balance"]), event.ts]
+    current = state.holdings.get(product)
+    # Latest report wins; equal times are settled by the larger balance, so order never matters.
+    if current is None or (reported[1], reported[0]) > (current[1], current[0]):
+        state.holdings[product] = reported
+
+
+def _campaign_response(state: CustomerState, event: Event, config: FeatureConfig) -> None:
+    campaign = str(event.attrs["campaign"])
+    outcome = str(event.attrs["outcome"])
+    reported = [str(event.attrs["variant"]), outcome, event.ts]
+    current = state.campaigns.get(campaign)
+    if current is None or (event.ts, OUTCOME_RANK[outcome]) > (current[2], OUTCOME_RANK[current[1]]):
+        state.campaigns[campaign] = reported
+    if len(state.campaigns) > config.max_tracked_campaigns:
+        oldest = min(state.campaigns, key=lambda name: (state.campaigns[name][2], name))
+        del state.campaigns[oldest]
+
+
+_HANDLERS = {
+    "purchase": _purchase,
+    "login": _login,
+    "session": _session,
+    "feature_used": _feature_used,
+    "support_ticket": _support_ticket,
+    "call_center": _call_center,
+    "product_holding": _product_holding,
+    "campaign_response": _campaign_response,
+}
+
+
+def ticket_is_open(entry: list[Any]) -> bool:
+    """A ticket is open when its latest status event is an opening (a close at the same time wins)."""
+    opened, closed = entry[1], entry[2]
+    return opened is not None and (closed is None or closed < opened)
+
+
+def _prune(state: CustomerState, config: FeatureConfig) -> None:
+    newest = windows.day_of(state.last_ts)
+    windows.prune(state.purchase_days, newest, config.purchase_horizon_days)
+    for buckets in (state.login_days, state.session_days, state.ticket_open_days, state.call_days):
+        windows.prune(buckets, newest, config.activity_horizon_days)
+    # A settled ticket can go once any event about it would be too late to be applied.
+    horizon = state.last_ts - config.allowed_lateness_seconds
+    settled = [
+        tid
+        for tid, entry in state.tickets.items()
+        if not ticket_is_open(entry) and entry[2] is not None and entry[2] < horizon
+    ]
+    for ticket_id in settled:
+        del state.tickets[ticket_id]
+
+
+def _max(current: float | None, candidate: float) -> float:
     return candidate if current is None else max(current, candidate)
 
 
-def _min_optional(current: float | None, candidate: float) -> float:
+def _min(current: float | None, candidate: float) -> float:
     return candidate if current is None else min(current, candidate)
-
-
-@dataclass(frozen=True, slots=True)
-class RfmView:
-    """Recency, frequency and monetary value of a customer as seen at event time ``as_of``."""
-
-    as_of: float
-    recency_days: float | None
-    tenure_days: float
-    frequency: int
-    monetary: float
-    average_order_value: float | None
-
-    def as_dict(self) -> dict[str, Any]:
-        """Plain mapping, for explanations and change events."""
-        return asdict(self)
-
-
-def rfm_view(state: CustomerState, as_of: float) -> RfmView:
-    """Derive R/F/M at ``as_of`` (days are fractional, never negative)."""
-    recency = None
-    if state.last_purchase_ts is not None:
-        recency = max(0.0, as_of - state.last_purchase_ts) / SECONDS_PER_DAY
-    monetary = state.revenue_minor / 100
-    return RfmView(
-        as_of=as_of,
-        recency_days=recency,
-        tenure_days=max(0.0, as_of - state.first_ts) / SECONDS_PER_DAY,
-        frequency=state.orders,
-        monetary=monetary,
-        average_order_value=(monetary / state.orders) if state.orders else None,
-    )

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from features.state import CustomerState, rfm_view
+from features.catalogue import FeatureSnapshot
 
 FAMILY = "lifecycle"
 NEW, ACTIVE, LAPSED = "new", "active", "lapsed"
@@ -70,23 +70,24 @@ def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
 
 
-def evaluate(state: CustomerState, as_of: float, params: LifecycleParams) -> Decision:
-    """The lifecycle segment of a customer at event time ``as_of``."""
-    rfm = rfm_view(state, as_of)
-    tenure = Condition("tenure_days", "<", params.new_days, _round(rfm.tenure_days))
-    orders_few = Condition("orders", "<", 2, rfm.frequency)
-    if rfm.tenure_days < params.new_days and rfm.frequency < 2:
+def evaluate(features: FeatureSnapshot, params: LifecycleParams) -> Decision:
+    """The lifecycle segment of a customer from a feature snapshot."""
+    tenure_days = float(features["tenure_days"] or 0.0)
+    frequency = int(features["frequency"] or 0)
+    recency = features["recency_days"]
+    tenure = Condition("tenure_days", "<", params.new_days, _round(tenure_days))
+    orders_few = Condition("orders", "<", 2, frequency)
+    if tenure_days < params.new_days and frequency < 2:
         return Decision(FAMILY, NEW, f"{FAMILY}.{NEW}", (tenure, orders_few))
-    recency = rfm.recency_days
     if recency is not None and recency <= params.active_days:
-        cond = Condition("recency_days", "<=", params.active_days, _round(recency))
+        cond = Condition("recency_days", "<=", params.active_days, _round(float(recency)))
         return Decision(FAMILY, ACTIVE, f"{FAMILY}.{ACTIVE}", (cond,))
-    if rfm.tenure_days >= params.new_days:
-        not_new = Condition("tenure_days", ">=", params.new_days, _round(rfm.tenure_days))
+    if tenure_days >= params.new_days:
+        not_new = Condition("tenure_days", ">=", params.new_days, _round(tenure_days))
     else:
-        not_new = Condition("orders", ">=", 2, rfm.frequency)
+        not_new = Condition("orders", ">=", 2, frequency)
     if recency is None:
         stale = Condition("recency_days", "is", None, None)
     else:
-        stale = Condition("recency_days", ">", params.active_days, _round(recency))
+        stale = Condition("recency_days", ">", params.active_days, _round(float(recency)))
     return Decision(FAMILY, LAPSED, f"{FAMILY}.{LAPSED}", (stale, not_new))
