@@ -157,7 +157,11 @@ class SegmentPipeline:
             outcomes = {
                 cid: self._apply_customer(loaded[cid], by_customer[cid], raw_by_position) for cid in pending
             }
-            lost = set(await self._store.commit([o.write for o in outcomes.values() if o.write is not None]))
+            writes = [o.write for o in outcomes.values() if o.write is not None]
+            unchanged = {
+                cid: loaded[cid].state for cid, o in outcomes.items() if o.write is None and loaded[cid].state
+            }
+            lost = set(await self._store.commit(writes, unchanged))  # type: ignore[arg-type]
             for customer_id, outcome in outcomes.items():
                 if customer_id in lost:
                     continue

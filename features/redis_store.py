@@ -13,7 +13,8 @@ this package does not interpret them.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 
@@ -33,6 +34,7 @@ from features.keys import (
     offset_field,
     outbox_field,
 )
+from features.population import PopulationStats
 from features.state import CustomerState
 
 _COMMIT_LUA = resources.files("features").joinpath("lua/commit.lua").read_text()
@@ -102,11 +104,19 @@ def _parse_record(customer_id: str, raw: dict[bytes, bytes]) -> CustomerRecord:
 class RedisFeatureStore:
     """Customer records in Redis, keyed ``<prefix>:c:{<customer_id>}``."""
 
-    def __init__(self, client: Redis | RedisCluster, prefix: str = "sf", ttl_seconds: int = 0) -> None:
+    def __init__(
+        self,
+        client: Redis | RedisCluster,
+        prefix: str = "sf",
+        ttl_seconds: int = 0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._client = client
         self._prefix = prefix
         self._ttl_seconds = ttl_seconds
         self._commit_sha: str | None = None
+        self._clock = clock
+        self.population = PopulationStats(client, prefix)
 
     @property
     def client(self) -> Redis | RedisCluster:
@@ -138,16 +148,24 @@ class RedisFeatureStore:
             self._commit_sha = await self._client.script_load(_COMMIT_LUA)
         return self._commit_sha
 
-    async def commit(self, writes: Sequence[CustomerWrite]) -> list[str]:
-        """Write every customer in one pipelined round trip; return the ids that lost the CAS."""
-        if not writes:
+    async def commit(
+        self, writes: Sequence[CustomerWrite], unchanged: dict[str, CustomerState] | None = None
+    ) -> list[str]:
+        """Write every customer in one pipelined round trip; return the ids that lost the CAS.
+
+        The same round trip sets the population scores of the written customers and of
+        ``unchanged`` ones (e.g. redelivered), so a crash between commit and ranking heals.
+        """
+        if not writes and not unchanged:
             return []
         try:
-            return await self._commit_pipelined(writes, await self._script_sha())
+            return await self._commit_pipelined(writes, unchanged or {}, await self._script_sha())
         except NoScriptError:  # e.g. a node restarted or failed over and lost its script cache
-            return await self._commit_pipelined(writes, await self._script_sha(reload=True))
+            return await self._commit_pipelined(writes, unchanged or {}, await self._script_sha(reload=True))
 
-    async def _commit_pipelined(self, writes: Sequence[CustomerWrite], sha: str) -> list[str]:
+    async def _commit_pipelined(
+        self, writes: Sequence[CustomerWrite], unchanged: dict[str, CustomerState], sha: str
+    ) -> list[str]:
         # EVALSHA through execute_command: redis-py's cluster pipeline refuses .evalsha() but
         # routes a raw EVALSHA by its key, and all keys of one call share one slot.
         async with self._client.pipeline(transaction=False) as pipe:
@@ -161,7 +179,9 @@ class RedisFeatureStore:
                 for entry_id, value in write.outbox.items():
                     args += [outbox_field(entry_id), value]
                 pipe.execute_command("EVALSHA", sha, 1, self.key(write.customer_id), *args)
-            replies = await pipe.execute()
+            ranked = {**unchanged, **{w.customer_id: w.state for w in writes}}
+            self.population.queue_updates(pipe, ranked, self._clock())
+            replies = (await pipe.execute())[: len(writes)]
         return [w.customer_id for w, ok in zip(writes, replies, strict=True) if int(ok) != 1]
 
     async def clear_outbox(self, sent: dict[str, Sequence[str]]) -> None:
