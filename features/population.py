@@ -64,8 +64,13 @@ class PopulationStats:
         self._client = client
         self._prefix = prefix
 
-    def queue_updates(self, pipe: object, states: dict[str, CustomerState], wall_ts: float) -> None:
-        """Add the score updates of ``states`` to a pipeline (one ZADD per metric)."""
+    def queue_updates(
+        self, pipe: object, states: dict[str, CustomerState], wall_ts: float, track_seen: bool
+    ) -> None:
+        """Add the score updates of ``states`` to a pipeline (one ZADD per metric).
+
+        ``track_seen`` records the write time for ``sweep_expired``; only needed with a TTL.
+        """
         by_metric: dict[str, dict[str, float]] = {metric: {} for metric in METRICS}
         for customer_id, state in states.items():
             scores = metric_scores(state)
@@ -76,7 +81,7 @@ class PopulationStats:
         for metric, mapping in by_metric.items():
             if mapping:
                 pipe.zadd(population_key(self._prefix, metric), mapping)  # type: ignore[attr-defined]
-        if states:
+        if states and track_seen:
             pipe.zadd(population_key(self._prefix, SEEN), dict.fromkeys(states, wall_ts))  # type: ignore[attr-defined]
 
     async def size(self) -> int:

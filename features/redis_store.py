@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from importlib import resources
 
 import msgpack
@@ -76,14 +76,25 @@ class CustomerWrite:
     outbox: dict[str, bytes] = field(default_factory=dict)
 
 
+# The state is stored positionally (no field names: ~230 bytes less per customer), led by a
+# format number; a new field is appended at the end and older records decode with its default.
+STATE_FORMAT = 1
+_STATE_FIELDS = tuple(f.name for f in fields(CustomerState))
+
+
 def encode_state(state: CustomerState) -> bytes:
     """The stored bytes of a state (deterministic: same state, same bytes)."""
-    return msgpack.packb(state.to_dict(), use_bin_type=True)
+    return msgpack.packb([STATE_FORMAT, *(getattr(state, name) for name in _STATE_FIELDS)], use_bin_type=True)
 
 
 def decode_state(raw: bytes) -> CustomerState:
     """Inverse of ``encode_state``."""
-    return CustomerState.from_dict(msgpack.unpackb(raw, raw=False, strict_map_key=False))
+    values = msgpack.unpackb(raw, raw=False, strict_map_key=False)
+    if not isinstance(values, list) or not values or values[0] != STATE_FORMAT:
+        raise ValueError(
+            f"stored customer state has an unknown format ({values[:1] if values else values!r})"
+        )
+    return CustomerState(**dict(zip(_STATE_FIELDS, values[1:], strict=False)))
 
 
 def _parse_record(customer_id: str, raw: dict[bytes, bytes]) -> CustomerRecord:
@@ -180,7 +191,7 @@ class RedisFeatureStore:
                     args += [outbox_field(entry_id), value]
                 pipe.execute_command("EVALSHA", sha, 1, self.key(write.customer_id), *args)
             ranked = {**unchanged, **{w.customer_id: w.state for w in writes}}
-            self.population.queue_updates(pipe, ranked, self._clock())
+            self.population.queue_updates(pipe, ranked, self._clock(), track_seen=self._ttl_seconds > 0)
             replies = (await pipe.execute())[: len(writes)]
         return [w.customer_id for w, ok in zip(writes, replies, strict=True) if int(ok) != 1]
 
