@@ -89,6 +89,19 @@ def attach_agent(runtime: Runtime) -> None:
                 for event in batch:
                     await stream.ack(event)
 
+    if settings.customer_ttl_days > 0:
+        ttl_seconds = settings.customer_ttl_days * 86_400
+
+        @runtime.app.timer(interval=60.0)
+        async def sweep_expired_customers() -> None:
+            # Customers whose hash expired by TTL leave the ranking sets here, in batches,
+            # found by their last write time: the cost is the number expired, not the population.
+            population = runtime.pipeline.store.population
+            removed = await _with_retry(
+                runtime, "expiry sweep", partial(population.sweep_expired, time.time(), ttl_seconds)
+            )
+            runtime.metrics.add("segflow_customers_expired_total", removed)
+
     @runtime.app.page("/segflow/metrics")
     async def metrics_page(web, request):  # type: ignore[no-untyped-def]
         return Response(text=runtime.metrics.render(), content_type="text/plain")

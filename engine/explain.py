@@ -90,10 +90,19 @@ async def explain_customer(settings: Settings, customer_id: str) -> Explanation 
     """Load one customer from Redis and explain it."""
     client = connect(settings.redis_url)
     try:
-        record = await RedisFeatureStore(client, prefix=settings.key_prefix).get(customer_id)
+        store = RedisFeatureStore(client, prefix=settings.key_prefix)
+        record = await store.get(customer_id)
+        quintiles = (await store.population.quintiles([customer_id]))[customer_id] if record else None
     finally:
         await client.aclose()
     if record is None:
         return None
     params = lifecycle.LifecycleParams(settings.lifecycle_new_days, settings.lifecycle_active_days)
-    return build_explanation(record, params, feature_config(settings))
+    explanation = build_explanation(record, params, feature_config(settings))
+    if explanation is not None and quintiles is not None:
+        explanation.features["rfm_quintiles"] = {
+            "R": quintiles.recency,
+            "F": quintiles.frequency,
+            "M": quintiles.monetary,
+        }
+    return explanation

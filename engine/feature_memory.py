@@ -48,10 +48,11 @@ class MemoryReport:
             [
                 f"customers {self.customers}, events {self.events}, {self.days} days simulated "
                 f"({self.seconds:.0f}s)",
-                f"customer hash (MEMORY USAGE): mean {self.hash_bytes_mean:.0f} B, p50 {self.hash_bytes_p50:.0f},"
-                f" p95 {self.hash_bytes_p95:.0f}, max {self.hash_bytes_max}",
+                f"customer hash (MEMORY USAGE): mean {self.hash_bytes_mean:.0f} B, "
+                f"p50 {self.hash_bytes_p50:.0f}, p95 {self.hash_bytes_p95:.0f}, max {self.hash_bytes_max}",
                 f"ranking sorted sets: {self.ranking_bytes_per_customer:.0f} B per customer",
-                f"used_memory delta: {self.used_memory_per_customer:.0f} B per customer (hash + ranking + overhead)",
+                f"used_memory delta: {self.used_memory_per_customer:.0f} B per customer "
+                "(hash + ranking + allocator overhead)",
             ]
         )
 

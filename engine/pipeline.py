@@ -115,6 +115,11 @@ class SegmentPipeline:
         self._config = config
         self._clock = clock
 
+    @property
+    def store(self) -> RedisFeatureStore:
+        """The feature store this pipeline writes to."""
+        return self._store
+
     def decode(self, records: Sequence[RawRecord]) -> tuple[list[PositionedEvent], list[DeadLetter]]:
         """Split records into valid positioned events and dead letters with reasons."""
         events: list[PositionedEvent] = []
