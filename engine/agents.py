@@ -89,6 +89,11 @@ def attach_agent(runtime: Runtime) -> None:
                 for event in batch:
                     await stream.ack(event)
 
+    @runtime.app.on_partitions_revoked.connect
+    async def forget_revoked(sender: object, revoked: object, **_: object) -> None:
+        # Another worker may write these customers now: stop trusting what we remember.
+        runtime.pipeline.forget_cached()
+
     if settings.customer_ttl_days > 0:
         ttl_seconds = settings.customer_ttl_days * 86_400
 

@@ -97,6 +97,6 @@ def create_runtime(settings: Settings) -> Runtime:
         events=_raw_topic(app, settings.events_topic, settings.events_partitions),
         changes=_raw_topic(app, settings.changes_topic, settings.changes_partitions),
         dead_letters=_raw_topic(app, settings.dlq_topic, settings.events_partitions),
-        pipeline=SegmentPipeline(store, pipeline_config(settings)),
+        pipeline=SegmentPipeline(store, pipeline_config(settings), cache_capacity=settings.record_cache_size),
         metrics=WorkerMetrics(),
     )

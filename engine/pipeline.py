@@ -20,6 +20,7 @@ from engine.schemas import InvalidEvent, validate_event
 from features.catalogue import FeatureSnapshot, snapshot
 from features.config import FeatureConfig
 from features.event import SECONDS_PER_DAY, PositionedEvent
+from features.record_cache import RecordCache
 from features.redis_store import CustomerRecord, CustomerWrite, RedisFeatureStore
 from features.state import CustomerState, apply_event
 
@@ -110,8 +111,10 @@ class SegmentPipeline:
         store: RedisFeatureStore,
         config: PipelineConfig,
         clock: Callable[[], float] = time.time,
+        cache_capacity: int = 0,
     ) -> None:
         self._store = store
+        self._cache = RecordCache(cache_capacity)
         self._config = config
         self._clock = clock
 
@@ -158,28 +161,48 @@ class SegmentPipeline:
         for _attempt in range(MAX_COMMIT_ATTEMPTS):
             if not pending:
                 break
-            loaded = await self._store.load(pending)
+            records = await self._records(pending)
             outcomes = {
-                cid: self._apply_customer(loaded[cid], by_customer[cid], raw_by_position) for cid in pending
+                cid: self._apply_customer(records[cid], by_customer[cid], raw_by_position) for cid in pending
             }
             writes = [o.write for o in outcomes.values() if o.write is not None]
             unchanged = {
-                cid: loaded[cid].state for cid, o in outcomes.items() if o.write is None and loaded[cid].state
+                cid: state for cid, o in outcomes.items() if o.write is None and (state := records[cid].state)
             }
-            lost = set(await self._store.commit(writes, unchanged))  # type: ignore[arg-type]
+            lost = set(await self._store.commit(writes, unchanged))
             for customer_id, outcome in outcomes.items():
                 if customer_id in lost:
+                    self._cache.discard(customer_id)
                     continue
+                self._cache.put_committed(records[customer_id], outcome.write)
                 result.applied += outcome.applied
                 result.too_late += outcome.too_late
                 result.duplicates += len(by_customer[customer_id]) - outcome.applied - outcome.too_late
                 result.changes.extend(outcome.deliveries)
             if lost:
-                log.warning("offset moved under %d customers; reloading them", len(lost))
+                log.warning("record moved under %d customers; reloading them", len(lost))
             pending = [cid for cid in pending if cid in lost]
         if pending:
             raise OwnershipLost(f"{len(pending)} customers kept changing under this worker")
         return result
+
+    async def _records(self, customer_ids: list[str]) -> dict[str, CustomerRecord]:
+        """Records from the writer's cache where present, the rest in one round trip."""
+        records: dict[str, CustomerRecord] = {}
+        misses = []
+        for customer_id in customer_ids:
+            cached = self._cache.get(customer_id)
+            if cached is None:
+                misses.append(customer_id)
+            else:
+                records[customer_id] = cached
+        if misses:
+            records.update(await self._store.load(misses))
+        return records
+
+    def forget_cached(self) -> None:
+        """Drop every cached record (call when partitions are revoked)."""
+        self._cache.clear()
 
     def _apply_customer(
         self,
@@ -198,11 +221,10 @@ class SegmentPipeline:
         membership: dict[str, str] = (
             decode_msgpack(record.extras[MEMBERSHIP_EXTRA]) if MEMBERSHIP_EXTRA in record.extras else {}
         )
-        offsets: dict[int, tuple[int | None, int]] = {}
+        offsets: dict[int, int] = {}
         new_entries: list[PendingChange] = []
         for positioned in fresh:
-            previous = offsets.get(positioned.partition, (record.applied_offset(positioned.partition), 0))
-            offsets[positioned.partition] = (previous[0], positioned.offset)
+            offsets[positioned.partition] = positioned.offset
             state, applied = apply_event(state, positioned.event, self._config.features)
             if not applied:
                 outcome.too_late += 1
@@ -221,6 +243,7 @@ class SegmentPipeline:
         outcome.deliveries += new_entries
         outcome.write = CustomerWrite(
             customer_id=record.customer_id,
+            expected_version=record.version,
             offsets=offsets,
             state=state,
             extras={MEMBERSHIP_EXTRA: encode_msgpack(membership)},
@@ -296,3 +319,5 @@ class SegmentPipeline:
         for change in changes:
             sent.setdefault(change.customer_id, []).append(change.change_id)
         await self._store.clear_outbox(sent)
+        for customer_id, entry_ids in sent.items():
+            self._cache.forget_outbox(customer_id, entry_ids)

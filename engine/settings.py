@@ -65,6 +65,7 @@ class Settings(BaseSettings):
     key_features: str = "payments,budgeting,alerts,card_controls"
     products: str = "mortgage,credit_card,savings,current_account,insurance"
     customer_ttl_days: float = Field(0.0, ge=0)
+    record_cache_size: int = Field(100_000, ge=0)
 
     # Lifecycle rule family (event time, days)
     lifecycle_new_days: float = Field(30.0, gt=0)

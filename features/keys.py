@@ -7,6 +7,7 @@ Cluster all of a customer's data lives in one slot and each per-customer script 
 from __future__ import annotations
 
 STATE_FIELD = "s"
+VERSION_FIELD = "v"
 OFFSET_FIELD_PREFIX = "o:"
 EXTRA_FIELD_PREFIX = "x:"
 OUTBOX_FIELD_PREFIX = "ob:"

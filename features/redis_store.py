@@ -29,6 +29,7 @@ from features.keys import (
     OFFSET_FIELD_PREFIX,
     OUTBOX_FIELD_PREFIX,
     STATE_FIELD,
+    VERSION_FIELD,
     customer_key,
     extra_field,
     offset_field,
@@ -47,6 +48,7 @@ class CustomerRecord:
     customer_id: str
     state: CustomerState | None = None
     applied_offsets: dict[int, int] = field(default_factory=dict)
+    version: int | None = None
     extras: dict[str, bytes] = field(default_factory=dict)
     outbox: dict[str, bytes] = field(default_factory=dict)
 
@@ -69,8 +71,10 @@ class CustomerWrite:
     """The new record of one customer after a batch from one partition."""
 
     customer_id: str
-    offsets: dict[int, tuple[int | None, int]]
-    """Per source partition: (offset read at load, or None; new applied offset)."""
+    expected_version: int | None
+    """The record version read (None: the customer was new); the commit fails if it moved."""
+    offsets: dict[int, int]
+    """Per source partition, the new applied offset."""
     state: CustomerState
     extras: dict[str, bytes] = field(default_factory=dict)
     outbox: dict[str, bytes] = field(default_factory=dict)
@@ -101,7 +105,9 @@ def _parse_record(customer_id: str, raw: dict[bytes, bytes]) -> CustomerRecord:
     record = CustomerRecord(customer_id=customer_id)
     for key_bytes, value in raw.items():
         key = key_bytes.decode()
-        if key == STATE_FIELD:
+        if key == VERSION_FIELD:
+            record.version = int(value)
+        elif key == STATE_FIELD:
             record.state = decode_state(value)
         elif key.startswith(OFFSET_FIELD_PREFIX):
             record.applied_offsets[int(key[len(OFFSET_FIELD_PREFIX) :])] = int(value)
@@ -181,9 +187,10 @@ class RedisFeatureStore:
         # routes a raw EVALSHA by its key, and all keys of one call share one slot.
         async with self._client.pipeline(transaction=False) as pipe:
             for write in writes:
-                args: list[bytes | str | int] = [self._ttl_seconds, len(write.offsets)]
-                for partition, (expected, new) in sorted(write.offsets.items()):
-                    args += [offset_field(partition), "" if expected is None else str(expected), str(new)]
+                expected = "" if write.expected_version is None else str(write.expected_version)
+                args: list[bytes | str | int] = [self._ttl_seconds, expected]
+                for partition, new in sorted(write.offsets.items()):
+                    args += [offset_field(partition), str(new)]
                 args += [STATE_FIELD, encode_state(write.state)]
                 for name, value in write.extras.items():
                     args += [extra_field(name), value]
@@ -193,7 +200,7 @@ class RedisFeatureStore:
             ranked = {**unchanged, **{w.customer_id: w.state for w in writes}}
             self.population.queue_updates(pipe, ranked, self._clock(), track_seen=self._ttl_seconds > 0)
             replies = (await pipe.execute())[: len(writes)]
-        return [w.customer_id for w, ok in zip(writes, replies, strict=True) if int(ok) != 1]
+        return [w.customer_id for w, version in zip(writes, replies, strict=True) if int(version) == 0]
 
     async def clear_outbox(self, sent: dict[str, Sequence[str]]) -> None:
         """Forget outbox entries once delivered: ``{customer_id: [entry ids]}``, one round trip."""

@@ -1,23 +1,18 @@
--- Commit one customer's record if nobody else advanced it since we read it.
+-- Commit one customer's record if nobody else wrote it since we read it.
 -- KEYS[1]  the customer's hash
 -- ARGV[1]  expiry in seconds (0 = keep forever)
--- ARGV[2]  n, the number of source partitions in this write
--- then n triples: offset field (e.g. "o:3"), offset we read ("" when absent), new offset
--- then field, value pairs to set (state, extras, new outbox entries)
--- Returns 1 when written, 0 when a stored offset moved (another writer owns the partition).
-local n = tonumber(ARGV[2])
-local fields = {}
-for i = 0, n - 1 do
-  local base = 3 + i * 3
-  local current = redis.call('HGET', KEYS[1], ARGV[base])
-  if current == false then current = '' end
-  if current ~= ARGV[base + 1] then
-    return 0
-  end
-  fields[#fields + 1] = ARGV[base]
-  fields[#fields + 1] = ARGV[base + 2]
+-- ARGV[2]  the version we read ("" when the record did not exist)
+-- ARGV[3..] field, value pairs to set (applied offsets, state, extras, new outbox entries)
+-- Returns the new version, or 0 when the stored version moved (another writer owns it now).
+local current = redis.call('HGET', KEYS[1], 'v')
+if current == false then current = '' end
+if current ~= ARGV[2] then
+  return 0
 end
-for i = 3 + n * 3, #ARGV do
+local version = 1
+if current ~= '' then version = tonumber(current) + 1 end
+local fields = {'v', version}
+for i = 3, #ARGV do
   fields[#fields + 1] = ARGV[i]
 end
 redis.call('HSET', KEYS[1], unpack(fields))
@@ -25,4 +20,4 @@ local ttl = tonumber(ARGV[1])
 if ttl > 0 then
   redis.call('EXPIRE', KEYS[1], ttl)
 end
-return 1
+return version

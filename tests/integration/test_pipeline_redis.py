@@ -193,12 +193,38 @@ def test_commit_fails_when_another_writer_advanced_the_offset(isolated_settings:
     state = CustomerState(first_ts=1.8e9, last_ts=1.8e9, events=1)
 
     async def body(pipeline: SegmentPipeline, store: RedisFeatureStore) -> None:
-        assert await store.commit([CustomerWrite("zed", {0: (None, 10)}, state)]) == []
+        assert await store.commit([CustomerWrite("zed", None, {0: 10}, state)]) == []
         before = await dump(store, ["zed"])
-        # A zombie that read before offset 10 was written must not overwrite.
-        assert await store.commit([CustomerWrite("zed", {0: (None, 12)}, state)]) == ["zed"]
-        assert await store.commit([CustomerWrite("zed", {0: (7, 12)}, state)]) == ["zed"]
+        # A zombie that read before version 1 was written (or read a stale one) must not overwrite.
+        assert await store.commit([CustomerWrite("zed", None, {0: 12}, state)]) == ["zed"]
+        assert await store.commit([CustomerWrite("zed", 7, {0: 12}, state)]) == ["zed"]
         assert await dump(store, ["zed"]) == before
-        assert await store.commit([CustomerWrite("zed", {0: (10, 12)}, state)]) == []
+        assert await store.commit([CustomerWrite("zed", 1, {0: 12}, state)]) == []
+        record = await store.get("zed")
+        assert record is not None and record.version == 2 and record.applied_offset(0) == 12
+
+    run(isolated_settings, body)
+
+
+def test_a_stale_writer_cache_cannot_overwrite_a_newer_owner(isolated_settings: Settings) -> None:
+    # Worker A caches alice after batch 1; worker B (the new owner) applies batch 2; when A,
+    # now a zombie, applies batch 3 from its stale cache, the version CAS fails, A reloads,
+    # and the stored state still reflects every event exactly once.
+    events = [purchase(f"p{i}", "alice", i, 10.0 + i) for i in range(9)]
+    records = records_of(events)
+
+    async def body(pipeline_b: SegmentPipeline, store: RedisFeatureStore) -> None:
+        pipeline_a = SegmentPipeline(store, pipeline_config(isolated_settings), cache_capacity=10)
+        await pipeline_a.process(records[:3])
+        await pipeline_b.process(records[3:6])
+        result = await pipeline_a.process(records[6:])
+        assert result.applied == 3
+        record = await store.get("alice")
+        assert record is not None and record.state is not None
+        assert record.state.orders == 9
+        assert record.state.revenue_minor == sum(1000 + 100 * i for i in range(9))
+        assert record.version == 3 and record.applied_offset(0) == 8
+        again = await pipeline_a.process(records)  # A's cache is fresh again: all duplicates
+        assert again.applied == 0 and again.duplicates == 9
 
     run(isolated_settings, body)
