@@ -25,12 +25,16 @@ def decode_payload(raw: bytes | None) -> Any:
             return json.loads(raw)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise InvalidEvent(f"bad JSON: {exc}") from None
+        except RecursionError:
+            raise InvalidEvent("bad JSON: nested too deeply") from None
     if not (0x80 <= raw[0] <= 0x8F or raw[0] in (0xDE, 0xDF)):
         raise InvalidEvent(f"payload is neither a JSON object nor a msgpack map (first byte 0x{raw[0]:02x})")
     try:
         return msgpack.unpackb(raw, raw=False, strict_map_key=False)
     except (msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, ValueError) as exc:
         raise InvalidEvent(f"bad msgpack: {type(exc).__name__}: {exc}") from None
+    except TypeError:  # a map or list used as a map key
+        raise InvalidEvent("bad msgpack: unhashable map key") from None
 
 
 def encode_msgpack(value: Any) -> bytes:

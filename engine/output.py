@@ -40,8 +40,8 @@ def change_id(
     offset: int,
 ) -> str:
     """Stable id of a change: a hash of who changed, how, and which event caused it."""
-    cause = f"{customer_id}\x1f{family}\x1f{from_segment}\x1f{to_segment}\x1f{partition}\x1f{offset}"
-    return hashlib.sha256(cause.encode()).hexdigest()[:32]
+    cause = encode_msgpack([customer_id, family, from_segment, to_segment, partition, offset])
+    return hashlib.sha256(cause).hexdigest()[:32]
 
 
 @dataclass(frozen=True, slots=True)

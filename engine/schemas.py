@@ -88,7 +88,8 @@ def parse_ts(value: Any) -> float:
         millis = float(value)
     elif isinstance(value, str):
         try:
-            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            text = value[:-1] + "+00:00" if value[-1:] in ("Z", "z") else value
+            parsed = datetime.fromisoformat(text)
         except ValueError:
             raise InvalidEvent(f"ts {value!r} is not an RFC 3339 timestamp") from None
         if parsed.tzinfo is None:
@@ -137,12 +138,12 @@ def validate_event(envelope: Any, *, currency: str | None = None) -> Event:
     if not isinstance(envelope, Mapping):
         raise InvalidEvent(f"event must be a map, got {type(envelope).__name__}")
     version = envelope.get("v", EVENT_SCHEMA_VERSION)
-    if version != EVENT_SCHEMA_VERSION:
+    if isinstance(version, bool) or not isinstance(version, int) or version != EVENT_SCHEMA_VERSION:
         raise InvalidEvent(f"unsupported schema version {version!r} (this worker reads v1)")
     event_id = _require_id(envelope, "event_id")
     customer_id = _require_id(envelope, "customer_id")
     event_type = envelope.get("type")
-    if event_type not in ATTRIBUTE_SPECS:
+    if not isinstance(event_type, str) or event_type not in ATTRIBUTE_SPECS:
         raise InvalidEvent(f"unknown type {event_type!r}; expected one of {', '.join(EVENT_TYPES)}")
     if "ts" not in envelope:
         raise InvalidEvent("missing ts")

@@ -76,6 +76,7 @@ class Settings(BaseSettings):
     @classmethod
     def _known_level(cls, value: str) -> str:
         allowed = {"crit", "error", "warn", "info", "debug"}
+        value = value.lower()
         if value not in allowed:
             raise ValueError(f"must be one of {sorted(allowed)}")
         return value

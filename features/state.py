@@ -13,6 +13,7 @@ nested tables per event would cost more than the rest of the pipeline.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
 from features import windows
@@ -24,8 +25,13 @@ OUTCOME_RANK = {"delivered": 1, "opened": 2, "clicked": 3, "converted": 4, "unsu
 
 
 def to_minor_units(amount: float) -> int:
-    """An amount in major units (e.g. 12.34) as integer minor units (1234), rounded half-even."""
-    return round(amount * 100)
+    """An amount in major units (e.g. 12.34) as integer minor units (1234), rounded half-even.
+
+    The amount is taken as the shortest decimal that reads back as the same float (what the
+    producer wrote), so 1.015 is 101.5 cents and rounds to 102, not to the binary float's 101.
+    """
+    cents = Decimal(repr(float(amount))) * 100
+    return int(cents.quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
 
 
 @dataclass(slots=True)
@@ -131,11 +137,13 @@ def _session(state: CustomerState, event: Event, config: FeatureConfig) -> None:
 
 def _feature_used(state: CustomerState, event: Event, config: FeatureConfig) -> None:
     name = str(event.attrs["feature"])
-    known = state.feature_first_use.get(name)
-    if known is not None:
-        state.feature_first_use[name] = min(known, event.ts)
-    elif len(state.feature_first_use) < config.max_tracked_features or name in config.key_features:
-        state.feature_first_use[name] = event.ts
+    used = state.feature_first_use
+    used[name] = min(used.get(name, event.ts), event.ts)
+    # Key features are always kept; of the others, the max_tracked_features used first (ties by
+    # name) are kept, which is the same set whatever order the events arrive in.
+    others = [n for n in used if n not in config.key_features]
+    if len(others) > config.max_tracked_features:
+        del used[max(others, key=lambda n: (used[n], n))]
 
 
 def _support_ticket(state: CustomerState, event: Event, config: FeatureConfig) -> None:
@@ -169,7 +177,8 @@ def _campaign_response(state: CustomerState, event: Event, config: FeatureConfig
     outcome = str(event.attrs["outcome"])
     reported = [str(event.attrs["variant"]), outcome, event.ts]
     current = state.campaigns.get(campaign)
-    if current is None or (event.ts, OUTCOME_RANK[outcome]) > (current[2], OUTCOME_RANK[current[1]]):
+    candidate = (event.ts, OUTCOME_RANK[outcome], reported[0])
+    if current is None or candidate > (current[2], OUTCOME_RANK[current[1]], current[0]):
         state.campaigns[campaign] = reported
     if len(state.campaigns) > config.max_tracked_campaigns:
         oldest = min(state.campaigns, key=lambda name: (state.campaigns[name][2], name))

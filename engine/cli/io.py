@@ -13,29 +13,38 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from engine.codecs import decode_msgpack, encode_msgpack
+from engine.schemas import ATTRIBUTE_SPECS
 from engine.settings import Settings
 from engine.topics import topic_partitions
 
 
-def _coerce(text: str) -> Any:
+def _coerce(event_type: Any, name: str, text: str) -> Any:
+    """A CSV cell as the schema types it: numbers only where the schema expects a number."""
+    spec = ATTRIBUTE_SPECS.get(event_type, {}).get(name) if isinstance(event_type, str) else None
+    if spec is None or spec.kind == "str":
+        return text
     for kind in (int, float):
         try:
             return kind(text)
         except ValueError:
             pass
-    return text
+    return text  # left as text: validation dead-letters it with the reason
 
 
 def iter_csv(path: Path) -> Iterator[dict[str, Any]]:
     """Events from a CSV with columns event_id, customer_id, type, ts and ``attrs.<name>``."""
     with path.open(newline="") as handle:
-        for row in csv.DictReader(handle):
+        reader = csv.DictReader(handle)
+        for row in reader:
+            if None in row:
+                raise ValueError(f"{path}:{reader.line_num}: more cells than header columns")
             event: dict[str, Any] = {"attrs": {}}
             for column, value in row.items():
                 if value in (None, ""):
                     continue
                 if column.startswith("attrs."):
-                    event["attrs"][column[len("attrs.") :]] = _coerce(value)
+                    name = column[len("attrs.") :]
+                    event["attrs"][name] = _coerce(row.get("type"), name, value)
                 elif column == "ts":
                     event["ts"] = int(value) if value.isdigit() else value
                 else:
@@ -63,12 +72,13 @@ def iter_payloads(
                 continue
             try:
                 event = json.loads(line)
-            except json.JSONDecodeError as exc:
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
                 if keep_invalid:
                     yield None, line.rstrip(b"\r\n")
                     continue
+                what = exc.msg if isinstance(exc, json.JSONDecodeError) else "not UTF-8"
                 raise ValueError(
-                    f"{path}:{number}: not JSON ({exc.msg}); use --keep-invalid to send it anyway"
+                    f"{path}:{number}: not JSON ({what}); use --keep-invalid to send it anyway"
                 ) from None
             yield _key(event), _encode(event, wire)
 

@@ -41,7 +41,7 @@ class Condition:
 
     def text(self) -> str:
         """Human-readable form, e.g. ``recency_days=3.2 <= 30``."""
-        value = "none" if self.value is None else f"{self.value:g}"
+        value = "none" if self.value is None else _number(self.value)
         if self.threshold is None:
             return f"{self.name} is {value}"
         return f"{self.name}={value} {self.op} {self.threshold:g}"
@@ -66,8 +66,9 @@ class Decision:
         }
 
 
-def _round(value: float | None) -> float | None:
-    return None if value is None else round(value, 3)
+def _number(value: float) -> str:
+    # Six decimals (~0.1 s in days) so that a value just past a threshold never reads as equal.
+    return f"{value:.6f}".rstrip("0").rstrip(".")
 
 
 def evaluate(features: FeatureSnapshot, params: LifecycleParams) -> Decision:
@@ -75,19 +76,19 @@ def evaluate(features: FeatureSnapshot, params: LifecycleParams) -> Decision:
     tenure_days = float(features["tenure_days"] or 0.0)
     frequency = int(features["frequency"] or 0)
     recency = features["recency_days"]
-    tenure = Condition("tenure_days", "<", params.new_days, _round(tenure_days))
+    tenure = Condition("tenure_days", "<", params.new_days, tenure_days)
     orders_few = Condition("orders", "<", 2, frequency)
     if tenure_days < params.new_days and frequency < 2:
         return Decision(FAMILY, NEW, f"{FAMILY}.{NEW}", (tenure, orders_few))
     if recency is not None and recency <= params.active_days:
-        cond = Condition("recency_days", "<=", params.active_days, _round(float(recency)))
+        cond = Condition("recency_days", "<=", params.active_days, float(recency))
         return Decision(FAMILY, ACTIVE, f"{FAMILY}.{ACTIVE}", (cond,))
     if tenure_days >= params.new_days:
-        not_new = Condition("tenure_days", ">=", params.new_days, _round(tenure_days))
+        not_new = Condition("tenure_days", ">=", params.new_days, tenure_days)
     else:
         not_new = Condition("orders", ">=", 2, frequency)
     if recency is None:
         stale = Condition("recency_days", "is", None, None)
     else:
-        stale = Condition("recency_days", ">", params.active_days, _round(float(recency)))
+        stale = Condition("recency_days", ">", params.active_days, float(recency))
     return Decision(FAMILY, LAPSED, f"{FAMILY}.{LAPSED}", (stale, not_new))
