@@ -85,7 +85,7 @@ async def measure(settings: Settings, customers: int, days: int, seed: int, keep
         ids = list(states)
         for start in range(0, len(ids), WRITE_CHUNK):
             writes = [
-                CustomerWrite(cid, {0: (None, index)}, states[cid], extras={"m": membership})
+                CustomerWrite(cid, None, {0: index}, states[cid], extras={"m": membership})
                 for index, cid in enumerate(ids[start : start + WRITE_CHUNK], start=start)
             ]
             await store.commit(writes)

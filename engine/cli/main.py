@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import click
@@ -47,4 +48,10 @@ def main() -> None:
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
+    except Exception as exc:
+        if os.environ.get("SEGFLOW_DEBUG"):
+            raise
+        where = "SEGFLOW_DEBUG=1 shows where"
+        click.echo(f"segflow: internal error: {type(exc).__name__}: {exc} ({where})", err=True)
+        sys.exit(2)
     sys.exit(0)
