@@ -1,22 +1,24 @@
 """The latent side of the simulator: configuration, customer traits and life plans.
 
-A customer is drawn from three independent random streams seeded by ``(seed, index)`` only, so
-customer ``c000042`` is the same person whatever the population size:
+A customer is drawn from two independent random streams seeded by ``(seed, index)`` only, so
+customer ``c000042`` has the same profile whatever the population size:
 
 * ``traits``: segment, join day, engagement, spend, ticket propensity, affinities, holdings;
-* ``life``: the support tickets (open and close times, severity) and the churn day;
-* ``detail`` (used by ``models.simulate``): the individual events of each day.
+* ``life``: the support tickets (open and close times, severity) and the churn day.
 
-Churn depends only on traits and tickets, never on the detail stream, so ``generate_customers``
-knows every customer's churn day without emitting a single event, and ``generate_events``
-replays exactly the same lives. The drivers are documented in ``models.simulate``.
+The individual events of each day come from a separate, population-wide stream in
+``models.simulate``. Churn depends only on traits and tickets, never on those events, so
+``generate_customers`` knows every customer's churn day without emitting a single event and
+``generate_events`` replays exactly the same lives. The drivers are documented in
+``models.simulate``.
 """
 
 from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 DAY_MS = 86_400_000
 HOUR_MS = 3_600_000
@@ -34,7 +36,7 @@ PRODUCT_POPULARITY = {
     "credit_card": 0.4,
     "savings": 0.35,
     "insurance": 0.2,
-    "mortgage": 0.08,
+    "mortgage": 0.06,
 }
 
 
@@ -54,9 +56,7 @@ DEFAULT_SEGMENTS = (
     SegmentSpec("champion", 0.10, engagement=0.90, purchases_per_day=0.30, spend_level=90.0),
     SegmentSpec("regular", 0.35, engagement=0.45, purchases_per_day=0.10, spend_level=45.0),
     SegmentSpec("occasional", 0.30, engagement=0.15, purchases_per_day=0.03, spend_level=30.0),
-    SegmentSpec(
-        "new", 0.15, engagement=0.40, purchases_per_day=0.07, spend_level=40.0, joins_late=True
-    ),
+    SegmentSpec("new", 0.15, engagement=0.40, purchases_per_day=0.07, spend_level=40.0, joins_late=True),
     SegmentSpec("dormant", 0.10, engagement=0.03, purchases_per_day=0.005, spend_level=25.0),
 )
 
@@ -73,13 +73,15 @@ class PopulationConfig:
     products: tuple[str, ...] = DEFAULT_PRODUCTS
     key_features: tuple[str, ...] = DEFAULT_KEY_FEATURES
     segments: tuple[SegmentSpec, ...] = DEFAULT_SEGMENTS
-    # Churn driver: daily hazard = baseline * (1 + open_effect * open + bad_effect * recent_bad).
-    base_churn_hazard: float = 0.003  # daily, at zero engagement and no key features
+    # Churn driver: daily hazard = baseline * (1 + open_effect * open tickets
+    #   + recent_effect * tickets opened in the memory window + bad_effect * bad ones of those).
+    base_churn_hazard: float = 0.0015  # daily, at zero engagement and no key features
     engagement_churn_effect: float = 1.5  # baseline *= exp(-effect * engagement)
     feature_churn_effect: float = 0.25  # baseline *= (1 - effect) ** adopted key features
     open_ticket_churn_effect: float = 1.5
-    bad_ticket_churn_effect: float = 6.0
-    bad_ticket_window_days: float = 14.0
+    recent_ticket_churn_effect: float = 4.0
+    bad_ticket_churn_effect: float = 8.0
+    ticket_memory_days: float = 30.0
     max_daily_churn_hazard: float = 0.5
     key_feature_adoption: float = 0.35  # chance of adopting each key feature, independently
     ticket_rate: float = 0.012  # mean support tickets per customer per day (gamma spread)
@@ -88,6 +90,7 @@ class PopulationConfig:
     call_center_ticket_boost: float = 0.25  # extra daily chance while a ticket is open
     holding_report_rate: float = 1 / 30  # daily chance of a balance report per held product
     # Purchase propensity driver.
+    new_product_factor: float = 0.25  # weight of a product not held yet, relative to held ones
     savings_mortgage_scale: float = 10_000.0  # mortgage weight *= 1 + savings balance / scale
     held_mortgage_factor: float = 0.1  # mortgage weight when one is already held
     mortgage_insurance_boost: float = 2.0  # insurance weight when a mortgage is held
@@ -166,8 +169,8 @@ class CustomerProfile:
     preferred_hour: float  # centre of the customer's daily activity, hours UTC
     channel: str  # "app" or "web", the usual login channel
     adopted_features: tuple[str, ...]  # key features this customer uses
-    affinities: dict[str, float] = field(compare=True)  # product -> affinity in (0, 1]
-    initial_holdings: dict[str, float] = field(compare=True)  # product -> balance at join
+    affinities: dict[str, float]  # product -> affinity in (0, 1]
+    initial_holdings: dict[str, float]  # product -> balance at join
     daily_saving: float = 0.0  # added to the savings balance each active day
     churn_hazard: float = 0.0  # baseline daily churn hazard, before ticket effects
     tickets: tuple[Ticket, ...] = ()
@@ -204,15 +207,45 @@ def baseline_churn_hazard(config: PopulationConfig, engagement: float, adopted: 
 
 
 def daily_churn_hazard(
-    config: PopulationConfig, baseline: float, open_tickets: int, recent_bad_tickets: int
+    config: PopulationConfig,
+    baseline: float,
+    open_tickets: int,
+    recent_tickets: int,
+    recent_bad_tickets: int,
 ) -> float:
-    """Daily churn hazard given the tickets open and the bad tickets opened recently."""
+    """Daily churn hazard given open tickets and tickets opened within the memory window.
+
+    ``recent_tickets`` counts every ticket opened in the last ``ticket_memory_days``;
+    ``recent_bad_tickets`` the high or critical ones among them (counted in both).
+    """
     factor = (
         1.0
         + config.open_ticket_churn_effect * open_tickets
+        + config.recent_ticket_churn_effect * recent_tickets
         + config.bad_ticket_churn_effect * recent_bad_tickets
     )
     return min(config.max_daily_churn_hazard, baseline * factor)
+
+
+def purchase_propensity(
+    config: PopulationConfig, affinities: Mapping[str, float], holdings: Mapping[str, float]
+) -> dict[str, float]:
+    """Relative weight of buying each product, given affinities and current holdings."""
+    savings = max(0.0, holdings.get("savings", 0.0))
+    weights = {}
+    for product in config.products:
+        weight = affinities[product]
+        if product not in holdings:
+            weight *= config.new_product_factor
+        if product == "mortgage":
+            if "mortgage" in holdings:
+                weight *= config.held_mortgage_factor
+            else:
+                weight *= 1.0 + savings / config.savings_mortgage_scale
+        elif product == "insurance" and "mortgage" in holdings:
+            weight *= config.mortgage_insurance_boost
+        weights[product] = weight
+    return weights
 
 
 def initial_balance(rng: random.Random, product: str, spend_level: float) -> float:
@@ -253,8 +286,7 @@ def make_profile(config: PopulationConfig, index: int) -> CustomerProfile:
     channel = "app" if rng.random() < 0.65 else "web"
     adopted = tuple(f for f in config.key_features if rng.random() < config.key_feature_adoption)
     affinities = {
-        p: min(1.0, PRODUCT_POPULARITY.get(p, 0.3) * rng.lognormvariate(0.0, 0.5))
-        for p in config.products
+        p: min(1.0, PRODUCT_POPULARITY.get(p, 0.3) * rng.lognormvariate(0.0, 0.5)) for p in config.products
     }
     primary = config.primary_product
     holdings = {primary: initial_balance(rng, primary, spend_level)}
@@ -332,15 +364,18 @@ def _plan_life(
         survived = 0 if hazard >= 1 else int(math.log(1.0 - draw) / math.log(1.0 - hazard))
         churn_day = join_day + survived + 1
         return tickets, (churn_day if churn_day <= config.days - 1 else None)
-    window_ms = config.bad_ticket_window_days * DAY_MS
+    window_ms = config.ticket_memory_days * DAY_MS
     for day in range(join_day, last_draw_day + 1):
         day_end = config.start_ms + (day + 1) * DAY_MS
-        open_now = sum(1 for opened, _, closed in tickets if opened < day_end <= closed)
-        recent_bad = sum(
-            1
-            for opened, severity, _ in tickets
-            if severity in BAD_SEVERITIES and day_end - window_ms <= opened < day_end
-        )
-        if rng.random() < daily_churn_hazard(config, baseline, open_now, recent_bad):
+        open_now = recent = recent_bad = 0
+        for opened, severity, closed in tickets:
+            if opened >= day_end:
+                break
+            open_now += day_end <= closed
+            if day_end - window_ms <= opened:
+                recent += 1
+                recent_bad += severity in BAD_SEVERITIES
+        hazard = daily_churn_hazard(config, baseline, open_now, recent, recent_bad)
+        if rng.random() < hazard:
             return tickets, day + 1
     return tickets, None
