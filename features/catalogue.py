@@ -15,7 +15,7 @@ from typing import Any
 from features import windows
 from features.config import FeatureConfig
 from features.event import SECONDS_PER_DAY
-from features.state import CustomerState, ticket_is_open
+from features.state import OUTCOME_BY_RANK, CustomerState, ticket_is_open
 
 FeatureValue = float | int | None
 
@@ -182,7 +182,7 @@ def snapshot(
         values[f"balance_{product}"] = balances.get(product)
     values["late_events_dropped"] = state.late_dropped
     campaigns = {
-        name: {"variant": variant, "outcome": outcome, "ts": ts}
-        for name, (variant, outcome, ts) in state.campaigns.items()
+        name: {"variant": variant, "outcome": OUTCOME_BY_RANK[rank], "ts": ts}
+        for name, (variant, rank, ts) in state.campaigns.items()
     }
     return FeatureSnapshot(customer_id, at, values, balances, campaigns)

@@ -36,7 +36,7 @@ class FeatureConfig:
     key_features: tuple[str, ...] = ("payments", "budgeting", "alerts", "card_controls")
     products: tuple[str, ...] = ("mortgage", "credit_card", "savings", "current_account", "insurance")
     max_tracked_features: int = 64  # besides the key features, which are always tracked
-    max_tracked_campaigns: int = 16
+    max_tracked_campaigns: int = 8
 
     def __post_init__(self) -> None:
         for name, windows in (("purchase", self.purchase_windows_days), ("login", self.login_windows_days)):

@@ -22,6 +22,7 @@ from features.event import SECONDS_PER_DAY, Event
 
 SEVERITY_RANK = {"low": 1, "medium": 2, "high": 3, "critical": 4}
 OUTCOME_RANK = {"delivered": 1, "opened": 2, "clicked": 3, "converted": 4, "unsubscribed": 5}
+OUTCOME_BY_RANK = {rank: outcome for outcome, rank in OUTCOME_RANK.items()}
 
 
 def to_minor_units(amount: float) -> int:
@@ -174,11 +175,10 @@ def _product_holding(state: CustomerState, event: Event, config: FeatureConfig) 
 
 def _campaign_response(state: CustomerState, event: Event, config: FeatureConfig) -> None:
     campaign = str(event.attrs["campaign"])
-    outcome = str(event.attrs["outcome"])
-    reported = [str(event.attrs["variant"]), outcome, event.ts]
+    # [variant, outcome rank (OUTCOME_RANK; a number is smaller stored than the word), ts]
+    reported = [str(event.attrs["variant"]), OUTCOME_RANK[str(event.attrs["outcome"])], event.ts]
     current = state.campaigns.get(campaign)
-    candidate = (event.ts, OUTCOME_RANK[outcome], reported[0])
-    if current is None or candidate > (current[2], OUTCOME_RANK[current[1]], current[0]):
+    if current is None or (reported[2], reported[1], reported[0]) > (current[2], current[1], current[0]):
         state.campaigns[campaign] = reported
     if len(state.campaigns) > config.max_tracked_campaigns:
         oldest = min(state.campaigns, key=lambda name: (state.campaigns[name][2], name))
