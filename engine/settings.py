@@ -67,6 +67,16 @@ class Settings(BaseSettings):
     customer_ttl_days: float = Field(0.0, ge=0)
     record_cache_size: int = Field(100_000, ge=0)
 
+    # Models
+    model_kind: str = Field("linear", pattern=r"^(linear|tree|forest)$")
+    churn_days: float = Field(30.0, gt=0)
+    clv_days: float = Field(90.0, gt=0)
+    propensity_days: float = Field(30.0, gt=0)
+    prediction_interval_days: float = Field(7.0, ge=0)
+    holdout_fraction: float = Field(0.1, ge=0, lt=1)
+    drift_response: str = Field("alert", pattern=r"^(alert|reset)$")
+    protected_attributes: str = ""
+
     # Lifecycle rule family (event time, days)
     lifecycle_new_days: float = Field(30.0, gt=0)
     lifecycle_active_days: float = Field(30.0, gt=0)

@@ -13,6 +13,7 @@ from redis.exceptions import RedisError
 from engine.cli.data_cmds import dashboard, explain, produce, tail
 from engine.cli.demo_cmd import demo
 from engine.cli.features_cmds import features
+from engine.cli.models_cmds import evaluate
 from engine.cli.stack_cmds import config, stack, topics
 from engine.cli.worker_cmd import worker
 from engine.settings import SettingsError, load_settings
@@ -26,7 +27,7 @@ def cli(ctx: click.Context) -> None:
     ctx.obj = load_settings()
 
 
-for command in (stack, topics, config, worker, produce, tail, explain, features, dashboard, demo):
+for command in (stack, topics, config, worker, produce, tail, explain, features, evaluate, dashboard, demo):
     cli.add_command(command)
 
 

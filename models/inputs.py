@@ -1,0 +1,131 @@
+"""Which catalogue features feed the models, and how a snapshot becomes a model input.
+
+Model inputs are the numeric catalogue features (minus explicit exclusions such as quality
+counters) plus, for every nullable ("float?") feature, an indicator ``<name>__missing``. The
+indicator is always present (1.0 or 0.0), so every input dict has the same keys and the model can
+tell "never purchased" (recency None -> 0.0 with indicator 1.0) from "purchased today" (0.0, 0.0).
+
+The fairness guard runs when the inputs are chosen, i.e. at startup: a protected attribute that
+would reach a model is an error, never a warning.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from features.catalogue import FeatureSpec
+
+MISSING_SUFFIX = "__missing"
+NUMERIC_KINDS = frozenset({"int", "float", "float?"})
+NULLABLE_KIND = "float?"
+
+
+class ProtectedAttributeError(ValueError):
+    """A protected attribute (e.g. age, gender) would be used as a model input."""
+
+
+@dataclass(frozen=True, slots=True)
+class InputSpec:
+    """The catalogue features read by the models, in order, and which of them may be None."""
+
+    features: tuple[str, ...]
+    nullable: frozenset[str]
+
+    @property
+    def names(self) -> list[str]:
+        """Model input names: each feature, followed by ``<feature>__missing`` when nullable."""
+        names: list[str] = []
+        for feature in self.features:
+            names.append(feature)
+            if feature in self.nullable:
+                names.append(feature + MISSING_SUFFIX)
+        return names
+
+    @classmethod
+    def from_catalogue(
+        cls,
+        catalogue_specs: Iterable[FeatureSpec],
+        exclude: Iterable[str] = (),
+        protected: Iterable[str] = (),
+        include: Sequence[str] | None = None,
+    ) -> InputSpec:
+        """The inputs chosen from ``catalogue_specs``; see ``input_features``."""
+        specs = {spec.name: spec for spec in catalogue_specs if spec.kind in NUMERIC_KINDS}
+        excluded = set(exclude)
+        if include is not None:
+            blocked = [name for name in protected if name in include]
+        else:
+            blocked = [name for name in protected if name in specs and name not in excluded]
+        if blocked:
+            raise ProtectedAttributeError(
+                f"protected attribute(s) {', '.join(map(repr, blocked))} must not be model inputs:"
+                " exclude them and do not request them"
+            )
+        unknown = sorted({*excluded, *(include or ())} - specs.keys())
+        if unknown:
+            raise KeyError(
+                f"unknown feature(s) {', '.join(map(repr, unknown))}: not numeric catalogue features"
+            )
+        candidates = list(include) if include is not None else list(specs)
+        chosen = [name for name in candidates if name not in excluded]
+        if len(set(chosen)) != len(chosen):
+            raise ValueError(f"feature names repeated in {chosen!r}")
+        nullable = frozenset(name for name in chosen if specs[name].kind == NULLABLE_KIND)
+        return cls(tuple(chosen), nullable)
+
+
+def input_features(
+    catalogue_specs: Iterable[FeatureSpec],
+    exclude: Iterable[str] = (),
+    protected: Iterable[str] = (),
+    include: Sequence[str] | None = None,
+) -> list[str]:
+    """The ordered model input names drawn from ``catalogue_specs``.
+
+    All numeric catalogue features in catalogue order (or exactly ``include``, in its order),
+    except ``exclude``; every nullable feature is followed by its ``<name>__missing`` indicator.
+
+    Raises ``ProtectedAttributeError`` if a name in ``protected`` would be an input, or is asked
+    for in ``include`` (even if also excluded), and ``KeyError`` for an ``exclude`` or ``include``
+    name that is not a numeric catalogue feature (a misspelled exclusion would otherwise let the
+    feature through silently). Call it at startup.
+    """
+    return InputSpec.from_catalogue(catalogue_specs, exclude, protected, include).names
+
+
+def _as_float(name: str, value: object) -> float:
+    if not isinstance(value, numbers.Real):
+        raise TypeError(f"feature {name!r} is not a number: {value!r}")
+    result = float(value)
+    if not math.isfinite(result):
+        raise ValueError(f"feature {name!r} is not finite: {result!r}")
+    return result
+
+
+def to_model_input(snapshot: Mapping[str, float | int | None], names: Sequence[str]) -> dict[str, float]:
+    """The model input for ``names`` (as returned by ``input_features``) from ``snapshot``.
+
+    Every name (for an indicator, its feature) must be in ``snapshot``, else ``KeyError`` naming
+    it. Ints and bools become floats; None becomes 0.0 and sets ``<name>__missing`` to 1.0 (it is
+    0.0 when the value is present). A None for a feature without an indicator in ``names`` raises
+    ``ValueError``, as do NaN and infinities.
+    """
+    result: dict[str, float] = {}
+    wanted = set(names)
+    for name in names:
+        feature = name.removesuffix(MISSING_SUFFIX)
+        if feature not in snapshot:
+            raise KeyError(f"unknown feature {feature!r}: not in the snapshot")
+        value = snapshot[feature]
+        if name != feature:
+            result[name] = 1.0 if value is None else 0.0
+        elif value is None:
+            if feature + MISSING_SUFFIX not in wanted:
+                raise ValueError(f"feature {feature!r} is None but has no {MISSING_SUFFIX} indicator input")
+            result[name] = 0.0
+        else:
+            result[name] = _as_float(name, value)
+    return result
