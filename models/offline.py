@@ -188,10 +188,13 @@ def hindsight_auc(rows: list[LabelRow], names: list[str]) -> dict[str, float | i
     model, and is scored on the same holdout labels; the online model's holdout AUC is read
     from its own predictions, made before each label existed.
     """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import roc_auc_score
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
+    try:
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.metrics import roc_auc_score
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+    except ImportError:
+        raise ValueError("the hindsight reference needs scikit-learn: pip install 'segflow[evaluate]'") from None
 
     train = [r for r in rows if not r.holdout]
     test = [r for r in rows if r.holdout]
