@@ -22,7 +22,12 @@ FOREST_SEED = 42
 FOREST_MODELS = 10
 # On standardised synthetic churn-like streams SGD(0.05) reached a lower prequential log loss than
 # River's default 0.01 (slower to converge) and 0.1 (noisier); AUC was about the same for all three.
-CLASSIFIER_LEARNING_RATE = 0.05
+# Measured with `segflow evaluate` (1000 customers, 240 days): 0.02 gave holdout ROC AUC 0.931
+# against the hindsight reference's 0.944; 0.05 gave 0.888 and 0.2 gave 0.879.
+CLASSIFIER_LEARNING_RATE = 0.02
+REGRESSOR_LEARNING_RATE = 0.005
+# log1p(revenue) above this is beyond any plausible customer value; clipping keeps expm1 finite.
+MAX_LOG_REVENUE = 20.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +88,7 @@ def log1p_revenue(y: float) -> float:
 
 def expm1_revenue(y: float) -> float:
     """Inverse of ``log1p_revenue``, clipped at 0 so a prediction is never negative revenue."""
-    return max(float(np.expm1(y)), 0.0)
+    return max(float(np.expm1(min(y, MAX_LOG_REVENUE))), 0.0)
 
 
 def build_model(task: str, kind: str = DEFAULT_KIND) -> Any:
@@ -110,7 +115,10 @@ def build_model(task: str, kind: str = DEFAULT_KIND) -> Any:
                 optimizer=optim.SGD(CLASSIFIER_LEARNING_RATE)
             )
         return compose.TargetTransformRegressor(
-            regressor=preprocessing.StandardScaler() | linear_model.LinearRegression(),
+            regressor=preprocessing.StandardScaler()
+            # Clipped gradients: early on, the scaler's variances are tiny and one large scaled
+            # value would otherwise throw the weights far off (seen as CLV errors of 1e8).
+            | linear_model.LinearRegression(optimizer=optim.SGD(REGRESSOR_LEARNING_RATE), clip_gradient=1.0),
             func=log1p_revenue,
             inverse_func=expm1_revenue,
         )

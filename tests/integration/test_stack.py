@@ -21,7 +21,8 @@ pytestmark = pytest.mark.integration
 KAFKA_PORT = 29092
 KAFKA_CONTROLLER_PORT = 29093
 REDIS_PORT = 26379
-CLUSTER_BASE = 27000
+# Not 27000: a default cluster (base 17000) uses 27000-27002 as its cluster bus ports.
+CLUSTER_BASE = 37000
 CLUSTER_PORTS = [CLUSTER_BASE, CLUSTER_BASE + 1, CLUSTER_BASE + 2]
 
 
