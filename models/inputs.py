@@ -127,5 +127,18 @@ def to_model_input(snapshot: Mapping[str, float | int | None], names: Sequence[s
                 raise ValueError(f"feature {feature!r} is None but has no {MISSING_SUFFIX} indicator input")
             result[name] = 0.0
         else:
-            result[name] = _as_float(name, value)
+            number = _as_float(name, value)
+            result[name] = math.copysign(math.log1p(abs(number)), number) if is_money(name) else number
     return result
+
+
+MONEY_PREFIXES = ("monetary", "revenue_", "avg_order_value", "balance_", "total_balance")
+
+
+def is_money(name: str) -> bool:
+    """Amounts of money are heavy-tailed: the models see them as sign(x) * log(1 + |x|).
+
+    Without it, one large balance scaled by a young scaler's tiny variance swamps a linear
+    model (seen as CLV predictions in the hundreds of millions).
+    """
+    return name.startswith(MONEY_PREFIXES)

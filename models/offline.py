@@ -194,7 +194,9 @@ def hindsight_auc(rows: list[LabelRow], names: list[str]) -> dict[str, float | i
         from sklearn.pipeline import make_pipeline
         from sklearn.preprocessing import StandardScaler
     except ImportError:
-        raise ValueError("the hindsight reference needs scikit-learn: pip install 'segflow[evaluate]'") from None
+        raise ValueError(
+            "the hindsight reference needs scikit-learn: pip install 'segflow[evaluate]'"
+        ) from None
 
     train = [r for r in rows if not r.holdout]
     test = [r for r in rows if r.holdout]

@@ -93,8 +93,27 @@ def test_none_becomes_zero_with_indicator() -> None:
     never = to_model_input(_snapshot({"recency_days": None, "frequency": 0, "monetary": 0.0}), names)
     today = to_model_input(_snapshot({"recency_days": 0.0, "frequency": 1, "monetary": 9.5}), names)
     assert never == {"recency_days": 0.0, "recency_days__missing": 1.0, "frequency": 0.0, "monetary": 0.0}
-    assert today == {"recency_days": 0.0, "recency_days__missing": 0.0, "frequency": 1.0, "monetary": 9.5}
+    assert today == {
+        "recency_days": 0.0,
+        "recency_days__missing": 0.0,
+        "frequency": 1.0,
+        "monetary": math.log(10.5),
+    }
     assert list(never) == list(today) == names
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("monetary", 0.0, 0.0),
+        ("revenue_30d", math.e - 1, 1.0),
+        ("balance_credit_card", -(math.e**2 - 1), -2.0),
+        ("total_balance", 99.0, math.log(100.0)),
+        ("frequency", 99.0, 99.0),  # counts are not money: unchanged
+    ],
+)
+def test_money_is_seen_on_a_signed_log_scale(name: str, value: float, expected: float) -> None:
+    assert to_model_input({name: value}, [name])[name] == pytest.approx(expected)
 
 
 def test_none_without_indicator_is_an_error() -> None:
