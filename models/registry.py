@@ -81,6 +81,23 @@ def model_specs(
     return specs
 
 
+SCALED_LIMIT = 5.0
+
+
+def clip_scaled(x: dict[str, float]) -> dict[str, float]:
+    """Standardised values limited to +-SCALED_LIMIT.
+
+    A rare indicator (say, holding insurance) has a tiny running variance, so the one customer
+    who has it would be scaled to thousands of standard deviations and swamp a linear model.
+    """
+    return {k: min(SCALED_LIMIT, max(-SCALED_LIMIT, v)) for k, v in x.items()}
+
+
+def scaled() -> compose.Pipeline:
+    """Running standardisation followed by ``clip_scaled`` (picklable: named functions only)."""
+    return compose.Pipeline(preprocessing.StandardScaler(), compose.FuncTransformer(clip_scaled))
+
+
 def log1p_revenue(y: float) -> float:
     """Training target of the linear clv model: log1p of revenue, negative revenue counted as 0."""
     return float(np.log1p(max(float(y), 0.0)))
@@ -111,11 +128,9 @@ def build_model(task: str, kind: str = DEFAULT_KIND) -> Any:
     classify = task == "classification"
     if kind == "linear":
         if classify:
-            return preprocessing.StandardScaler() | linear_model.LogisticRegression(
-                optimizer=optim.SGD(CLASSIFIER_LEARNING_RATE)
-            )
+            return scaled() | linear_model.LogisticRegression(optimizer=optim.SGD(CLASSIFIER_LEARNING_RATE))
         return compose.TargetTransformRegressor(
-            regressor=preprocessing.StandardScaler()
+            regressor=scaled()
             # Clipped gradients: early on, the scaler's variances are tiny and one large scaled
             # value would otherwise throw the weights far off (seen as CLV errors of 1e8).
             | linear_model.LinearRegression(optimizer=optim.SGD(REGRESSOR_LEARNING_RATE), clip_gradient=1.0),
@@ -124,7 +139,7 @@ def build_model(task: str, kind: str = DEFAULT_KIND) -> Any:
         )
     if kind == "tree":
         learner = tree.HoeffdingTreeClassifier() if classify else tree.HoeffdingTreeRegressor()
-        return preprocessing.StandardScaler() | learner
+        return scaled() | learner
     if classify:
         return forest.ARFClassifier(n_models=FOREST_MODELS, seed=FOREST_SEED)
     return forest.ARFRegressor(n_models=FOREST_MODELS, seed=FOREST_SEED)

@@ -50,16 +50,25 @@ def _unwrapped(model: Any) -> Any:
     return model.regressor if _is(model, compose.TargetTransformRegressor) else model
 
 
-def _linear_parts(model: Any) -> tuple[preprocessing.StandardScaler | None, Any] | None:
-    """(scaler or None, linear model) when ``model`` is a (scaled) linear model, else None."""
+def _linear_parts(model: Any) -> tuple[list[Any], Any] | None:
+    """(transformers before it, linear model) when ``model`` is a (scaled) linear model, else None.
+
+    The transformers are a StandardScaler, optionally followed by FuncTransformers (the clip).
+    """
     inner = _unwrapped(model)
     if isinstance(inner, compose.Pipeline):
         steps = list(inner.steps.values())
-        if len(steps) == 2 and _is(steps[0], preprocessing.StandardScaler) and _is(steps[1], _LINEAR):
-            return steps[0], steps[1]
+        head, last = steps[:-1], steps[-1]
+        if (
+            head
+            and _is(head[0], preprocessing.StandardScaler)
+            and all(_is(step, compose.FuncTransformer) for step in head[1:])
+            and _is(last, _LINEAR)
+        ):
+            return head, last
         return None
     if _is(inner, _LINEAR):
-        return None, inner
+        return [], inner
     return None
 
 
@@ -81,14 +90,17 @@ def linear_contributions(model: Any, x: Mapping[str, float]) -> dict[str, float]
     """weight_i * scaled x_i for every input of a (scaled) linear model, or None for other models.
 
     Scaling uses the pipeline's ``StandardScaler.transform_one`` with its current running means
-    and variances, exactly as the model sees the input. For the clv ``TargetTransformRegressor``
-    the contributions are in the model's target space (log1p revenue). The intercept is left out.
+    and variances, then its clip, exactly as the model sees the input. For the clv
+    ``TargetTransformRegressor`` the contributions are in the model's target space (log1p
+    revenue). The intercept is left out.
     """
     parts = _linear_parts(model)
     if parts is None:
         return None
-    scaler, linear = parts
-    scaled = scaler.transform_one(dict(x)) if scaler is not None else dict(x)
+    transformers, linear = parts
+    scaled = dict(x)
+    for transformer in transformers:
+        scaled = transformer.transform_one(scaled)
     weights = linear.weights
     return {name: weights.get(name, 0.0) * scaled[name] for name in x}
 

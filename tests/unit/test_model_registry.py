@@ -12,8 +12,10 @@ from river import compose, forest, linear_model, preprocessing, tree
 
 from models.registry import (
     MODEL_KINDS,
+    SCALED_LIMIT,
     ModelSpec,
     build_model,
+    clip_scaled,
     expm1_revenue,
     log1p_revenue,
     model_specs,
@@ -70,19 +72,24 @@ def test_build_model_default_kinds() -> None:
     assert isinstance(classifier, compose.Pipeline)
     steps = list(classifier.steps.values())
     assert isinstance(steps[0], preprocessing.StandardScaler)
-    assert isinstance(steps[1], linear_model.LogisticRegression)
+    assert isinstance(steps[1], compose.FuncTransformer)  # the clip of standardised values
+    assert isinstance(steps[2], linear_model.LogisticRegression)
     regressor = build_model("regression")
     assert isinstance(regressor, compose.TargetTransformRegressor)
     inner = list(regressor.regressor.steps.values())
     assert isinstance(inner[0], preprocessing.StandardScaler)
-    assert isinstance(inner[1], linear_model.LinearRegression)
+    assert isinstance(inner[2], linear_model.LinearRegression)
+
+
+def test_standardised_values_are_clipped() -> None:
+    assert clip_scaled({"a": 7.0, "b": -9.0, "c": 0.5}) == {"a": SCALED_LIMIT, "b": -SCALED_LIMIT, "c": 0.5}
 
 
 def test_build_model_tree_and_forest() -> None:
     assert isinstance(
-        list(build_model("classification", "tree").steps.values())[1], tree.HoeffdingTreeClassifier
+        list(build_model("classification", "tree").steps.values())[-1], tree.HoeffdingTreeClassifier
     )
-    assert isinstance(list(build_model("regression", "tree").steps.values())[1], tree.HoeffdingTreeRegressor)
+    assert isinstance(list(build_model("regression", "tree").steps.values())[-1], tree.HoeffdingTreeRegressor)
     arf = build_model("classification", "forest")
     assert isinstance(arf, forest.ARFClassifier) and arf.n_models == 10 and arf.seed is not None
     assert isinstance(build_model("regression", "forest"), forest.ARFRegressor)
