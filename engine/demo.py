@@ -16,7 +16,7 @@ from typing import Any
 from engine.cli.io import format_change, produce_lines, read_changes
 from engine.dashboard import serve
 from engine.explain import explain_customer
-from engine.settings import Settings
+from engine.settings import Settings, namespaced
 from engine.topics import ensure_topics
 from engine.worker_process import read_metric, start_worker, stop_worker, wait_for_metric
 from models.simulate import sample_stream, write_jsonl
@@ -31,15 +31,7 @@ MALFORMED_LINES = [
 
 def demo_settings(base: Settings, run_id: str) -> Settings:
     """Settings of one demo run: its own topics, group and key prefix."""
-    return base.model_copy(
-        update={
-            "app_id": f"segflow-demo-{run_id}",
-            "events_topic": f"segflow-demo-{run_id}.events",
-            "changes_topic": f"segflow-demo-{run_id}.segment-changes",
-            "dlq_topic": f"segflow-demo-{run_id}.dlq",
-            "key_prefix": f"demo{run_id}",
-        }
-    )
+    return namespaced(base, f"segflow-demo-{run_id}", f"demo{run_id}")
 
 
 async def collect(settings: Settings, topic: str) -> list[dict[str, Any]]:

@@ -17,7 +17,7 @@ from engine.schemas import InvalidEvent, validate_event
 from engine.settings import Settings, split_list
 from features.event import Event
 from models.labels import LabelRules
-from models.offline import OfflineResult, hindsight_auc, replay
+from models.offline import OfflineResult, OfflineRun, hindsight_auc, replay
 from models.population import PopulationConfig
 from models.registry import model_specs
 from models.simulate import generate_events, to_event
@@ -54,8 +54,7 @@ def run_evaluation(
             )
         specs = [spec for spec in specs if spec.name in models]
     rules = LabelRules(settings.churn_days, settings.clv_days, settings.propensity_days)
-    result = replay(
-        events,
+    run = OfflineRun(
         specs,
         config,
         rules,
@@ -66,6 +65,7 @@ def run_evaluation(
         balance_classes=True,
         protected=split_list(settings.protected_attributes),
     )
+    result = replay(events, run)
     reference = (
         hindsight_auc(result.rows.get("churn", []), result.input_names) if "churn" in result.rows else {}
     )

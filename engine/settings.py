@@ -92,6 +92,19 @@ class Settings(BaseSettings):
         return value
 
 
+def namespaced(settings: Settings, name: str, key_prefix: str) -> Settings:
+    """``settings`` with its own consumer group, topics and Redis key prefix (demo, bench, tests)."""
+    return settings.model_copy(
+        update={
+            "app_id": name,
+            "events_topic": f"{name}.events",
+            "changes_topic": f"{name}.segment-changes",
+            "dlq_topic": f"{name}.dlq",
+            "key_prefix": key_prefix,
+        }
+    )
+
+
 def split_list(value: str) -> tuple[str, ...]:
     """A comma-separated setting as a tuple of non-empty names."""
     return tuple(part.strip() for part in value.split(",") if part.strip())

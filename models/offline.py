@@ -152,30 +152,8 @@ class OfflineRun:
                 self.models[label.model].learn_one(label.x, label.y_true)
 
 
-def replay(
-    events: Iterable[Event],
-    specs: list[ModelSpec],
-    feature_config: FeatureConfig,
-    rules: LabelRules,
-    kind: str = "linear",
-    holdout_fraction: float = 0.1,
-    warmup_days: float = 30.0,
-    prediction_interval_days: float = 0.0,
-    balance_classes: bool = False,
-    protected: tuple[str, ...] = (),
-) -> OfflineResult:
-    """Run ``events`` (in arrival order) through features and models; return the metrics."""
-    run = OfflineRun(
-        specs,
-        feature_config,
-        rules,
-        kind,
-        holdout_fraction,
-        warmup_days,
-        prediction_interval_days,
-        balance_classes,
-        protected,
-    )
+def replay(events: Iterable[Event], run: OfflineRun) -> OfflineResult:
+    """Feed ``events`` (in arrival order) to ``run``; return its metrics."""
     for event in events:
         run.feed(event)
     return run.result

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from engine.settings import Settings, load_settings
+from engine.settings import Settings, load_settings, namespaced
 
 
 @pytest.fixture(scope="session")
@@ -31,14 +31,5 @@ def stack_settings() -> Iterator[Settings]:
 def isolated_settings(stack_settings: Settings) -> Settings:
     """Stack settings with a fresh app id, topics and Redis key prefix for one test."""
     tag = uuid.uuid4().hex[:10]
-    return stack_settings.model_copy(
-        update={
-            "app_id": f"test-{tag}",
-            "events_topic": f"test-{tag}.events",
-            "changes_topic": f"test-{tag}.changes",
-            "dlq_topic": f"test-{tag}.dlq",
-            "key_prefix": f"t{tag}",
-            "events_partitions": 4,
-            "changes_partitions": 4,
-        }
-    )
+    isolated = namespaced(stack_settings, f"test-{tag}", f"t{tag}")
+    return isolated.model_copy(update={"events_partitions": 4, "changes_partitions": 4})

@@ -10,6 +10,7 @@ import click
 from aiokafka.errors import KafkaError
 from redis.exceptions import RedisError
 
+from engine.cli.bench_cmd import bench
 from engine.cli.data_cmds import dashboard, explain, produce, tail
 from engine.cli.demo_cmd import demo
 from engine.cli.features_cmds import features
@@ -27,7 +28,20 @@ def cli(ctx: click.Context) -> None:
     ctx.obj = load_settings()
 
 
-for command in (stack, topics, config, worker, produce, tail, explain, features, evaluate, dashboard, demo):
+for command in (
+    stack,
+    topics,
+    config,
+    worker,
+    produce,
+    tail,
+    explain,
+    features,
+    evaluate,
+    bench,
+    dashboard,
+    demo,
+):
     cli.add_command(command)
 
 
