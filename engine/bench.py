@@ -49,7 +49,7 @@ from engine.bench_setup import (
     records_in_topic,
     redis_client,
 )
-from engine.settings import Settings
+from engine.settings import Settings, namespaced
 from engine.topics import ensure_topics
 from engine.worker_process import start_worker, stop_worker
 
@@ -116,11 +116,9 @@ def run_bench(base: Settings, params: BenchParams, progress: Progress = lambda _
     params.validate()
     facts, kafka_pid = machine_facts(base)
     run_id = time.strftime("%Y%m%d%H%M%S") + "-" + uuid.uuid4().hex[:4]
-    settings = base.model_copy(
+    # Topics segflow-bench-<run id>.{events,segment-changes,dlq}; each round gets its own group and prefix.
+    settings = namespaced(base, f"segflow-bench-{run_id}", f"bench{run_id.replace('-', '')}").model_copy(
         update={
-            "events_topic": f"segflow-bench-{run_id}.events",
-            "changes_topic": f"segflow-bench-{run_id}.segment-changes",
-            "dlq_topic": f"segflow-bench-{run_id}.dlq",
             "events_partitions": params.partitions,
             "changes_partitions": params.partitions,
             "batch_max_events": params.batch,
@@ -140,7 +138,7 @@ def run_bench(base: Settings, params: BenchParams, progress: Progress = lambda _
         progress(f"[bench] produced {params.events} events to {settings.events_topic} in {seconds:.1f}s")
         rounds = []
         for number in range(1, params.rounds + 1):
-            prefix = f"bench{run_id.replace('-', '')}r{number}"
+            prefix = f"{settings.key_prefix}r{number}"
             prefixes.append(prefix)
             rounds.append(_round(settings, params, run_id, number, prefix, kafka_pid, client, work, progress))
             delete_prefix(client, prefix)
