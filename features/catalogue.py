@@ -8,6 +8,7 @@ refuses names that are not in the catalogue, so a misspelled feature is an error
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -176,7 +177,7 @@ def snapshot(
         "worst_open_severity": max(open_severities, default=0),
         f"call_center_{window}d": windows.window_sum(state.call_days, today, window),
         "products_held": len(balances),
-        "total_balance": sum(balances.values()),
+        "total_balance": math.fsum(balances.values()),  # exact, so order-independent
     }
     for product in config.products:
         values[f"balance_{product}"] = balances.get(product)
