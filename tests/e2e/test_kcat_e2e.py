@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from typing import Any
 
@@ -20,7 +22,7 @@ import pytest
 
 from engine.settings import Settings
 from engine.topics import ensure_topics
-from engine.worker_process import start_worker, stop_worker
+from engine.worker_process import settings_env, start_worker, stop_worker
 
 pytestmark = pytest.mark.integration
 DAY_MS = 86_400_000
@@ -132,6 +134,15 @@ def test_kcat_events_in_segment_changes_and_dead_letters_out(isolated_settings: 
             time.sleep(1)
             changes = kcat_read(settings, settings.changes_topic)
         letters = kcat_read(settings, settings.dlq_topic)
+        explained = json.loads(
+            subprocess.run(
+                [sys.executable, "-m", "engine", "explain", "alice", "--json"],
+                env={**os.environ, **settings_env(settings)},
+                capture_output=True,
+                check=True,
+                timeout=60,
+            ).stdout
+        )
     finally:
         stop_worker(worker)
 
@@ -142,6 +153,14 @@ def test_kcat_events_in_segment_changes_and_dead_letters_out(isolated_settings: 
         assert change["reason"]["text"].startswith(f"lifecycle={change['to']} because")
     assert got == EXPECTED
     assert len({c["change_id"] for c in changes}) == len(changes)
+
+    # `segflow explain` shows what the store holds, worked out by hand from alice's events:
+    # purchases of 20 and 5 on days 1 and 2, last event a login on day 70.
+    features = explained["features"]
+    assert explained["segments"] == {"lifecycle": "lapsed"}
+    assert features["frequency"] == 2 and features["monetary"] == 25.0
+    assert features["recency_days"] == 68.0 and features["tenure_days"] == 70.0
+    assert features["logins_30d"] == 1 and features["orders_90d"] == 2
 
     reasons = sorted(letter["reason"] for letter in letters)
     assert len(reasons) == 3
