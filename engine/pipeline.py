@@ -134,17 +134,7 @@ class SegmentPipeline:
                 if key is not None and key != event.customer_id:
                     raise InvalidEvent(f"message key {key!r} differs from customer_id {event.customer_id!r}")
             except InvalidEvent as exc:
-                dead.append(
-                    DeadLetter(
-                        reason=str(exc),
-                        raw=record.value or b"",
-                        key=record.key,
-                        topic=record.topic,
-                        partition=record.partition,
-                        offset=record.offset,
-                        failed_ts_ms=round(self._clock() * 1000),
-                    )
-                )
+                dead.append(self._dead_letter(str(exc), record))
                 continue
             events.append(PositionedEvent(event, record.partition, record.offset))
         return events, dead
@@ -260,13 +250,17 @@ class SegmentPipeline:
         raw = raw_by_position[(positioned.partition, positioned.offset)]
         behind = (state.last_ts - positioned.event.ts) / SECONDS_PER_DAY
         allowed = self._config.features.allowed_lateness_seconds / SECONDS_PER_DAY
+        reason = f"too late: {behind:.3f} days behind the customer's newest event (allowed {allowed:g})"
+        return self._dead_letter(reason, raw)
+
+    def _dead_letter(self, reason: str, record: RawRecord) -> DeadLetter:
         return DeadLetter(
-            reason=f"too late: {behind:.3f} days behind the customer's newest event (allowed {allowed:g})",
-            raw=raw.value or b"",
-            key=raw.key,
-            topic=raw.topic,
-            partition=raw.partition,
-            offset=raw.offset,
+            reason=reason,
+            raw=record.value or b"",
+            key=record.key,
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
             failed_ts_ms=round(self._clock() * 1000),
         )
 
