@@ -12,7 +12,7 @@ import pytest
 from redis.asyncio import Redis
 
 from engine.app import pipeline_config
-from engine.pipeline import RawRecord, SegmentPipeline
+from engine.pipeline import DEAD_LETTER, RawRecord, SegmentPipeline
 from engine.settings import Settings
 from features.redis_store import CustomerWrite, RedisFeatureStore
 from features.state import CustomerState
@@ -226,5 +226,29 @@ def test_a_stale_writer_cache_cannot_overwrite_a_newer_owner(isolated_settings: 
         assert record.version == 3 and record.applied_offset(0) == 8
         again = await pipeline_a.process(records)  # A's cache is fresh again: all duplicates
         assert again.applied == 0 and again.duplicates == 9
+
+    run(isolated_settings, body)
+
+
+def test_too_late_events_are_dead_lettered_once_through_the_outbox(isolated_settings: Settings) -> None:
+    # Allowed lateness is 3 days: after alice's day-10 login, a day-6 purchase is too late.
+    stream = [login("a1", "alice", 10), purchase("a2", "alice", 6, 99.0), login("a3", "alice", 11)]
+    records = records_of(stream)
+
+    async def body(pipeline: SegmentPipeline, store: RedisFeatureStore) -> None:
+        result = await pipeline.process(records)
+        assert (result.applied, result.too_late, result.duplicates) == (2, 1, 0)
+        letters = [c for c in result.changes if c.kind == DEAD_LETTER]
+        assert len(letters) == 1
+        letter = msgpack.unpackb(letters[0].payload)
+        assert letter["reason"].startswith("too late: 4.000 days behind")
+        assert (letter["partition"], letter["offset"], letter["raw"]) == (0, 1, records[1].value)
+        record = await store.get("alice")
+        assert record is not None and record.state is not None
+        assert record.state.orders == 0 and record.state.late_dropped == 1
+        again = await pipeline.process(records)  # not yet confirmed: the same letter again
+        assert [c.change_id for c in again.changes if c.kind == DEAD_LETTER] == [letters[0].change_id]
+        await pipeline.confirm_sent(again.changes)
+        assert (await pipeline.process(records)).changes == []
 
     run(isolated_settings, body)
