@@ -21,7 +21,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from engine.cli.io import format_change
 from engine.codecs import decode_msgpack
 from engine.settings import Settings
-from engine.topics import topic_partitions
+from engine.topics import start_or_close, topic_partitions
 from engine.worker_process import read_metric
 
 
@@ -103,7 +103,7 @@ WORKER_METRICS = (
 async def follow(settings: Settings, view: DashboardView) -> None:
     """Keep ``view`` up to date from the changes and dead-letter topics."""
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
-    await consumer.start()
+    await start_or_close(consumer)
     try:
         assigned = []
         for topic in (settings.changes_topic, settings.dlq_topic):

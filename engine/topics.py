@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
@@ -20,6 +22,17 @@ class TopicSpec:
     carries: str
 
 
+async def start_or_close(client: Any) -> None:
+    """Start an aiokafka client; if that fails, release what it opened before raising."""
+    try:
+        await client.start()
+    except BaseException:
+        closer = getattr(client, "stop", None) or client.close
+        with contextlib.suppress(Exception):
+            await closer()
+        raise
+
+
 def topic_specs(settings: Settings) -> list[TopicSpec]:
     """The topics of one deployment."""
     return [
@@ -32,7 +45,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
 async def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
     """Create missing topics (replication factor 1); return the names created."""
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=10_000)
-    await asyncio.wait_for(admin.start(), timeout_s)
+    await asyncio.wait_for(start_or_close(admin), timeout_s)
     try:
         existing = set(await admin.list_topics())
         missing = [spec for spec in topic_specs(settings) if spec.name not in existing]
@@ -50,7 +63,7 @@ async def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str
 async def topic_partitions(settings: Settings, topic: str) -> list[int]:
     """The partition numbers of ``topic`` (empty when it does not exist)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=10_000)
-    await admin.start()
+    await start_or_close(admin)
     try:
         if topic not in set(await admin.list_topics()):
             return []

@@ -15,7 +15,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from engine.codecs import decode_msgpack, encode_msgpack
 from engine.schemas import ATTRIBUTE_SPECS
 from engine.settings import Settings
-from engine.topics import topic_partitions
+from engine.topics import start_or_close, topic_partitions
 
 
 def _coerce(event_type: Any, name: str, text: str) -> Any:
@@ -97,7 +97,7 @@ async def produce_lines(
 ) -> int:
     """Publish every event of ``path`` to ``topic``; return how many were acked."""
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=5)
-    await producer.start()
+    await start_or_close(producer)
     count = 0
     try:
         pending = []
@@ -142,7 +142,7 @@ async def read_changes(
 ) -> int:
     """Read changes without joining a consumer group (so it never steals partitions)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
-    await consumer.start()
+    await start_or_close(consumer)
     seen = 0
     try:
         partitions = await topic_partitions(settings, topic)

@@ -51,6 +51,9 @@ def main() -> None:
     # Retriable produce errors (e.g. a leader still being elected for a new topic) are retried
     # by aiokafka and raise only if they persist; they are noise at the CLI.
     logging.getLogger("aiokafka.producer.sender").setLevel(logging.ERROR)
+    # Connection failures surface as one-line `segflow: error:` messages; aiokafka's own
+    # error log lines would repeat them.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     try:
         cli.main(standalone_mode=False)
     except click.exceptions.Abort:
