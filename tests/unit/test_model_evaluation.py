@@ -198,3 +198,16 @@ def test_online_linear_churn_classifier_reaches_good_auc() -> None:
     report = evaluation.report()["prequential"]
     assert report["roc_auc"] > 0.8
     assert report["log_loss"] < math.log(2)
+
+
+def test_windowed_auc_forgets_labels_older_than_its_window() -> None:
+    from models.evaluation import WindowedAUC
+
+    auc = WindowedAUC(window=4)
+    for y, p in [(True, 0.1), (False, 0.9), (True, 0.8), (False, 0.2)]:  # perfectly wrong, then right
+        auc.update(y, p)
+    # positive 0.1 loses to both negatives; positive 0.8 beats 0.2 only: 1 of 4 pairs
+    assert auc.get() == pytest.approx(0.25)
+    for y, p in [(True, 0.7), (False, 0.3)]:  # the two oldest (wrong) labels leave the window
+        auc.update(y, p)
+    assert auc.get() == pytest.approx(1.0)
