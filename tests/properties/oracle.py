@@ -238,8 +238,9 @@ def _customer(
 
 # --- comparison ------------------------------------------------------------------------------
 
-# Features compared with a relative tolerance: decayed sums, day fractions and ratios. Everything
-# else (counts, cent sums, balances) must be exactly equal.
+# Features compared with math.isclose(rel_tol=1e-9, abs_tol=1e-9): the decayed engagement sum, day
+# fractions and average order values (a ratio the store rounds twice, cents / 100 / orders).
+# Everything else (counts, cent sums, balances, their exact sum) must be exactly equal.
 APPROXIMATE = ("engagement_score", "recency_days", "tenure_days", "days_since", "avg_order_value")
 
 
@@ -253,14 +254,10 @@ def close(a: Value, b: Value) -> bool:
     return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9)
 
 
-def differences(
-    actual: Mapping[str, Value], expected: Mapping[str, Value], skip: tuple[str, ...] = ()
-) -> dict[str, tuple[Value, Value]]:
+def differences(actual: Mapping[str, Value], expected: Mapping[str, Value]) -> dict[str, tuple[Value, Value]]:
     """Features whose values differ: ``{name: (actual, expected)}`` (types matter for None)."""
     diffs: dict[str, tuple[Value, Value]] = {}
     for name in sorted(set(actual) | set(expected)):
-        if name in skip:
-            continue
         if name not in actual or name not in expected:
             diffs[name] = (actual.get(name, "<missing>"), expected.get(name, "<missing>"))  # type: ignore[assignment]
             continue

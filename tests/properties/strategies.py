@@ -1,22 +1,23 @@
 """Hypothesis strategies: realistic behavioural event streams, arrival orders and deliveries.
 
-A scenario is a handful of customers, each with events of all ten types spread over ~400 days
-(so the 365-day window and bucket pruning matter), with timestamps that often sit on UTC day
-boundaries, on window edges, or share a millisecond with another event (ties in ticket, holding
-and campaign tables). Events arrive shuffled *within* the allowed lateness (sorted by
-``ts + delay`` with ``0 <= delay <= lateness``), optionally with stragglers that may be too late
-and events placed exactly at, just inside and just outside the lateness boundary.
+A scenario is a handful of customers (a feature configuration drawn too: lateness, windows,
+half-life, tracking caps), each with events of all ten types with valid attributes spread over
+~400 days (so the 365-day window and bucket pruning matter), with timestamps that often sit on
+UTC day boundaries, on window edges, or share a millisecond with another event, often about the
+same ticket, product or campaign (ties that the ticket, holding and campaign tables settle by
+rule). Events arrive shuffled *within* the allowed lateness (sorted by ``ts + delay`` with
+``0 <= delay <= lateness``), optionally with stragglers: far too late, or exactly at, just inside
+or just outside the lateness limit. Records are msgpack, JSON, or msgpack with an RFC 3339 time.
 
-A delivery plan cuts each partition's log into batches and rewinds now and then (a consumer
-restarting from an older committed offset), so records are redelivered with the same
-``(partition, offset)``.
+A delivery plan cuts each partition's log into batches, sometimes joins batches of different
+partitions, and rewinds now and then (a consumer restarting from an older committed offset), so
+records are redelivered with the same ``(partition, offset)``.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from fractions import Fraction
@@ -52,7 +53,7 @@ KEY_FEATURES = ("payments", "budgeting", "alerts", "card_controls")
 OTHER_FEATURES = ("transfers", "statements", "savings_goals", "investments")
 PRODUCTS = ("mortgage", "credit_card", "savings", "current_account", "insurance")
 UNLISTED_PRODUCTS = ("pension",)  # held, counted in products_held, but not a balance_<p> feature
-TICKET_IDS = ("T-1", "T-2", "T-3")
+TICKET_IDS = ("T-1", "T-2")  # few, so openings and closes of one ticket meet
 # Types whose tables settle ties by a documented rule: give them many same-millisecond events.
 TIED_TYPES = ("support_ticket", "product_holding", "campaign_response")
 CAMPAIGNS = ("spring", "summer", "autumn", "winter", "winback", "cashback", "referral", "travel", "student")
@@ -145,10 +146,6 @@ def ints(low: int, high: int) -> st.SearchStrategy[int]:
     return st.integers(low, high)
 
 
-def pick(draw: st.DrawFn, options: Sequence[T]) -> T:
-    return options[draw(ints(0, len(options) - 1))]
-
-
 money_cents = st.one_of(
     st.integers(0, 300_00), st.integers(0, 5_000_000_00), st.sampled_from([0, 1, 5, 99, 100])
 )
@@ -156,16 +153,20 @@ money_cents = st.one_of(
 
 @st.composite
 def amounts(draw: st.DrawFn) -> float | int:
-    """A purchase amount in whole cents, as a float (12.34) or, sometimes, an int (12)."""
+    """A purchase amount: whole cents as a float (12.34), sometimes an int (12) or a sub-cent
+    amount (0.295, rounded half-even to cents as written)."""
     value = draw(money_cents)
-    if draw(ints(0, 4)) == 0:
+    form = draw(ints(0, 9))
+    if form == 0:
         return value // 100
+    if form == 1:
+        return value / 1000
     return value / 100
 
 
 @st.composite
 def balances(draw: st.DrawFn) -> float | int:
-    value = draw(money_cents) * pick(draw, [1, 1, 1, -1])
+    value = draw(money_cents) * draw(st.sampled_from([1, 1, 1, -1]))
     if draw(ints(0, 4)) == 0:
         return value // 100
     return value / 100
@@ -202,11 +203,6 @@ ATTRS: dict[str, st.SearchStrategy[dict[str, Any]]] = {
 assert set(ATTRS) == set(EVENT_TYPES)
 
 
-def attrs_for(event_type: str) -> st.SearchStrategy[dict[str, Any]]:
-    """Valid attributes (per ATTRIBUTE_SPECS) of one event type."""
-    return ATTRS[event_type]
-
-
 def envelope(
     event_id: str, customer_id: str, event_type: str, ts: int, attrs: dict[str, Any]
 ) -> dict[str, Any]:
@@ -232,7 +228,14 @@ BACK_RANGES = (2 * DAY_MS, 20 * DAY_MS, 60 * DAY_MS, SPAN_DAYS * DAY_MS)
 EDGE_OFFSETS = (0, -1, DAY_MS - 1, DAY_MS // 2)
 MIDNIGHT_OFFSETS = (0, -1, 1)
 STRAGGLER_DELTA = st.one_of(st.sampled_from([-1, 0, 1]), st.integers(-60 * DAY_MS, 0))
-KNOBS = (10, 4, 1024, 4, 8, len(ENCODINGS))  # sizes of the fields packed into EventSpec.knobs
+KNOBS = (
+    10,
+    4,
+    1024,
+    4,
+    8,
+    len(ENCODINGS),
+)  # when, scale, choice, twin, tiebreak, encoding  # sizes of the fields packed into EventSpec.knobs
 
 
 @dataclass(frozen=True)
@@ -249,7 +252,7 @@ class EventSpec:
         when: 1 the same time as an earlier event, 2 a window edge, 3 a UTC midnight, else random
         (``back`` modulo BACK_RANGES[scale]); choice: which earlier event, window or offset
         (modulo their number); twin, for TIED_TYPES: 1 the same time as an earlier event of the
-        type, 2 also the same attributes but one; tiebreak: order among equal arrival keys.
+        type, 2 or 3 also the same attributes but one; tiebreak: order among equal arrival keys.
         """
         out, rest = [], self.knobs
         for size in KNOBS:
@@ -290,14 +293,18 @@ def window_lengths(config: FeatureConfig) -> list[int]:
 
 @cache
 def customer_specs(
-    allowed: int, max_events: int, event_types: tuple[str, ...], stragglers: bool
+    allowed: int, max_events: int, event_types: tuple[str, ...], stragglers: bool, coarse: bool = False
 ) -> st.SearchStrategy[CustomerSpec]:
+    """One customer; ``coarse`` puts their newest event on one of 4 times a day (ties across customers)."""
+    time_of_day = (
+        st.sampled_from([0, DAY_MS // 4, DAY_MS // 2, 3 * DAY_MS // 4]) if coarse else ints(0, DAY_MS - 1)
+    )
     specs = event_specs(event_types, allowed)
     late = st.tuples(ints(0, 1_000), STRAGGLER_DELTA, event_specs(EVENT_TYPES, allowed))
     return st.builds(
         CustomerSpec,
         end_ms=st.builds(
-            lambda day, ms: T0_MS + day * DAY_MS + ms, ints(SPAN_DAYS - 40, SPAN_DAYS), ints(0, DAY_MS - 1)
+            lambda day, ms: T0_MS + day * DAY_MS + ms, ints(SPAN_DAYS - 40, SPAN_DAYS), time_of_day
         ),
         # Two lists (older ones, then more): longer histories on average than one list gives.
         events=st.tuples(
@@ -324,14 +331,14 @@ def resolve(
         same_type = [x for x in events if x["type"] == e.type]
         if index == 0:
             ts = end_ms  # the newest event
-        elif e.type in TIED_TYPES and same_type and twin_kind in (1, 2):
+        elif e.type in TIED_TYPES and same_type and twin_kind:
             # The same millisecond as an earlier event of the type, often about the same ticket,
             # product or campaign with one attribute changed: an opening and a close, two
             # balances, two outcomes or variants; their tables settle such ties by rule.
             twin = same_type[choice % len(same_type)]
             ts = twin["ts"]
-            if twin_kind == 2 and attrs:
-                changed = sorted(attrs)[choice % len(attrs)]
+            if twin_kind >= 2 and attrs:
+                changed = sorted(attrs)[(choice // 16) % len(attrs)]
                 attrs = {**twin["attrs"], changed: attrs[changed]}
         elif when == 1:
             ts = events[choice % len(events)]["ts"]  # the same millisecond as another event
@@ -397,12 +404,13 @@ def scenarios(
     config: FeatureConfig | None = None,
     max_partitions: int = 2,
     event_types: tuple[str, ...] = EVENT_TYPES,
+    coarse: bool = False,
 ) -> Scenario:
     """Several customers' events in arrival order (see the module docstring)."""
     config = config if config is not None else draw(feature_configs())
     specs = draw(
         st.lists(
-            customer_specs(lateness_ms(config), max_events, event_types, stragglers),
+            customer_specs(lateness_ms(config), max_events, event_types, stragglers, coarse),
             min_size=min_customers,
             max_size=max_customers,
         )
