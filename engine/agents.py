@@ -43,8 +43,10 @@ async def deliver(runtime: Runtime, result: BatchResult) -> None:
     futures = []
     for dead in result.dead_letters:
         futures.append(await runtime.dead_letters.send(key=dead.key, value=dead.encode()))
-    for change in result.changes:
-        futures.append(await runtime.changes.send(key=change.customer_id.encode(), value=change.payload))
+    for entry in result.changes:
+        # The outbox also holds dead letters of too-late events: they belong on the DLQ topic.
+        topic = runtime.dead_letters if entry.kind == DEAD_LETTER else runtime.changes
+        futures.append(await topic.send(key=entry.customer_id.encode(), value=entry.payload))
     if futures:
         await asyncio.gather(*futures)
 

@@ -56,6 +56,7 @@ EVENTS = [
     ev("d2", "dave", "purchase", 10, amount=7.5),  # dave: 2 orders, recency 0 -> active
     ev("b3", "bob", "purchase", 41, amount=3),  # bob: recency 0 -> active
     ev("a4", "alice", "login", 70),  # alice: recency 68 -> lapsed
+    ev("a5", "alice", "purchase", 60, amount=1),  # 10 days behind day 70: too late, DLQ only
 ]
 EXPECTED = {
     "alice": [(None, "new"), ("new", "active"), ("active", "lapsed")],
@@ -129,11 +130,12 @@ def test_kcat_events_in_segment_changes_and_dead_letters_out(isolated_settings: 
         want = sum(len(v) for v in EXPECTED.values())
         deadline = time.monotonic() + 120
         changes: list[dict[str, Any]] = []
-        while time.monotonic() < deadline and len(changes) < want:
+        letters: list[dict[str, Any]] = []
+        while time.monotonic() < deadline and (len(changes) < want or len(letters) < len(MALFORMED) + 1):
             assert worker.poll() is None, "worker exited"
             time.sleep(1)
             changes = kcat_read(settings, settings.changes_topic)
-        letters = kcat_read(settings, settings.dlq_topic)
+            letters = kcat_read(settings, settings.dlq_topic)
         explained = json.loads(
             subprocess.run(
                 [sys.executable, "-m", "engine", "explain", "alice", "--json"],
@@ -161,10 +163,14 @@ def test_kcat_events_in_segment_changes_and_dead_letters_out(isolated_settings: 
     assert features["frequency"] == 2 and features["monetary"] == 25.0
     assert features["recency_days"] == 68.0 and features["tenure_days"] == 70.0
     assert features["logins_30d"] == 1 and features["orders_90d"] == 2
+    assert features["late_events_dropped"] == 1
 
     reasons = sorted(letter["reason"] for letter in letters)
-    assert len(reasons) == 3
+    assert len(reasons) == 4
+    assert any(r.startswith("too late: 10.000 days behind") for r in reasons)
     assert any(r.startswith("bad JSON") for r in reasons)
     assert any("missing customer_id" in r for r in reasons)
     assert any("attrs.amount of purchase must be a number" in r for r in reasons)
-    assert {letter["raw"] for letter in letters} == {value.encode() for _, value in MALFORMED}
+    assert {letter["raw"] for letter in letters} == {value.encode() for _, value in MALFORMED} | {
+        json.dumps(EVENTS[-1]).encode()
+    }
