@@ -43,7 +43,6 @@ from engine.bench_measure import (
 from engine.bench_setup import (
     build_workload,
     delete_prefix,
-    free_port,
     machine_facts,
     produce_workload,
     records_in_topic,
@@ -51,7 +50,7 @@ from engine.bench_setup import (
 )
 from engine.settings import Settings, namespaced
 from engine.topics import ensure_topics
-from engine.worker_process import start_worker, stop_worker
+from engine.worker_process import free_port, start_worker, stop_worker
 
 __all__ = ["BenchError", "BenchParams", "run_bench"]
 

@@ -13,7 +13,6 @@ import contextlib
 import math
 import subprocess
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +22,7 @@ import redis
 from aiokafka import AIOKafkaConsumer
 
 from engine.settings import Settings
+from engine.worker_process import read_metrics
 
 POLL_SECONDS = 0.05
 APPLIED, DEAD = "segflow_events_applied_total", "segflow_events_dead_lettered_total"
@@ -151,21 +151,6 @@ async def bare_consume(
     )
 
 
-def read_counters(port: int) -> dict[str, int]:
-    """Every counter of the worker's metrics page in one request (empty when not reachable)."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/segflow/metrics", timeout=2) as response:
-            text = response.read().decode()
-    except OSError:
-        return {}
-    counters = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.partition(" ")
-            counters[name] = int(float(value))
-    return counters
-
-
 @dataclass(slots=True)
 class WorkerWatch:
     """Samples one worker process: its counters, CPU time and peak RSS."""
@@ -182,7 +167,7 @@ class WorkerWatch:
             raise BenchError(f"worker exited with code {self.process.returncode}; see {self.log_path}")
         with contextlib.suppress(psutil.Error):
             self.peak_rss = max(self.peak_rss, psutil.Process(self.process.pid).memory_info().rss)
-        self.counters = read_counters(self.port) or self.counters
+        self.counters = read_metrics(self.port) or self.counters
         return self.counters.get(APPLIED, 0) + self.counters.get(DEAD, 0)
 
     def wait_done(self, target: int, timeout_s: float) -> None:

@@ -7,7 +7,6 @@ import itertools
 import math
 import os
 import platform
-import socket
 import time
 from importlib.metadata import version
 from typing import Any
@@ -57,13 +56,6 @@ async def produce_workload(settings: Settings, workload: list[tuple[bytes, bytes
         return time.perf_counter() - started
     finally:
         await producer.stop()
-
-
-def free_port() -> int:
-    """A TCP port free on loopback right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def delete_prefix(client: redis.Redis | None, prefix: str) -> int:

@@ -22,7 +22,7 @@ from engine.cli.io import format_change
 from engine.codecs import decode_msgpack
 from engine.settings import Settings
 from engine.topics import start_or_close, topic_partitions
-from engine.worker_process import read_metric
+from engine.worker_process import read_metrics
 
 
 @dataclass
@@ -130,7 +130,8 @@ async def serve(settings: Settings, port: int, seconds: float | None) -> None:
     follower = asyncio.create_task(follow(settings, view))
 
     async def page(_request: web.Request) -> web.Response:
-        metrics = {name: await asyncio.to_thread(read_metric, settings, name) for name in WORKER_METRICS}
+        counters = await asyncio.to_thread(read_metrics, settings.web_port)
+        metrics = {name: counters.get(name, 0) for name in WORKER_METRICS}
         return web.Response(text=render_page(view, metrics), content_type="text/html")
 
     async def summary(_request: web.Request) -> web.Response:

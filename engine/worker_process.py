@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -51,15 +52,28 @@ def wait_for_metric(settings: Settings, name: str, at_least: int, timeout: float
     return value
 
 
-def read_metric(settings: Settings, name: str) -> int:
-    """One counter from the worker's /segflow/metrics page (0 when not reachable)."""
-    url = f"http://127.0.0.1:{settings.web_port}/segflow/metrics"
+def read_metrics(port: int) -> dict[str, int]:
+    """Every counter of the worker's /segflow/metrics page in one request (empty when unreachable)."""
     try:
-        with urllib.request.urlopen(url, timeout=2) as response:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/segflow/metrics", timeout=2) as response:
             text = response.read().decode()
     except OSError:
-        return 0
+        return {}
+    counters = {}
     for line in text.splitlines():
-        if line.startswith(name + " "):
-            return int(float(line.split()[1]))
-    return 0
+        if line and not line.startswith("#"):
+            name, _, value = line.partition(" ")
+            counters[name] = int(float(value))
+    return counters
+
+
+def read_metric(settings: Settings, name: str) -> int:
+    """One counter from the worker's metrics page (0 when not reachable)."""
+    return read_metrics(settings.web_port).get(name, 0)
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now (for a worker's web server)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

@@ -48,6 +48,9 @@ class RecordCache:
         if write is None:
             if record.state is None:
                 return
+            if record.customer_id in self._entries:  # unchanged since it was cached
+                self._entries.move_to_end(record.customer_id)
+                return
             entry = (
                 encode_state(record.state),
                 dict(record.applied_offsets),
@@ -59,7 +62,7 @@ class RecordCache:
             offsets = dict(record.applied_offsets)
             offsets.update(write.offsets)
             entry = (
-                encode_state(write.state),
+                write.state_bytes,
                 offsets,
                 {**record.extras, **write.extras},
                 {**record.outbox, **write.outbox},

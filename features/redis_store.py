@@ -78,6 +78,11 @@ class CustomerWrite:
     state: CustomerState
     extras: dict[str, bytes] = field(default_factory=dict)
     outbox: dict[str, bytes] = field(default_factory=dict)
+    state_bytes: bytes = field(init=False, repr=False, compare=False)
+    """``state`` encoded once, for both the commit and the writer's record cache."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "state_bytes", encode_state(self.state))
 
 
 # The state is stored positionally (no field names: ~230 bytes less per customer), led by a
@@ -191,7 +196,7 @@ class RedisFeatureStore:
                 args: list[bytes | str | int] = [self._ttl_seconds, expected]
                 for partition, new in sorted(write.offsets.items()):
                     args += [offset_field(partition), str(new)]
-                args += [STATE_FIELD, encode_state(write.state)]
+                args += [STATE_FIELD, write.state_bytes]
                 for name, value in write.extras.items():
                     args += [extra_field(name), value]
                 for entry_id, value in write.outbox.items():

@@ -11,7 +11,6 @@ import asyncio
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ import pytest
 
 from engine.settings import Settings
 from engine.topics import ensure_topics
-from engine.worker_process import settings_env, start_worker, stop_worker
+from engine.worker_process import free_port, settings_env, start_worker, stop_worker
 
 pytestmark = pytest.mark.integration
 DAY_MS = 86_400_000
@@ -69,12 +68,6 @@ MALFORMED = [
     ("erin", json.dumps({"event_id": "m2", "type": "login", "ts": T0})),  # no customer_id
     ("erin", json.dumps(ev("m3", "erin", "purchase", 1, amount="ten"))),  # wrong type
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def kcat_produce(settings: Settings, lines: list[tuple[str, str]]) -> None:

@@ -19,21 +19,13 @@ import pytest
 from engine.cli.io import produce_lines
 from engine.settings import Settings
 from engine.topics import ensure_topics
-from engine.worker_process import read_metric, start_worker, stop_worker
+from engine.worker_process import free_port, read_metric, start_worker, stop_worker
 from features.client import connect
 from features.redis_store import RedisFeatureStore
 from models.population import PopulationConfig
 from models.simulate import generate_events, write_jsonl
 
 pytestmark = pytest.mark.integration
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_until(condition, timeout: float) -> bool:  # type: ignore[no-untyped-def]

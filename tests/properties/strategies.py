@@ -29,6 +29,7 @@ from hypothesis import strategies as st
 
 from engine.pipeline import RawRecord
 from features.config import FeatureConfig
+from features.event import EVENT_TYPES
 
 T0_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 DAY_MS = 86_400_000
@@ -37,18 +38,6 @@ TOPIC = "events"
 ENCODINGS = ("msgpack", "msgpack", "msgpack", "json", "rfc3339")
 T = TypeVar("T")
 
-EVENT_TYPES = (
-    "purchase",
-    "login",
-    "session",
-    "feature_used",
-    "support_ticket",
-    "page_view",
-    "app_click",
-    "call_center",
-    "product_holding",
-    "campaign_response",
-)
 KEY_FEATURES = ("payments", "budgeting", "alerts", "card_controls")
 OTHER_FEATURES = ("transfers", "statements", "savings_goals", "investments")
 PRODUCTS = ("mortgage", "credit_card", "savings", "current_account", "insurance")
