@@ -96,7 +96,9 @@ async def produce_lines(
     settings: Settings, path: Path, fmt: str, wire: str, keep_invalid: bool, topic: str
 ) -> int:
     """Publish every event of ``path`` to ``topic``; return how many were acked."""
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=5)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=5, enable_idempotence=True
+    )
     await start_or_close(producer)
     count = 0
     try:

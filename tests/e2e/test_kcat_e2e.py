@@ -73,7 +73,21 @@ MALFORMED = [
 def kcat_produce(settings: Settings, lines: list[tuple[str, str]]) -> None:
     body = "".join(f"{key}\t{value}\n" for key, value in lines)
     subprocess.run(
-        ["kcat", "-P", "-b", settings.kafka_bootstrap, "-t", settings.events_topic, "-K", "\t"],
+        # Idempotence keeps each partition in send order even when a just-created topic makes
+        # the first sends fail and retry (without it a CI run saw alice's day-70 login land
+        # before her day-2 purchase, which then was too late).
+        [
+            "kcat",
+            "-P",
+            "-X",
+            "enable.idempotence=true",
+            "-b",
+            settings.kafka_bootstrap,
+            "-t",
+            settings.events_topic,
+            "-K",
+            "\t",
+        ],
         input=body.encode(),
         check=True,
         timeout=60,
