@@ -55,6 +55,9 @@ def catalogue(config: FeatureConfig) -> list[FeatureSpec]:
     window = config.activity_window_days
     specs += [
         FeatureSpec("days_since_last_login", "engagement", "float?", "days since the last login"),
+        FeatureSpec(
+            "days_since_last_activity", "engagement", "float?", "days since the last login or purchase"
+        ),
         FeatureSpec(f"sessions_{window}d", "engagement", "int", f"sessions in the last {window} days"),
         FeatureSpec(
             "engagement_score",
@@ -125,6 +128,12 @@ def _days(later: float, earlier: float | None) -> float | None:
     return None if earlier is None else max(0.0, later - earlier) / SECONDS_PER_DAY
 
 
+def _latest(a: float | None, b: float | None) -> float | None:
+    if a is None:
+        return b
+    return a if b is None else max(a, b)
+
+
 def snapshot(
     customer_id: str, state: CustomerState, config: FeatureConfig, as_of: float | None = None
 ) -> FeatureSnapshot:
@@ -158,6 +167,7 @@ def snapshot(
     used = state.feature_first_use
     values |= {
         "days_since_last_login": _days(at, state.last_login_ts),
+        "days_since_last_activity": _days(at, _latest(state.last_login_ts, state.last_purchase_ts)),
         f"sessions_{window}d": windows.window_sum(state.session_days, today, window),
         "engagement_score": engagement,
         "distinct_features_used": len(used),

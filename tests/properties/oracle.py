@@ -153,6 +153,8 @@ def _customer(
         values[f"logins_{days}d"] = sum(1 for e in logins if in_window(e["ts"], at, days))
     activity = config.activity_window_days
     values["days_since_last_login"] = days_between(at, max((e["ts"] for e in logins), default=None))
+    active = [e["ts"] for e in accepted if e["type"] in ("login", "purchase")]
+    values["days_since_last_activity"] = days_between(at, max(active, default=None))
     values[f"sessions_{activity}d"] = sum(
         1 for e in _of(accepted, "session") if in_window(e["ts"], at, activity)
     )
