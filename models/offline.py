@@ -25,6 +25,7 @@ from features.state import CustomerState, apply_event
 from models.evaluation import ModelEvaluation, is_holdout
 from models.inputs import input_features, to_model_input
 from models.labels import LabelRules, PendingPrediction, ResolvedLabel
+from models.learning import learn_label
 from models.registry import ModelSpec, build_model
 from models.scoring import score
 
@@ -141,15 +142,10 @@ class OfflineRun:
                 LabelRow(label.x, label.y_true, label.y_pred, label.holdout)
             )
         if not label.holdout:
-            if spec.task == "classification":
-                counts = self.class_counts.setdefault(label.model, [0, 0])
-                counts[int(bool(label.y_true))] += 1
-                weight = 1.0
-                if self.balance_classes and label.y_true and counts[1]:
-                    weight = min(50.0, max(1.0, counts[0] / counts[1]))
-                self.models[label.model].learn_one(label.x, bool(label.y_true), w=weight)
-            else:
-                self.models[label.model].learn_one(label.x, label.y_true)
+            counts = self.class_counts.setdefault(label.model, [0, 0])
+            learn_label(
+                self.models[label.model], spec.task, label.x, label.y_true, counts, self.balance_classes
+            )
 
 
 def replay(events: Iterable[Event], run: OfflineRun) -> OfflineResult:
