@@ -14,10 +14,10 @@ from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any, TypeVar
 
-from aiohttp.web import Response
 from redis.exceptions import RedisError
 
 from engine.app import Runtime
+from engine.pages import attach_pages
 from engine.pipeline import DEAD_LETTER, BatchResult, OwnershipLost, RawRecord
 
 log = logging.getLogger(__name__)
@@ -55,15 +55,8 @@ def _raw(message: Any) -> RawRecord:
     return RawRecord(message.topic, message.partition, message.offset, message.key, message.value)
 
 
-async def handle_batch(runtime: Runtime, records: list[RawRecord]) -> bool:
-    """Process, deliver and clear one batch; False when it must stay unacked."""
-    started = time.perf_counter()
-    try:
-        result = await _with_retry(runtime, "pipeline", partial(runtime.pipeline.process, records))
-    except OwnershipLost as exc:
-        # Not acked: whoever owns these customers now will (re)process them.
-        log.error("%s; leaving the batch unacked for the new owner", exc)
-        return False
+async def _finish(runtime: Runtime, result: BatchResult, started: float) -> None:
+    """Deliver a batch's (or tick's) output, clear the outbox, count what happened."""
     await _with_retry(runtime, "deliver", partial(deliver, runtime, result))
     await _with_retry(runtime, "outbox clear", partial(runtime.pipeline.confirm_sent, result.changes))
     metrics = runtime.metrics
@@ -73,14 +66,63 @@ async def handle_batch(runtime: Runtime, records: list[RawRecord]) -> bool:
     metrics.add("segflow_events_dead_lettered_total", len(result.dead_letters) + late_sent)
     metrics.add("segflow_events_too_late_total", result.too_late)
     metrics.add("segflow_segment_changes_sent_total", len(result.changes) - late_sent)
-    metrics.add("segflow_batches_total")
+    metrics.add("segflow_labels_learned_total", result.labels_learned)
+    metrics.add("segflow_customers_ticked_total", result.ticked)
     metrics.last_batch_seconds = time.perf_counter() - started
     metrics.last_batch_wall_ts = time.time()
+
+
+async def handle_batch(runtime: Runtime, records: list[RawRecord]) -> bool:
+    """Process, deliver and clear one batch; False when it must stay unacked."""
+    started = time.perf_counter()
+    async with runtime.lock:
+        try:
+            result = await _with_retry(runtime, "pipeline", partial(runtime.pipeline.process, records))
+        except OwnershipLost as exc:
+            # Not acked: whoever owns these customers now will (re)process them.
+            log.error("%s; leaving the batch unacked for the new owner", exc)
+            return False
+        await _finish(runtime, result, started)
+        runtime.metrics.add("segflow_batches_total")
+        await _maybe_checkpoint(runtime)
     return True
 
 
+async def handle_tick(runtime: Runtime) -> None:
+    """Move on customers due by their partition's watermark; claim newly assigned partitions."""
+    started = time.perf_counter()
+    async with runtime.lock:
+        assigned = _assigned_partitions(runtime)
+        if assigned:
+            await _with_retry(runtime, "claim models", partial(runtime.pipeline.banks.ensure, assigned))
+        try:
+            result = await _with_retry(runtime, "tick", runtime.pipeline.tick)
+        except OwnershipLost as exc:
+            log.error("%s; skipping this tick", exc)
+            return
+        if result.ticked:
+            await _finish(runtime, result, started)
+        await _maybe_checkpoint(runtime)
+        runtime.reload_rules()
+
+
+async def _maybe_checkpoint(runtime: Runtime) -> None:
+    banks = runtime.pipeline.banks
+    if banks.checkpoint_due():
+        saved = await _with_retry(runtime, "checkpoint", banks.checkpoint)
+        runtime.metrics.add("segflow_model_checkpoints_total", len(saved))
+
+
+def _assigned_partitions(runtime: Runtime) -> list[int]:
+    try:
+        assignment = runtime.app.consumer.assignment()
+    except Exception:  # not started or rebalancing: nothing to claim now
+        return []
+    return [tp.partition for tp in assignment if tp.topic == runtime.settings.events_topic]
+
+
 def attach_agent(runtime: Runtime) -> None:
-    """Register the segmenting agent and the monitoring pages on the runtime's app."""
+    """Register the segmenting agent, the timer and the monitoring pages on the runtime's app."""
     settings = runtime.settings
 
     @runtime.app.agent(runtime.events, name="segment")
@@ -91,10 +133,22 @@ def attach_agent(runtime: Runtime) -> None:
                 for event in batch:
                     await stream.ack(event)
 
+    @runtime.app.timer(interval=1.0)
+    async def tick() -> None:
+        await handle_tick(runtime)
+
     @runtime.app.on_partitions_revoked.connect
-    async def forget_revoked(sender: object, revoked: object, **_: object) -> None:
-        # Another worker may write these customers now: stop trusting what we remember.
-        runtime.pipeline.forget_cached()
+    async def release_revoked(sender: object, revoked: object, **_: object) -> None:
+        # Another worker may write these customers and train these models now: save and forget.
+        async with runtime.lock:
+            runtime.pipeline.forget_cached()
+            mine = [tp.partition for tp in revoked if tp.topic == settings.events_topic]  # type: ignore[attr-defined]
+            try:
+                await runtime.pipeline.banks.release(mine)
+            except (TimeoutError, RedisError, OSError) as exc:
+                log.warning("could not checkpoint revoked partitions %s: %s", mine, exc)
+                for partition in mine:
+                    runtime.pipeline.banks.banks.pop(partition, None)
 
     if settings.customer_ttl_days > 0:
         ttl_seconds = settings.customer_ttl_days * 86_400
@@ -109,10 +163,4 @@ def attach_agent(runtime: Runtime) -> None:
             )
             runtime.metrics.add("segflow_customers_expired_total", removed)
 
-    @runtime.app.page("/segflow/metrics")
-    async def metrics_page(web, request):  # type: ignore[no-untyped-def]
-        return Response(text=runtime.metrics.render(), content_type="text/plain")
-
-    @runtime.app.page("/segflow/health")
-    async def health_page(web, request):  # type: ignore[no-untyped-def]
-        return web.json(runtime.metrics.health())
+    attach_pages(runtime)

@@ -6,18 +6,35 @@ so a partition can move between workers at a rebalance without restoring a chang
 
 from __future__ import annotations
 
+import asyncio
+import secrets
 from dataclasses import dataclass
+from pathlib import Path
 
 import faust
 
+from engine.customer_step import StepConfig
 from engine.monitoring import WorkerMetrics
 from engine.pipeline import PipelineConfig, SegmentPipeline
-from engine.rules.lifecycle import LifecycleParams
+from engine.rules.loader import load_rules
+from engine.rules.model import RuleSet
+from engine.rules.reload import RulesReloader
+from engine.rules.variables import known_variables
 from engine.settings import Settings, split_list
+from features.catalogue import catalogue
 from features.client import connect
 from features.config import FeatureConfig
 from features.event import SECONDS_PER_DAY
 from features.redis_store import RedisFeatureStore
+from models.bank import BankConfig
+from models.banks import ModelBanks
+from models.inputs import input_features
+from models.labels import LabelRules
+from models.registry import ModelSpec, model_specs
+from models.store import ModelStore
+
+DEFAULT_RULES = Path(__file__).resolve().parent / "rules" / "default_rules.yaml"
+EXCLUDED_INPUTS = ("late_events_dropped",)
 
 
 @dataclass(slots=True)
@@ -31,6 +48,15 @@ class Runtime:
     dead_letters: faust.TopicT
     pipeline: SegmentPipeline
     metrics: WorkerMetrics
+    lock: asyncio.Lock
+    reloader: RulesReloader
+
+    def reload_rules(self) -> None:
+        """Swap in a changed, valid rules file (see ``engine.rules.reload``)."""
+        if self.reloader.poll():
+            self.metrics.add("segflow_rules_reloads_total")
+        self.metrics.rules_version = self.pipeline.rules.version
+        self.metrics.rules_reload_errors = self.reloader.errors
 
 
 def _raw_topic(app: faust.App, name: str, partitions: int) -> faust.TopicT:
@@ -44,15 +70,103 @@ def _raw_topic(app: faust.App, name: str, partitions: int) -> faust.TopicT:
     )
 
 
+def specs(settings: Settings) -> list[ModelSpec]:
+    """The models of this deployment: churn, clv and one propensity per product."""
+    return model_specs(
+        split_list(settings.products), settings.churn_days, settings.clv_days, settings.propensity_days
+    )
+
+
+def label_rules(settings: Settings) -> LabelRules:
+    """The label horizons from settings."""
+    return LabelRules(settings.churn_days, settings.clv_days, settings.propensity_days)
+
+
+def model_inputs(settings: Settings) -> tuple[str, ...]:
+    """The model input names; a protected attribute among them is a start-up error."""
+    names = input_features(
+        catalogue(feature_config(settings)),
+        exclude=EXCLUDED_INPUTS,
+        protected=split_list(settings.protected_attributes),
+    )
+    return tuple(names)
+
+
+def rules_path(settings: Settings) -> Path:
+    """The rules file in force."""
+    return settings.rules_file or DEFAULT_RULES
+
+
+def rule_names(settings: Settings) -> dict[str, str]:
+    """Every variable a rule may read under ``settings``."""
+    return known_variables(catalogue(feature_config(settings)), specs(settings))
+
+
+def load_rule_set(settings: Settings) -> RuleSet:
+    """The validated rules file in force (raises ``RulesError`` with file:line)."""
+    return load_rules(rules_path(settings), rule_names(settings))
+
+
+def checkpoint_key(settings: Settings) -> bytes:
+    """The HMAC key of model checkpoints: SEGFLOW_CHECKPOINT_KEY, else a random key kept on disk."""
+    if settings.checkpoint_key:
+        return settings.checkpoint_key.encode()
+    path = settings.stack_dir / "checkpoint.key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_hex(32))
+        path.chmod(0o600)
+    return path.read_text().strip().encode()
+
+
+def bank_config(settings: Settings) -> BankConfig:
+    """What each partition's model bank is built from."""
+    return BankConfig(
+        specs=tuple(specs(settings)),
+        input_names=model_inputs(settings),
+        kind=settings.model_kind,
+        rules=label_rules(settings),
+        holdout_fraction=settings.holdout_fraction,
+        prediction_interval_seconds=settings.prediction_interval_days * SECONDS_PER_DAY,
+        drift_response=settings.drift_response,
+    )
+
+
 def pipeline_config(settings: Settings) -> PipelineConfig:
     """The pipeline's knobs from settings."""
-    return PipelineConfig(
-        lifecycle=LifecycleParams(
-            new_days=settings.lifecycle_new_days, active_days=settings.lifecycle_active_days
-        ),
-        rules_version=settings.rules_version,
+    step = StepConfig(
         features=feature_config(settings),
+        labels=label_rules(settings),
+        input_names=model_inputs(settings),
+        holdout_fraction=settings.holdout_fraction,
+        prediction_interval_seconds=settings.prediction_interval_days * SECONDS_PER_DAY,
+        rescore_seconds=settings.rescore_days * SECONDS_PER_DAY,
+    )
+    return PipelineConfig(
+        step=step,
         currency=settings.currency,
+        idle_advance_seconds=settings.idle_advance_seconds,
+        population_refresh_seconds=settings.population_refresh_seconds,
+    )
+
+
+def build_pipeline(settings: Settings, client: object | None = None) -> SegmentPipeline:
+    """The pipeline with its Redis stores, model banks and rules, from settings."""
+    client = client or connect(settings.redis_url)
+    ttl = round(settings.customer_ttl_days * SECONDS_PER_DAY)
+    store = RedisFeatureStore(client, prefix=settings.key_prefix, ttl_seconds=ttl)  # type: ignore[arg-type]
+    banks = ModelBanks(
+        ModelStore(client, settings.key_prefix),  # type: ignore[arg-type]
+        bank_config(settings),
+        checkpoint_key(settings),
+        settings.checkpoint_interval_seconds,
+    )
+    return SegmentPipeline(
+        store,
+        pipeline_config(settings),
+        banks,
+        load_rule_set(settings),
+        cache_capacity=settings.record_cache_size,
     )
 
 
@@ -88,15 +202,23 @@ def create_runtime(settings: Settings) -> Runtime:
         web_host="127.0.0.1",
         datadir=str(datadir),
     )
-    client = connect(settings.redis_url)
-    ttl = round(settings.customer_ttl_days * SECONDS_PER_DAY)
-    store = RedisFeatureStore(client, prefix=settings.key_prefix, ttl_seconds=ttl)
+    pipeline = build_pipeline(settings)
+    names = rule_names(settings)
+
+    def apply(rules: RuleSet) -> None:
+        pipeline.rules = rules
+
+    reloader = RulesReloader(
+        rules_path(settings), lambda path: load_rules(path, names), apply, settings.rules_reload_seconds
+    )
     return Runtime(
         settings=settings,
         app=app,
         events=_raw_topic(app, settings.events_topic, settings.events_partitions),
         changes=_raw_topic(app, settings.changes_topic, settings.changes_partitions),
         dead_letters=_raw_topic(app, settings.dlq_topic, settings.events_partitions),
-        pipeline=SegmentPipeline(store, pipeline_config(settings), cache_capacity=settings.record_cache_size),
-        metrics=WorkerMetrics(),
+        pipeline=pipeline,
+        metrics=WorkerMetrics(rules_version=pipeline.rules.version),
+        lock=asyncio.Lock(),
+        reloader=reloader,
     )

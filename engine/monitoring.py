@@ -19,6 +19,10 @@ COUNTER_HELP: dict[str, str] = {
     "segflow_batches_total": "Batches processed.",
     "segflow_customers_expired_total": "Customers removed from the ranking sets after their TTL.",
     "segflow_batch_retries_total": "Batches retried after a Redis or Kafka error.",
+    "segflow_labels_learned_total": "Matured labels scored and learned (holdout labels: scored only).",
+    "segflow_customers_ticked_total": "Customers moved on by event time alone (labels, timed segments).",
+    "segflow_model_checkpoints_total": "Model bank checkpoints saved.",
+    "segflow_rules_reloads_total": "Rules files reloaded after a change.",
 }
 
 
@@ -30,6 +34,10 @@ class WorkerMetrics:
     last_batch_wall_ts: float | None = None
     last_batch_seconds: float = 0.0
     started_wall_ts: float = field(default_factory=time.time)
+    rules_version: str = ""
+    rules_reload_errors: int = 0
+    model_lines: list[str] = field(default_factory=list)
+    """Extra exposition lines (model quality, ownership), rendered by ``engine.pages``."""
 
     def add(self, name: str, amount: int = 1) -> None:
         """Increase counter ``name`` (must be one of COUNTER_HELP)."""
@@ -46,6 +54,13 @@ class WorkerMetrics:
             "# HELP segflow_last_batch_seconds Wall-clock seconds the last batch took.",
             "# TYPE segflow_last_batch_seconds gauge",
             f"segflow_last_batch_seconds {self.last_batch_seconds:.6f}",
+            "# HELP segflow_rules_reload_errors Rules files rejected since start (old rules kept).",
+            "# TYPE segflow_rules_reload_errors gauge",
+            f"segflow_rules_reload_errors {self.rules_reload_errors}",
+            "# HELP segflow_rules_info The rules version in force.",
+            "# TYPE segflow_rules_info gauge",
+            f'segflow_rules_info{{version="{self.rules_version}"}} 1',
+            *self.model_lines,
         ]
         return "\n".join(lines) + "\n"
 
@@ -56,4 +71,5 @@ class WorkerMetrics:
             "uptime_seconds": round(time.time() - self.started_wall_ts, 3),
             "last_batch_wall_ts": self.last_batch_wall_ts,
             "events_applied": self.counters["segflow_events_applied_total"],
+            "rules_version": self.rules_version,
         }

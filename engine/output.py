@@ -13,8 +13,12 @@ Segment-change schema v1 (msgpack map; key = customer_id):
     emitted_ts     wall-clock time the change was computed (epoch ms)
     rules_version  version of the rules that decided
     reason         {"rule", "conditions": [{"name", "op", "threshold", "value"}], "text"}
-    features       key features at the change (recency_days, frequency, monetary, tenure_days)
-    cause          {"event_id", "partition", "offset"} of the causing event
+    label          human-readable name of the new segment (enriched where the rules say so)
+    features       the family's key features at the change
+    scores         {model: {"score", "top": [[feature, contribution], ...]}}: every model's score;
+                   "top" (the largest contributions) for the models the family's rules read
+    cause          {"event_id", "partition", "offset"} of the causing event, or for a change that
+                   time alone caused: {"tick": event time (ms) it fell due, "partition", "watermark"}
 
 Dead-letter schema v1 (msgpack map; key = the original key):
 
@@ -24,7 +28,7 @@ Dead-letter schema v1 (msgpack map; key = the original key):
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from engine.codecs import encode_msgpack
@@ -37,7 +41,7 @@ def change_id(
     from_segment: str | None,
     to_segment: str | None,
     partition: int,
-    offset: int,
+    offset: int | str,
 ) -> str:
     """Stable id of a change: a hash of who changed, how, and which event caused it."""
     cause = encode_msgpack([customer_id, family, from_segment, to_segment, partition, offset])
@@ -59,6 +63,8 @@ class SegmentChange:
     reason: dict[str, Any]
     features: dict[str, Any]
     cause: dict[str, Any]
+    label: str | None = None
+    scores: dict[str, Any] = field(default_factory=dict)
 
     def to_wire(self) -> dict[str, Any]:
         """The schema v1 map."""
@@ -73,7 +79,9 @@ class SegmentChange:
             "emitted_ts": self.emitted_ts_ms,
             "rules_version": self.rules_version,
             "reason": self.reason,
+            "label": self.label,
             "features": self.features,
+            "scores": self.scores,
             "cause": self.cause,
         }
 

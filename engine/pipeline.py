@@ -10,24 +10,27 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
-from engine.codecs import decode_msgpack, decode_payload, encode_msgpack
-from engine.output import DeadLetter, SegmentChange, change_id
-from engine.rules import lifecycle
+from engine.codecs import decode_payload
+from engine.customer_step import CustomerStep, StepConfig
+from engine.output import DeadLetter
+from engine.rules.model import RuleSet
 from engine.schemas import InvalidEvent, validate_event
-from features.catalogue import FeatureSnapshot, snapshot
-from features.config import FeatureConfig
+from engine.segmentation import PopulationCuts
 from features.event import SECONDS_PER_DAY, PositionedEvent
 from features.record_cache import RecordCache
 from features.redis_store import CustomerRecord, CustomerWrite, RedisFeatureStore
 from features.state import CustomerState, apply_event
+from models.banks import ModelBanks
+from models.pending import LearnEntry
 
 log = logging.getLogger(__name__)
 
-MEMBERSHIP_EXTRA = "m"
 MAX_COMMIT_ATTEMPTS = 5
+TICK_BATCH = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,12 +73,16 @@ def late_letter_id(positioned: PositionedEvent) -> str:
 
 @dataclass(slots=True)
 class CustomerOutcome:
-    """What one customer's events did in one batch."""
+    """What one customer's events (or a tick) did in one batch."""
 
     write: CustomerWrite | None = None
     deliveries: list[PendingChange] = field(default_factory=list)
     applied: int = 0
     too_late: int = 0
+    labels: list[LearnEntry] = field(default_factory=list)
+    partition: int = 0
+    due: float | None = None
+    learn_index: int | None = None
 
 
 @dataclass(slots=True)
@@ -87,6 +94,8 @@ class BatchResult:
     applied: int = 0
     duplicates: int = 0
     too_late: int = 0
+    labels_learned: int = 0
+    ticked: int = 0
 
 
 class OwnershipLost(RuntimeError):
@@ -97,19 +106,21 @@ class OwnershipLost(RuntimeError):
 class PipelineConfig:
     """The knobs of the pipeline (taken from Settings by the app)."""
 
-    lifecycle: lifecycle.LifecycleParams
-    rules_version: str
-    features: FeatureConfig = field(default_factory=FeatureConfig)
+    step: StepConfig
     currency: str | None = None
+    idle_advance_seconds: float = 30.0
+    population_refresh_seconds: float = 5.0
 
 
 class SegmentPipeline:
-    """Applies batches of raw records to the store and derives segment changes."""
+    """Applies batches of raw records to the store, scores, segments and derives changes."""
 
     def __init__(
         self,
         store: RedisFeatureStore,
         config: PipelineConfig,
+        banks: ModelBanks,
+        rules: RuleSet,
         clock: Callable[[], float] = time.time,
         cache_capacity: int = 0,
     ) -> None:
@@ -117,11 +128,21 @@ class SegmentPipeline:
         self._cache = RecordCache(cache_capacity)
         self._config = config
         self._clock = clock
+        self.banks = banks
+        self.rules = rules
+        self.cuts = PopulationCuts()
+        self._cuts_read_wall = float("-inf")
+        self._step = CustomerStep(config.step, lambda: self.rules, lambda: self.cuts, clock)
 
     @property
     def store(self) -> RedisFeatureStore:
         """The feature store this pipeline writes to."""
         return self._store
+
+    @property
+    def step(self) -> CustomerStep:
+        """The per-customer computation (features, labels, scores, segments)."""
+        return self._step
 
     def decode(self, records: Sequence[RawRecord]) -> tuple[list[PositionedEvent], list[DeadLetter]]:
         """Split records into valid positioned events and dead letters with reasons."""
@@ -139,42 +160,119 @@ class SegmentPipeline:
             events.append(PositionedEvent(event, record.partition, record.offset))
         return events, dead
 
+    async def refresh_population(self, force: bool = False) -> None:
+        """Re-read the RFM quintile cuts when they are older than the refresh interval."""
+        now = self._clock()
+        if not force and now - self._cuts_read_wall < self._config.population_refresh_seconds:
+            return
+        newest = max(self.banks.newest_ts.values(), default=None)
+        if newest is None:
+            return
+        self.cuts = PopulationCuts.from_cuts(await self._store.population.quintile_cuts(), newest)
+        self._cuts_read_wall = now
+
     async def process(self, records: Sequence[RawRecord]) -> BatchResult:
         """Decode, apply and commit one batch; return what to deliver."""
         events, dead = self.decode(records)
         result = BatchResult(dead_letters=dead)
+        await self.banks.ensure({p.partition for p in events})
+        for positioned in events:
+            self.banks.saw_events(positioned.partition, positioned.event.ts)
+        await self.refresh_population()
         raw_by_position = {(r.partition, r.offset): r for r in records}
         by_customer: dict[str, list[PositionedEvent]] = {}
         for positioned in events:
             by_customer.setdefault(positioned.event.customer_id, []).append(positioned)
-        pending = list(by_customer)
+
+        def run(record: CustomerRecord) -> CustomerOutcome:
+            return self._apply_customer(record, by_customer[record.customer_id], raw_by_position)
+
+        committed = await self._commit_with_retries(list(by_customer), run)
+        for customer_id, outcome in committed.items():
+            result.applied += outcome.applied
+            result.too_late += outcome.too_late
+            result.duplicates += len(by_customer[customer_id]) - outcome.applied - outcome.too_late
+            result.changes.extend(outcome.deliveries)
+        result.labels_learned = self._learn(committed.values())
+        return result
+
+    async def tick(self, partitions: Sequence[int] | None = None) -> BatchResult:
+        """Move on every customer due by their partition's watermark (labels, timed segments)."""
+        result = BatchResult()
+        features = self._config.step.features
+        for partition in self.banks.owned if partitions is None else partitions:
+            if partition not in self.banks.banks:
+                continue
+            watermark = self.banks.watermark(
+                partition, features.allowed_lateness_seconds, self._config.idle_advance_seconds
+            )
+            if watermark is None:
+                continue
+            due = await self.banks.store.due_customers(partition, watermark, TICK_BATCH)
+            if not due:
+                continue
+            await self.refresh_population()
+
+            def run(record: CustomerRecord, p: int = partition, w: float = watermark) -> CustomerOutcome:
+                return self._tick_customer(record, p, w)
+
+            committed = await self._commit_with_retries([cid for cid, _ in due], run)
+            for outcome in committed.values():
+                result.changes.extend(outcome.deliveries)
+            result.ticked += len(committed)
+            result.labels_learned += self._learn(committed.values())
+        return result
+
+    async def _commit_with_retries(
+        self, customer_ids: list[str], run: Callable[[CustomerRecord], CustomerOutcome]
+    ) -> dict[str, CustomerOutcome]:
+        """Compute and commit every customer (compare-and-set), recomputing those that lost."""
+        committed: dict[str, CustomerOutcome] = {}
+        pending = customer_ids
         for _attempt in range(MAX_COMMIT_ATTEMPTS):
             if not pending:
                 break
             records = await self._records(pending)
-            outcomes = {
-                cid: self._apply_customer(records[cid], by_customer[cid], raw_by_position) for cid in pending
-            }
+            outcomes = {cid: run(records[cid]) for cid in pending}
             writes = [o.write for o in outcomes.values() if o.write is not None]
             unchanged = {
                 cid: state for cid, o in outcomes.items() if o.write is None and (state := records[cid].state)
             }
-            lost = set(await self._store.commit(writes, unchanged))
+            lost = set(
+                await self._store.commit(writes, unchanged, partial(self._queue_indexes, outcomes=outcomes))
+            )
             for customer_id, outcome in outcomes.items():
                 if customer_id in lost:
                     self._cache.discard(customer_id)
                     continue
                 self._cache.put_committed(records[customer_id], outcome.write)
-                result.applied += outcome.applied
-                result.too_late += outcome.too_late
-                result.duplicates += len(by_customer[customer_id]) - outcome.applied - outcome.too_late
-                result.changes.extend(outcome.deliveries)
+                committed[customer_id] = outcome
             if lost:
                 log.warning("record moved under %d customers; reloading them", len(lost))
             pending = [cid for cid in pending if cid in lost]
         if pending:
             raise OwnershipLost(f"{len(pending)} customers kept changing under this worker")
-        return result
+        return committed
+
+    def _queue_indexes(self, pipe: object, *, outcomes: dict[str, CustomerOutcome]) -> None:
+        by_partition: dict[int, tuple[dict[str, float | None], dict[str, int]]] = {}
+        for customer_id, outcome in outcomes.items():
+            if outcome.write is None:
+                continue
+            due, learn = by_partition.setdefault(outcome.partition, ({}, {}))
+            due[customer_id] = outcome.due
+            if outcome.learn_index is not None:
+                learn[customer_id] = outcome.learn_index
+        for partition, (due, learn) in by_partition.items():
+            self.banks.store.queue_indexes(pipe, partition, due, learn, self.banks.newest_ts.get(partition))
+
+    def _learn(self, outcomes: Iterable[CustomerOutcome]) -> int:
+        """Teach the owned models the labels of committed outcomes, in label-number order."""
+        by_partition: dict[int, list[LearnEntry]] = {}
+        for outcome in outcomes:
+            if outcome.labels:
+                by_partition.setdefault(outcome.partition, []).extend(outcome.labels)
+        return sum(self.banks.get(p).learn_all(entries) for p, entries in by_partition.items())
 
     async def _records(self, customer_ids: list[str]) -> dict[str, CustomerRecord]:
         """Records from the writer's cache where present, the rest in one round trip."""
@@ -207,15 +305,15 @@ class SegmentPipeline:
         fresh = record.fresh(events)
         if not fresh:
             return outcome
+        partition = fresh[-1].partition
+        bank = self.banks.get(partition)
+        work = self._step.working(record, partition, bank)
         state: CustomerState | None = record.state
-        membership: dict[str, str] = (
-            decode_msgpack(record.extras[MEMBERSHIP_EXTRA]) if MEMBERSHIP_EXTRA in record.extras else {}
-        )
         offsets: dict[int, int] = {}
         new_entries: list[PendingChange] = []
         for positioned in fresh:
             offsets[positioned.partition] = positioned.offset
-            state, applied = apply_event(state, positioned.event, self._config.features)
+            state, applied = apply_event(state, positioned.event, self._config.step.features)
             if not applied:
                 outcome.too_late += 1
                 late = self._too_late_letter(state, positioned, raw_by_position)
@@ -224,22 +322,46 @@ class SegmentPipeline:
                 )
                 continue
             outcome.applied += 1
-            features = snapshot(record.customer_id, state, self._config.features)
-            change = self._decide(record.customer_id, features, membership, positioned)
-            if change is not None:
-                membership[change.family] = change.to_segment  # type: ignore[assignment]
+            for change in self._step.apply_event(record, state, work, bank, positioned):
                 new_entries.append(PendingChange(record.customer_id, change.change_id, change.encode()))
         assert state is not None
+        self._finish(outcome, record, state, work, partition, new_entries, offsets)
+        return outcome
+
+    def _tick_customer(self, record: CustomerRecord, partition: int, watermark: float) -> CustomerOutcome:
+        outcome = CustomerOutcome(partition=partition)
+        if record.state is None:  # expired or removed: nothing to move on
+            outcome.write = None
+            return outcome
+        bank = self.banks.get(partition)
+        work = self._step.working(record, partition, bank)
+        changes = self._step.tick(record, work, bank, partition, watermark)
+        entries = [PendingChange(record.customer_id, c.change_id, c.encode()) for c in changes]
+        self._finish(outcome, record, record.state, work, partition, entries, {})
+        return outcome
+
+    def _finish(
+        self,
+        outcome: CustomerOutcome,
+        record: CustomerRecord,
+        state: CustomerState,
+        work: object,
+        partition: int,
+        new_entries: list[PendingChange],
+        offsets: dict[int, int],
+    ) -> None:
+        step = self._step.finish(record, state, work, partition)  # type: ignore[arg-type]
+        outcome.partition, outcome.due, outcome.labels = partition, step.due, step.labels
+        outcome.learn_index = step.learn_index
         outcome.deliveries += new_entries
         outcome.write = CustomerWrite(
             customer_id=record.customer_id,
             expected_version=record.version,
             offsets=offsets,
             state=state,
-            extras={MEMBERSHIP_EXTRA: encode_msgpack(membership)},
+            extras=work.extras(),  # type: ignore[attr-defined]
             outbox={entry.change_id: entry.outbox_value() for entry in new_entries},
         )
-        return outcome
 
     def _too_late_letter(
         self,
@@ -249,7 +371,7 @@ class SegmentPipeline:
     ) -> DeadLetter:
         raw = raw_by_position[(positioned.partition, positioned.offset)]
         behind = (state.last_ts - positioned.event.ts) / SECONDS_PER_DAY
-        allowed = self._config.features.allowed_lateness_seconds / SECONDS_PER_DAY
+        allowed = self._config.step.features.allowed_lateness_seconds / SECONDS_PER_DAY
         reason = f"too late: {behind:.3f} days behind the customer's newest event (allowed {allowed:g})"
         return self._dead_letter(reason, raw)
 
@@ -262,49 +384,6 @@ class SegmentPipeline:
             partition=record.partition,
             offset=record.offset,
             failed_ts_ms=round(self._clock() * 1000),
-        )
-
-    def _decide(
-        self,
-        customer_id: str,
-        features: FeatureSnapshot,
-        membership: dict[str, str],
-        positioned: PositionedEvent,
-    ) -> SegmentChange | None:
-        decision = lifecycle.evaluate(features, self._config.lifecycle)
-        current = membership.get(decision.family)
-        if current == decision.segment:
-            return None
-        event = positioned.event
-        recency = features["recency_days"]
-        return SegmentChange(
-            change_id=change_id(
-                customer_id,
-                decision.family,
-                current,
-                decision.segment,
-                positioned.partition,
-                positioned.offset,
-            ),
-            customer_id=customer_id,
-            family=decision.family,
-            from_segment=current,
-            to_segment=decision.segment,
-            event_ts_ms=round(event.ts * 1000),
-            emitted_ts_ms=round(self._clock() * 1000),
-            rules_version=self._config.rules_version,
-            reason=decision.reason(),
-            features={
-                "recency_days": None if recency is None else round(float(recency), 3),
-                "frequency": features["frequency"],
-                "monetary": features["monetary"],
-                "tenure_days": round(float(features["tenure_days"] or 0.0), 3),
-            },
-            cause={
-                "event_id": event.event_id,
-                "partition": positioned.partition,
-                "offset": positioned.offset,
-            },
         )
 
     async def confirm_sent(self, changes: Sequence[PendingChange]) -> None:

@@ -76,11 +76,15 @@ class Settings(BaseSettings):
     holdout_fraction: float = Field(0.1, ge=0, lt=1)
     drift_response: str = Field("alert", pattern=r"^(alert|reset)$")
     protected_attributes: str = ""
+    checkpoint_interval_seconds: float = Field(30.0, gt=0)
+    checkpoint_key: str = ""  # HMAC key of model checkpoints; empty: a random key kept in stack_dir
+    rescore_days: float = Field(7.0, gt=0)  # a silent customer is re-scored this often (event time)
 
-    # Lifecycle rule family (event time, days)
-    lifecycle_new_days: float = Field(30.0, gt=0)
-    lifecycle_active_days: float = Field(30.0, gt=0)
-    rules_version: str = "lifecycle-v1"
+    # Rules and event time
+    rules_file: Path | None = None  # None: the shipped engine/rules/default_rules.yaml
+    rules_reload_seconds: float = Field(5.0, ge=0)  # 0: never reload
+    idle_advance_seconds: float = Field(30.0, gt=0)
+    population_refresh_seconds: float = Field(5.0, ge=0)
 
     @field_validator("log_level")
     @classmethod

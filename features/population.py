@@ -101,6 +101,31 @@ class PopulationStats:
             points.append(float(member[0][1]))
         return points
 
+    async def quintile_cuts(self) -> dict[str, list[float]]:
+        """Per metric, the 4 cuts t_1..t_4 such that quintile(score) = 1 + #{k: score > t_k}.
+
+        Exact for every ranked score (same as ``quintiles``, ties share the lower quintile):
+        floor(5 * lower / total) >= k exactly when at least ceil(k * total / 5) scores lie
+        strictly below, i.e. when the score exceeds the one at that rank. Two round trips for
+        all three metrics; empty lists when nobody is ranked.
+        """
+        keys = {metric: population_key(self._prefix, metric) for metric in METRICS}
+        async with self._client.pipeline(transaction=False) as pipe:
+            for metric in METRICS:
+                pipe.zcard(keys[metric])
+            totals = dict(zip(METRICS, (int(n) for n in await pipe.execute()), strict=True))
+        async with self._client.pipeline(transaction=False) as pipe:
+            for metric in METRICS:
+                for k in range(1, 5):
+                    rank = -(-k * totals[metric] // 5) - 1  # ceil(k * total / 5) - 1
+                    pipe.zrange(keys[metric], rank, rank, withscores=True)
+            replies = await pipe.execute()
+        cuts: dict[str, list[float]] = {}
+        for i, metric in enumerate(METRICS):
+            rows = replies[i * 4 : (i + 1) * 4]
+            cuts[metric] = [float(r[0][1]) for r in rows] if totals[metric] and all(rows) else []
+        return cuts
+
     async def quintiles(self, customer_ids: Sequence[str]) -> dict[str, RfmQuintiles | None]:
         """R/F/M quintiles of several customers (None for one not ranked), in two round trips."""
         keys = {metric: population_key(self._prefix, metric) for metric in METRICS}

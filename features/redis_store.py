@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from importlib import resources
+from typing import Any
 
 import msgpack
 from redis.asyncio import Redis
@@ -171,22 +172,31 @@ class RedisFeatureStore:
         return self._commit_sha
 
     async def commit(
-        self, writes: Sequence[CustomerWrite], unchanged: dict[str, CustomerState] | None = None
+        self,
+        writes: Sequence[CustomerWrite],
+        unchanged: dict[str, CustomerState] | None = None,
+        also: Callable[[Any], None] | None = None,
     ) -> list[str]:
         """Write every customer in one pipelined round trip; return the ids that lost the CAS.
 
         The same round trip sets the population scores of the written customers and of
         ``unchanged`` ones (e.g. redelivered), so a crash between commit and ranking heals.
+        ``also`` may add idempotent commands of the caller's (e.g. index updates) to it.
         """
         if not writes and not unchanged:
             return []
         try:
-            return await self._commit_pipelined(writes, unchanged or {}, await self._script_sha())
+            return await self._commit_pipelined(writes, unchanged or {}, await self._script_sha(), also)
         except NoScriptError:  # e.g. a node restarted or failed over and lost its script cache
-            return await self._commit_pipelined(writes, unchanged or {}, await self._script_sha(reload=True))
+            sha = await self._script_sha(reload=True)
+            return await self._commit_pipelined(writes, unchanged or {}, sha, also)
 
     async def _commit_pipelined(
-        self, writes: Sequence[CustomerWrite], unchanged: dict[str, CustomerState], sha: str
+        self,
+        writes: Sequence[CustomerWrite],
+        unchanged: dict[str, CustomerState],
+        sha: str,
+        also: Callable[[Any], None] | None,
     ) -> list[str]:
         # EVALSHA through execute_command: redis-py's cluster pipeline refuses .evalsha() but
         # routes a raw EVALSHA by its key, and all keys of one call share one slot.
@@ -204,6 +214,8 @@ class RedisFeatureStore:
                 pipe.execute_command("EVALSHA", sha, 1, self.key(write.customer_id), *args)
             ranked = {**unchanged, **{w.customer_id: w.state for w in writes}}
             self.population.queue_updates(pipe, ranked, self._clock(), track_seen=self._ttl_seconds > 0)
+            if also is not None:
+                also(pipe)
             replies = (await pipe.execute())[: len(writes)]
         return [w.customer_id for w, version in zip(writes, replies, strict=True) if int(version) == 0]
 

@@ -38,7 +38,7 @@ class PendingPrediction:
     model: str
     made_ts: float
     due_ts: float
-    x: dict[str, float]
+    x: dict[str, float] | bytes  # bytes: the stored float32 vector (models.pending)
     y_pred: float
     holdout: bool
     realised: float = 0.0
@@ -58,7 +58,7 @@ class ResolvedLabel:
     """A matured label with the prediction it judges and the features it teaches."""
 
     model: str
-    x: dict[str, float]
+    x: dict[str, float] | bytes
     y_true: float
     y_pred: float
     made_ts: float

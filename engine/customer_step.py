@@ -1,0 +1,288 @@
+"""One customer's part of a batch: features, labels, scores, segments, and what to commit.
+
+``CustomerStep.apply_events`` runs a customer's fresh events in order; ``CustomerStep.tick``
+moves a customer on in event time when something of theirs falls due without any event (a
+label matures, a recency threshold or a dwell ends). Both are plain computations over the
+record read from Redis; the pipeline commits the returned write (compare-and-set) and only
+then lets the models learn the labels it carries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from engine.codecs import decode_msgpack, encode_msgpack
+from engine.output import SegmentChange, change_id
+from engine.rules.evaluate import FamilyDecision, Membership, evaluate_rules, next_due
+from engine.rules.model import Family, RuleSet
+from engine.segmentation import SCORE_PREFIX, PopulationCuts, RuleVariables, TimeModel
+from features.catalogue import snapshot
+from features.config import FeatureConfig
+from features.redis_store import CustomerRecord, CustomerWrite
+from features.state import CustomerState
+from models.bank import ModelBank
+from models.evaluation import is_holdout
+from models.inputs import to_model_input
+from models.labels import LabelRules, ResolvedLabel
+from models.pending import LearnEntry, PredictionBook, decode_learn_box, encode_learn_box, pack_input
+from models.scoring import top_contributions
+from models.store import learn_box_extra
+
+MEMBERSHIP_EXTRA, BOOK_EXTRA, SCORES_EXTRA, EVALUATED_EXTRA = "m", "p", "sc", "t"
+MAX_TICK_STEPS = 64
+TOP_CONTRIBUTIONS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class StepConfig:
+    """The knobs of a customer step (the app derives them from settings)."""
+
+    features: FeatureConfig
+    labels: LabelRules
+    input_names: tuple[str, ...]
+    holdout_fraction: float = 0.1
+    prediction_interval_seconds: float = 7 * 86_400.0
+    rescore_seconds: float = 7 * 86_400.0
+
+
+@dataclass(slots=True)
+class Emitted:
+    """A change decided in this step, with what the outbox needs."""
+
+    change: SegmentChange
+
+
+@dataclass(slots=True)
+class StepResult:
+    """What one customer's step produced."""
+
+    write: CustomerWrite | None = None
+    changes: list[SegmentChange] = field(default_factory=list)
+    labels: list[LearnEntry] = field(default_factory=list)
+    partition: int = 0
+    due: float | None = None
+    learn_index: int | None = None
+    """The highest label number left in the learn box (None: the box is empty)."""
+
+
+class _Working:
+    """The decoded, mutable parts of one record for the length of a step."""
+
+    def __init__(self, record: CustomerRecord, partition: int, bank: ModelBank) -> None:
+        extras = record.extras
+        raw_members = decode_msgpack(extras[MEMBERSHIP_EXTRA]) if MEMBERSHIP_EXTRA in extras else {}
+        self.memberships = {f: Membership(m[0], m[1]) for f, m in raw_members.items() if isinstance(m, list)}
+        self.book = PredictionBook.decode(extras.get(BOOK_EXTRA))
+        self.scores: dict[str, float] = decode_msgpack(extras[SCORES_EXTRA]) if SCORES_EXTRA in extras else {}
+        self.evaluated_at: float | None = (
+            decode_msgpack(extras[EVALUATED_EXTRA]) if EVALUATED_EXTRA in extras else None
+        )
+        box_name = learn_box_extra(partition)
+        self.box_name = box_name
+        self.box = [e for e in decode_learn_box(extras.get(box_name)) if e.seq > bank.checkpointed_through]
+        self.new_labels: list[LearnEntry] = []
+
+    def extras(self) -> dict[str, bytes]:
+        box = self.box + self.new_labels
+        return {
+            MEMBERSHIP_EXTRA: encode_msgpack(
+                {f: [m.segment, m.since] for f, m in sorted(self.memberships.items())}
+            ),
+            BOOK_EXTRA: self.book.encode(),
+            SCORES_EXTRA: encode_msgpack(self.scores),
+            EVALUATED_EXTRA: encode_msgpack(self.evaluated_at),
+            self.box_name: encode_learn_box(box),
+        }
+
+    def highest_label(self) -> int | None:
+        return max((e.seq for e in (*self.box, *self.new_labels)), default=None)
+
+
+class CustomerStep:
+    """Applies events and time to one customer's record at a time."""
+
+    def __init__(
+        self,
+        config: StepConfig,
+        rules: Callable[[], RuleSet],
+        cuts: Callable[[], PopulationCuts],
+        clock: Callable[[], float],
+    ) -> None:
+        self.config = config
+        self._rules = rules
+        self._cuts = cuts
+        self._clock = clock
+        self._family_models: dict[tuple[str, str], tuple[str, ...]] = {}
+
+    def variables(
+        self, customer_id: str, state: CustomerState, scores: dict[str, float], as_of: float | None
+    ):  # type: ignore[no-untyped-def]
+        """The rules' variables of a customer at ``as_of`` (default: their latest event)."""
+        features = snapshot(customer_id, state, self.config.features, as_of)
+        return RuleVariables(features, scores, self._cuts(), state)
+
+    def _learn(self, work: _Working, bank: ModelBank, labels: Sequence[ResolvedLabel]) -> None:
+        for label in labels:
+            work.new_labels.append(LearnEntry.from_label(bank.take_seq(), label))
+
+    def _score(self, customer_id: str, state: CustomerState, bank: ModelBank, as_of: float | None):  # type: ignore[no-untyped-def]
+        features = snapshot(customer_id, state, self.config.features, as_of)
+        x = to_model_input(features, self.config.input_names)
+        return features, x, bank.score_all(x)
+
+    def apply_event(
+        self,
+        record: CustomerRecord,
+        state: CustomerState,
+        work: _Working,
+        bank: ModelBank,
+        positioned,  # type: ignore[no-untyped-def]
+    ) -> list[SegmentChange]:
+        """Labels, scores and segments after ``positioned`` was applied to ``state``."""
+        event = positioned.event
+        cid = record.customer_id
+        self._learn(work, bank, work.book.on_event(self.config.labels, event))
+        features, x, scores = self._score(cid, state, bank, None)
+        work.scores = {name: round(value, 6) for name, value in scores.items()}
+        holdout = is_holdout(cid, self.config.holdout_fraction)
+        stored_x: bytes | None = None
+        for name, value in scores.items():
+            if work.book.may_predict(name, event.ts, self.config.prediction_interval_seconds):
+                stored_x = stored_x or pack_input(x, self.config.input_names)
+                work.book.start(self.config.labels, name, event.ts, stored_x, value, holdout)
+        variables = RuleVariables(features, scores, self._cuts(), state)
+        cause = {"event_id": event.event_id, "partition": positioned.partition, "offset": positioned.offset}
+        work.evaluated_at = event.ts
+        return self._decide(cid, work, bank, variables, x, event.ts, cause, positioned.offset)
+
+    def finish(
+        self, record: CustomerRecord, state: CustomerState, work: _Working, partition: int
+    ) -> StepResult:
+        """The write and index updates after a customer's events or tick."""
+        rules = self._rules()
+        as_of = work.evaluated_at if work.evaluated_at is not None else state.last_ts
+        variables = self.variables(record.customer_id, state, work.scores, as_of)
+        time_model = TimeModel(variables, self.config.features, as_of, self.config.rescore_seconds)
+        rules_due = next_due(rules, variables, work.memberships, as_of, time_model.crossing)
+        label_due = work.book.next_due()
+        due = min((t for t in (rules_due, label_due) if t is not None), default=None)
+        return StepResult(
+            partition=partition,
+            labels=list(work.new_labels),
+            due=due,
+            learn_index=work.highest_label(),
+        )
+
+    def _decide(
+        self,
+        customer_id: str,
+        work: _Working,
+        bank: ModelBank,
+        variables: RuleVariables,
+        x: dict[str, float],
+        as_of: float,
+        cause: dict[str, object],
+        position: int | str,
+    ) -> list[SegmentChange]:
+        rules = self._rules()
+        changes = []
+        for decision in evaluate_rules(rules, variables, work.memberships, as_of):
+            if not decision.changed:
+                continue
+            membership = decision.membership()
+            if membership is None:
+                work.memberships.pop(decision.family, None)
+            else:
+                work.memberships[decision.family] = membership
+            family = next(f for f in rules.families if f.name == decision.family)
+            changes.append(
+                self._change(customer_id, rules, family, decision, variables, bank, x, as_of, cause, position)
+            )
+        return changes
+
+    def _models_of(self, rules: RuleSet, family: Family) -> tuple[str, ...]:
+        key = (rules.fingerprint, family.name)
+        if key not in self._family_models:
+            names = {n for s in family.segments for e in s.expressions() for n in e.names}
+            self._family_models[key] = tuple(
+                sorted(n[len(SCORE_PREFIX) :] for n in names if n.startswith(SCORE_PREFIX))
+            )
+        return self._family_models[key]
+
+    def _change(
+        self,
+        customer_id: str,
+        rules: RuleSet,
+        family: Family,
+        decision: FamilyDecision,
+        variables: RuleVariables,
+        bank: ModelBank,
+        x: dict[str, float],
+        as_of: float,
+        cause: dict[str, object],
+        position: int | str,
+    ) -> SegmentChange:
+        partition = int(cause["partition"])  # type: ignore[call-overload]
+        scores: dict[str, object] = {
+            name: {"score": round(value, 6)} for name, value in variables.scores.items()
+        }
+        for name in self._models_of(rules, family):
+            if name in bank.models:
+                top = top_contributions(bank.models[name], x, TOP_CONTRIBUTIONS)
+                scores[name] = {
+                    "score": round(variables.scores[name], 6),
+                    "top": [[feature, round(value, 6)] for feature, value in top],
+                }
+        key_features = {name: _plain(variables[name]) for name in family.key_features}
+        return SegmentChange(
+            change_id=change_id(
+                customer_id, family.name, decision.previous, decision.segment, partition, position
+            ),
+            customer_id=customer_id,
+            family=family.name,
+            from_segment=decision.previous,
+            to_segment=decision.segment,
+            event_ts_ms=round(as_of * 1000),
+            emitted_ts_ms=round(self._clock() * 1000),
+            rules_version=rules.version,
+            reason=decision.reason,
+            features=key_features,
+            cause=cause,
+            label=decision.label,
+            scores=scores,
+        )
+
+    def tick(
+        self, record: CustomerRecord, work: _Working, bank: ModelBank, partition: int, watermark: float
+    ) -> list[SegmentChange]:
+        """Move a customer with no new event on to ``watermark``: matured labels, due segments."""
+        state = record.state
+        assert state is not None
+        self._learn(work, bank, work.book.on_time(self.config.labels, watermark))
+        rules = self._rules()
+        changes: list[SegmentChange] = []
+        as_of = work.evaluated_at if work.evaluated_at is not None else state.last_ts
+        for _ in range(MAX_TICK_STEPS):
+            variables = self.variables(record.customer_id, state, work.scores, as_of)
+            time_model = TimeModel(variables, self.config.features, as_of, self.config.rescore_seconds)
+            due = next_due(rules, variables, work.memberships, as_of, time_model.crossing)
+            if due is None or due > watermark:
+                break
+            as_of = due
+            features, x, scores = self._score(record.customer_id, state, bank, as_of)
+            work.scores = {name: round(value, 6) for name, value in scores.items()}
+            variables = RuleVariables(features, scores, self._cuts(), state)
+            due_ms = round(due * 1000)
+            cause = {"tick": due_ms, "partition": partition, "watermark": round(watermark * 1000)}
+            changes += self._decide(record.customer_id, work, bank, variables, x, as_of, cause, f"t{due_ms}")
+            work.evaluated_at = as_of
+        return changes
+
+    def working(self, record: CustomerRecord, partition: int, bank: ModelBank) -> _Working:
+        """The decoded mutable parts of ``record`` for a step on ``partition``."""
+        return _Working(record, partition, bank)
+
+
+def _plain(value: object) -> object:
+    return round(value, 6) if isinstance(value, float) else value

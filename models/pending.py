@@ -1,0 +1,195 @@
+"""A customer's predictions waiting for their labels, and labels waiting to be checkpointed.
+
+Both live in the customer's record in Redis (committed atomically with the features), never only
+in a worker's memory, so a crash or a rebalance loses neither:
+
+* the **prediction book**: per model at most one pending prediction (the input it saw, its score,
+  when it was made and falls due) plus when the model last predicted for this customer;
+* the **learn box** of one source partition: labels that resolved (by an event or by time),
+  numbered by that partition's label sequence, kept until the partition's model checkpoint
+  covers their number. After a crash, the new owner replays the box entries above the number its
+  checkpoint reflects, so every label is learned exactly once.
+
+Inputs are stored as float32 in input-name order (a 52-input vector is 208 bytes, shared by the
+predictions made at one event). A prediction is stored, learned and replayed from the same
+rounded vector, so a replayed label teaches exactly what the live one did.
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import msgpack
+
+from features.event import Event
+from models.labels import LabelRules, PendingPrediction, ResolvedLabel
+
+
+def pack_input(x: dict[str, float], names: Sequence[str]) -> bytes:
+    """``x`` as float32 bytes in ``names`` order."""
+    return array("f", [x[name] for name in names]).tobytes()
+
+
+def unpack_input(raw: bytes, names: Sequence[str]) -> dict[str, float]:
+    """Inverse of ``pack_input``; raises ValueError when the vector does not fit ``names``."""
+    values = array("f")
+    values.frombytes(raw)
+    if len(values) != len(names):
+        raise ValueError(f"stored model input has {len(values)} values, the models read {len(names)}")
+    return dict(zip(names, values, strict=True))
+
+
+def rounded_input(x: dict[str, float], names: Sequence[str]) -> bytes:
+    """The stored form of a model input (what a label will teach)."""
+    return pack_input(x, names)
+
+
+@dataclass(frozen=True, slots=True)
+class LearnEntry:
+    """A resolved label waiting in a learn box: its partition sequence number and what it teaches."""
+
+    seq: int
+    model: str
+    x: bytes
+    y_true: float
+    y_pred: float
+    made_ts: float
+    resolved_ts: float
+    holdout: bool
+
+    def to_row(self) -> list[object]:
+        """Storage row."""
+        return [
+            self.seq,
+            self.model,
+            self.x,
+            self.y_true,
+            self.y_pred,
+            self.made_ts,
+            self.resolved_ts,
+            self.holdout,
+        ]
+
+    @classmethod
+    def from_row(cls, row: Sequence[object]) -> LearnEntry:
+        """Inverse of ``to_row``."""
+        seq, model, x, y_true, y_pred, made, resolved, holdout = row
+        return cls(
+            int(seq),
+            str(model),
+            bytes(x),
+            float(y_true),
+            float(y_pred),
+            float(made),  # type: ignore[arg-type]
+            float(resolved),
+            bool(holdout),
+        )  # type: ignore[arg-type]
+
+    @classmethod
+    def from_label(cls, seq: int, label: ResolvedLabel) -> LearnEntry:
+        """The entry of a label just resolved (its ``x`` is the stored float32 vector)."""
+        assert isinstance(label.x, bytes)
+        return cls(
+            seq,
+            label.model,
+            label.x,
+            float(label.y_true),
+            float(label.y_pred),
+            label.made_ts,
+            label.resolved_ts,
+            label.holdout,
+        )
+
+
+def encode_learn_box(entries: Sequence[LearnEntry]) -> bytes:
+    """Storage bytes of a learn box."""
+    return msgpack.packb([entry.to_row() for entry in entries], use_bin_type=True)
+
+
+def decode_learn_box(raw: bytes | None) -> list[LearnEntry]:
+    """Inverse of ``encode_learn_box`` (empty for None or empty bytes)."""
+    if not raw:
+        return []
+    return [LearnEntry.from_row(row) for row in msgpack.unpackb(raw, raw=False)]
+
+
+@dataclass(slots=True)
+class PredictionBook:
+    """Pending predictions of one customer (``x`` of each is the stored float32 vector)."""
+
+    pending: dict[str, PendingPrediction] = field(default_factory=dict)
+    last_made: dict[str, float] = field(default_factory=dict)
+
+    def encode(self) -> bytes:
+        """Storage bytes; predictions made at one event share one stored vector."""
+        vectors: dict[bytes, int] = {}
+        rows = {}
+        for name, p in sorted(self.pending.items()):
+            assert isinstance(p.x, bytes)
+            index = vectors.setdefault(p.x, len(vectors))
+            rows[name] = [index, p.made_ts, p.due_ts, p.y_pred, p.realised, p.holdout]
+        return msgpack.packb(
+            {"x": list(vectors), "p": rows, "m": dict(sorted(self.last_made.items()))}, use_bin_type=True
+        )
+
+    @classmethod
+    def decode(cls, raw: bytes | None) -> PredictionBook:
+        """Inverse of ``encode`` (an empty book for None)."""
+        if not raw:
+            return cls()
+        data = msgpack.unpackb(raw, raw=False)
+        vectors = data["x"]
+        pending = {
+            name: PendingPrediction(name, made, due, vectors[index], y_pred, bool(holdout), realised)
+            for name, (index, made, due, y_pred, realised, holdout) in data["p"].items()
+        }
+        return cls(pending, dict(data["m"]))
+
+    def on_event(self, rules: LabelRules, event: Event) -> list[ResolvedLabel]:
+        """Labels that ``event`` resolves (their predictions leave the book)."""
+        resolved = []
+        for name in list(self.pending):
+            label = rules.on_event(self.pending[name], event)
+            if label is not None:
+                del self.pending[name]
+                resolved.append(label)
+        return resolved
+
+    def on_time(self, rules: LabelRules, watermark: float) -> list[ResolvedLabel]:
+        """Labels matured by the watermark (their predictions leave the book)."""
+        resolved = []
+        for name in list(self.pending):
+            label = rules.on_time(self.pending[name], watermark)
+            if label is not None:
+                del self.pending[name]
+                resolved.append(label)
+        return resolved
+
+    def may_predict(self, model: str, ts: float, interval_seconds: float) -> bool:
+        """Whether a new prediction of ``model`` at ``ts`` is to be kept for its label.
+
+        Not while one is pending, and at most one per ``interval_seconds`` of event time, so a
+        very active customer does not flood the labels with near-copies of one moment.
+        """
+        if model in self.pending:
+            return False
+        last = self.last_made.get(model)
+        return last is None or ts - last >= interval_seconds
+
+    def start(self, rules: LabelRules, model: str, ts: float, x: bytes, y_pred: float, holdout: bool) -> None:
+        """Keep a prediction made at ``ts`` until its label resolves."""
+        self.last_made[model] = ts
+        self.pending[model] = PendingPrediction(
+            model,
+            ts,
+            ts + rules.horizon_seconds(model),
+            x,
+            y_pred,
+            holdout,  # type: ignore[arg-type]
+        )
+
+    def next_due(self) -> float | None:
+        """The earliest due time of a pending prediction (None when nothing is pending)."""
+        return min((p.due_ts for p in self.pending.values()), default=None)
