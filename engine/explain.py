@@ -1,56 +1,71 @@
-"""``segflow explain``: one customer's features, segments and the reasons, from Redis."""
+"""``segflow explain``: one customer's features, scores, segments and the reasons, from Redis."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from engine.app import feature_config
-from engine.codecs import decode_msgpack
-from engine.pipeline import MEMBERSHIP_EXTRA
-from engine.rules import lifecycle
+from engine.app import build_pipeline, checkpoint_key
+from engine.customer_step import CustomerStep
+from engine.rules.evaluate import explain_membership
+from engine.segmentation import PopulationCuts
 from engine.settings import Settings
-from features.catalogue import snapshot
 from features.client import connect
-from features.config import FeatureConfig
-from features.redis_store import CustomerRecord, RedisFeatureStore
+from features.redis_store import CustomerRecord
+from models.bank import ModelBank
+from models.inputs import to_model_input
+from models.scoring import top_contributions
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Explanation:
     """What segflow knows and decided about one customer."""
 
     customer_id: str
     as_of: float
-    state: dict[str, Any]
     features: dict[str, Any]
-    segments: dict[str, str]
-    reasons: dict[str, dict[str, Any]]
+    scores: dict[str, Any]
+    segments: dict[str, dict[str, Any]]
+    pending: dict[str, dict[str, Any]]
     applied_offsets: dict[int, int]
     pending_outbox: int
+    rules_version: str
+    extra: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready mapping."""
         return {
             "customer_id": self.customer_id,
             "as_of": _iso(self.as_of),
-            "state": self.state,
             "features": self.features,
+            "scores": self.scores,
             "segments": self.segments,
-            "reasons": self.reasons,
+            "pending_predictions": self.pending,
             "applied_offsets": {str(k): v for k, v in self.applied_offsets.items()},
             "pending_outbox": self.pending_outbox,
+            "rules_version": self.rules_version,
+            **self.extra,
         }
 
     def render(self) -> str:
         """Readable text for a terminal."""
-        lines = [f"customer {self.customer_id} (as of {_iso(self.as_of)}, its latest event)", "features:"]
-        lines += [f"  {name:22} {value}" for name, value in self.features.items()]
+        lines = [
+            f"customer {self.customer_id} (as of {_iso(self.as_of)}; rules {self.rules_version})",
+            "features:",
+        ]
+        lines += [f"  {name:28} {value}" for name, value in self.features.items()]
+        lines.append("scores (top contributions):")
+        for name, row in self.scores.items():
+            top = ", ".join(f"{f} {c:+.3f}" for f, c in row.get("top", []))
+            lines.append(f"  {name:28} {row['score']:<10.4f} {top}")
         lines.append("segments:")
-        for family, segment in self.segments.items():
-            why = self.reasons.get(family, {}).get("text", "")
-            lines.append(f"  {family:22} {segment:10} {why}")
+        for family, row in self.segments.items():
+            since = _iso(row["since"]) if row.get("since") else "-"
+            lines.append(f"  {family:18} {row['segment'] or '-':28} since {since}")
+            lines.append(f"  {'':18} label: {row.get('label') or '-'}; why: {row['reason']['text']}")
+        for name, row in self.pending.items():
+            lines.append(f"  pending {name}: made {_iso(row['made'])}, due {_iso(row['due'])}")
         offsets = ", ".join(f"p{p}@{o}" for p, o in sorted(self.applied_offsets.items()))
         lines.append(f"applied offsets: {offsets}; pending outbox entries: {self.pending_outbox}")
         return "\n".join(lines)
@@ -60,47 +75,95 @@ def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, tz=UTC).isoformat().replace("+00:00", "Z")
 
 
+def _round(value: Any) -> Any:
+    return round(value, 3) if isinstance(value, float) else value
+
+
 def build_explanation(
-    record: CustomerRecord, params: lifecycle.LifecycleParams, config: FeatureConfig
+    record: CustomerRecord, step: CustomerStep, rules: Any, bank: ModelBank | None
 ) -> Explanation | None:
-    """Explain a stored record (pure: no I/O)."""
-    if record.state is None:
-        return None
+    """Explain a stored record (pure: no I/O; quintiles from the step's population cuts)."""
     state = record.state
-    features = snapshot(record.customer_id, state, config)
-    membership = decode_msgpack(record.extras[MEMBERSHIP_EXTRA]) if MEMBERSHIP_EXTRA in record.extras else {}
-    decision = lifecycle.evaluate(features, params)
-    values: dict[str, Any] = {
-        k: (round(v, 3) if isinstance(v, float) else v) for k, v in features.as_dict().items()
+    if state is None:
+        return None
+    partition = max(record.applied_offsets, default=0)
+    work = step.working(record, partition, bank or ModelBank(partition, _dummy_config(step)))
+    as_of = work.evaluated_at if work.evaluated_at is not None else state.last_ts
+    variables = step.variables(record.customer_id, state, work.scores, as_of)
+    features = {k: _round(v) for k, v in variables.features.as_dict().items()}
+    features |= {k: v for k, v in variables.quintiles().items()}
+    features["campaigns"] = variables.features.campaigns
+    x = to_model_input(variables.features, step.config.input_names)
+    scores: dict[str, Any] = {}
+    for name, value in work.scores.items():
+        row: dict[str, Any] = {"score": value}
+        if bank is not None and name in bank.models:
+            row["top"] = [[f, round(c, 4)] for f, c in top_contributions(bank.models[name], x, 3)]
+        scores[name] = row
+    segments: dict[str, dict[str, Any]] = {}
+    for family in rules.families:
+        membership = work.memberships.get(family.name)
+        if membership is None:
+            segments[family.name] = {
+                "segment": None,
+                "since": None,
+                "label": None,
+                "reason": {"text": "in no segment of this family", "conditions": []},
+            }
+            continue
+        segment = family.segment(membership.segment)
+        segments[family.name] = {
+            "segment": membership.segment,
+            "since": membership.since,
+            "label": segment.label_for(variables) if segment else None,
+            "reason": explain_membership(family, membership, variables, as_of),
+        }
+    pending = {
+        n: {"made": p.made_ts, "due": p.due_ts, "score": p.y_pred} for n, p in work.book.pending.items()
     }
-    values["campaigns"] = features.campaigns
     return Explanation(
         customer_id=record.customer_id,
-        as_of=state.last_ts,
-        state=state.to_dict(),
-        features=values,
-        segments=membership,
-        reasons={decision.family: decision.reason()},
+        as_of=as_of,
+        features=features,
+        scores=scores,
+        segments=segments,
+        pending=pending,
         applied_offsets=dict(record.applied_offsets),
         pending_outbox=len(record.outbox),
+        rules_version=rules.version,
     )
 
 
+def _dummy_config(step: CustomerStep):  # type: ignore[no-untyped-def]
+    from models.bank import BankConfig
+
+    return BankConfig(specs=(), input_names=step.config.input_names)
+
+
 async def explain_customer(settings: Settings, customer_id: str) -> Explanation | None:
-    """Load one customer from Redis and explain it."""
+    """Load one customer from Redis and explain it (models from their partition's checkpoint)."""
     client = connect(settings.redis_url)
     try:
-        store = RedisFeatureStore(client, prefix=settings.key_prefix)
+        pipeline = build_pipeline(settings, client)
+        store = pipeline.store
         record = await store.get(customer_id)
-        quintiles = (await store.population.quintiles([customer_id]))[customer_id] if record else None
+        if record is None or record.state is None:
+            return None
+        banks = pipeline.banks
+        partition = max(record.applied_offsets, default=0)
+        blob = await banks.store.checkpoint_blob(partition)
+        bank = ModelBank.restore(partition, banks.config, blob, checkpoint_key(settings)) if blob else None
+        newest = await banks.store.newest_event_ts(partition)
+        cuts = PopulationCuts.from_cuts(
+            await store.population.quintile_cuts(), newest or record.state.last_ts
+        )
+        quintiles = (await store.population.quintiles([customer_id]))[customer_id]
     finally:
         await client.aclose()
-    if record is None:
-        return None
-    params = lifecycle.LifecycleParams(settings.lifecycle_new_days, settings.lifecycle_active_days)
-    explanation = build_explanation(record, params, feature_config(settings))
+    pipeline.cuts = cuts  # the step reads the pipeline's cuts
+    explanation = build_explanation(record, pipeline.step, pipeline.rules, bank)
     if explanation is not None and quintiles is not None:
-        explanation.features["rfm_quintiles"] = {
+        explanation.extra["rfm_rank_quintiles"] = {
             "R": quintiles.recency,
             "F": quintiles.frequency,
             "M": quintiles.monetary,

@@ -15,6 +15,7 @@ from engine.cli.data_cmds import dashboard, explain, produce, tail
 from engine.cli.demo_cmd import demo
 from engine.cli.features_cmds import features
 from engine.cli.models_cmds import evaluate
+from engine.cli.rules_cmds import rules
 from engine.cli.stack_cmds import config, stack, topics
 from engine.cli.worker_cmd import worker
 from engine.settings import SettingsError, load_settings
@@ -41,6 +42,7 @@ for command in (
     bench,
     dashboard,
     demo,
+    rules,
 ):
     cli.add_command(command)
 

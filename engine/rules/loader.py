@@ -1,0 +1,246 @@
+"""Load segment rules from YAML into a :class:`~engine.rules.model.RuleSet`.
+
+File format::
+
+    version: "segments-2026.12.1"       # required string: the rules_version stamped on change events
+    params:                              # optional named constants, usable in expressions by name
+      churn_risk_threshold: 0.70
+    families:                            # required, non-empty list
+      - name: churn_risk                 # unique, [a-z][a-z0-9_]*
+        description: "..."               # optional
+        key_features: [recency_days]     # optional: features copied into change events (known names)
+        segments:                        # required, non-empty, in priority order (first match wins)
+          - name: "Likely to Churn"      # unique in the family
+            when: "score_churn >= churn_risk_threshold"   # condition to enter and to stay, or:
+            # enter: "score_churn >= churn_risk_threshold"
+            # exit: "score_churn < churn_risk_threshold - 0.05"   # default: not enter
+            min_dwell_days: 2            # optional, default 0 (event time)
+            label: "..."                 # optional, default: the segment name
+            labels:                      # optional: the first matching `when` wins, else `label`
+              - when: "key_feature_adoption < 0.5"
+                text: "High-Value but Feature Underutilizer"
+
+Expressions use the language of ``engine.rules.expressions``; they may read the known variables
+(features, model scores, RFM quintiles; see ``engine.rules.variables``) and the params. Every
+problem (YAML syntax, a duplicate or unknown key, a wrong type, a missing key, a duplicate
+name, a bad expression, an unknown variable, a bad dwell, a bad param) raises
+:class:`RulesError` with the one-line message ``FILE:LINE: problem``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import keyword
+import math
+import re
+from collections.abc import Collection
+from pathlib import Path
+
+import yaml
+from yaml.constructor import SafeConstructor
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from engine.rules.expressions import FUNCTIONS, Expression, RuleSyntaxError, compile_expression
+from engine.rules.model import SECONDS_PER_DAY, Family, ParamValue, RuleSet, Segment
+
+DEFAULT_RULES_PATH = Path(__file__).resolve().with_name("default_rules.yaml")
+_FAMILY_NAME = re.compile(r"[a-z][a-z0-9_]*")
+_PARAM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_STR, _INT, _FLOAT, _BOOL = (f"tag:yaml.org,2002:{t}" for t in ("str", "int", "float", "bool"))
+
+
+class RulesError(ValueError):
+    """A rules file is invalid; ``str()`` is one line, ``FILE:LINE: problem``."""
+
+    def __init__(self, source: str, line: int | None, problem: str) -> None:
+        self.source, self.line, self.problem = source, line, " ".join(problem.split())
+        where = f"{source}:{line}" if line is not None else source
+        super().__init__(f"{where}: {self.problem}")
+
+
+def load_rules(path: str | Path, known_names: Collection[str]) -> RuleSet:
+    """Read and validate the rules file at ``path``; raises :class:`RulesError`."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise RulesError(str(path), None, f"cannot read: {exc.strerror or exc}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise RulesError(str(path), 1, "not UTF-8 text") from None
+    return _Parser(str(path), known_names).parse(text, data)
+
+
+def parse_rules(text: str, source: str = "<string>", known_names: Collection[str] = ()) -> RuleSet:
+    """Validate rules given as YAML text; ``source`` names it in error messages."""
+    return _Parser(source, known_names).parse(text, text.encode("utf-8"))
+
+
+class _Parser:
+    def __init__(self, source: str, known: Collection[str]) -> None:
+        self.source, self.known = source, known
+        self.params: dict[str, ParamValue] = {}
+        self._constructor = SafeConstructor()
+
+    def fail(self, node: Node, problem: str) -> RulesError:
+        return RulesError(self.source, node.start_mark.line + 1, problem)
+
+    def parse(self, text: str, data: bytes) -> RuleSet:
+        try:
+            root = yaml.compose(text, Loader=yaml.SafeLoader)
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark or exc.context_mark
+            line = mark.line + 1 if mark is not None else 1
+            raise RulesError(self.source, line, f"invalid YAML: {exc.problem or exc.context}") from None
+        except yaml.YAMLError as exc:
+            raise RulesError(self.source, 1, f"invalid YAML: {exc}") from None
+        if root is None:
+            raise RulesError(self.source, 1, "empty rules file")
+        top = self.mapping(root, "the rules file", {"version", "params", "families"}, {"version", "families"})
+        version = self.string(top["version"], "version")
+        if "params" in top and not _is_null(top["params"]):
+            self.parse_params(top["params"])
+        families_node = top["families"]
+        families: list[Family] = []
+        for node in self.sequence(families_node, "families"):
+            family = self.family(node)
+            if any(f.name == family.name for f in families):
+                raise self.fail(self.mapping_value(node, "name"), f"duplicate family name {family.name!r}")
+            families.append(family)
+        fingerprint = hashlib.sha256(data).hexdigest()[:16]
+        return RuleSet(version, self.source, dict(self.params), tuple(families), fingerprint)
+
+    # -- structure --------------------------------------------------------------------------------
+
+    def mapping(self, node: Node, what: str, allowed: set[str], required: set[str]) -> dict[str, Node]:
+        if not isinstance(node, MappingNode):
+            raise self.fail(node, f"{what} must be a mapping")
+        values: dict[str, Node] = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, ScalarNode) or key_node.tag != _STR:
+                raise self.fail(key_node, f"keys of {what} must be strings")
+            key = key_node.value
+            if key in values:
+                raise self.fail(key_node, f"duplicate key {key!r} in {what}")
+            if allowed and key not in allowed:
+                raise self.fail(
+                    key_node, f"unknown key {key!r} in {what} (allowed: {', '.join(sorted(allowed))})"
+                )
+            values[key] = value_node
+        missing = sorted(required - values.keys())
+        if missing:
+            raise self.fail(node, f"missing key {missing[0]!r} in {what}")
+        return values
+
+    def mapping_value(self, node: Node, key: str) -> Node:
+        return next(v for k, v in node.value if k.value == key)
+
+    def sequence(self, node: Node, what: str) -> list[Node]:
+        if not isinstance(node, SequenceNode):
+            raise self.fail(node, f"{what} must be a list")
+        if not node.value:
+            raise self.fail(node, f"{what} must not be empty")
+        return list(node.value)
+
+    def string(self, node: Node, what: str) -> str:
+        if not isinstance(node, ScalarNode) or node.tag != _STR:
+            raise self.fail(node, f"{what} must be a string (quote it)")
+        if not node.value.strip():
+            raise self.fail(node, f"{what} must not be empty")
+        return node.value
+
+    def number(self, node: Node, what: str) -> float:
+        if not isinstance(node, ScalarNode) or node.tag not in (_INT, _FLOAT):
+            raise self.fail(node, f"{what} must be a number")
+        value = float(self._constructor.construct_object(node))
+        if not math.isfinite(value):
+            raise self.fail(node, f"{what} must be a finite number")
+        return value
+
+    def expression(self, node: Node, what: str) -> Expression:
+        text = self.string(node, what)
+        try:
+            return compile_expression(text, self.known, self.params)
+        except RuleSyntaxError as exc:
+            raise self.fail(node, f"{what}: {exc}") from None
+
+    # -- sections ---------------------------------------------------------------------------------
+
+    def parse_params(self, node: Node) -> None:
+        self.mapping(node, "params", set(), set())  # a mapping with unique string keys
+        for key_node, value_node in node.value:
+            key = key_node.value
+            if not _PARAM_NAME.fullmatch(key) or keyword.iskeyword(key) or key in ("True", "False", "None"):
+                raise self.fail(key_node, f"param name {key!r} is not an identifier")
+            if key in self.known:
+                raise self.fail(key_node, f"param {key!r} shadows a variable of the same name")
+            if key in FUNCTIONS:
+                raise self.fail(key_node, f"param {key!r} shadows the function {key}()")
+            if not isinstance(value_node, ScalarNode) or value_node.tag not in (_STR, _INT, _FLOAT, _BOOL):
+                raise self.fail(value_node, f"param {key!r} must be a number, a string or a bool")
+            value = self._constructor.construct_object(value_node)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise self.fail(value_node, f"param {key!r} must be a finite number")
+            self.params[key] = value
+
+    def family(self, node: Node) -> Family:
+        allowed = {"name", "description", "key_features", "segments"}
+        fields = self.mapping(node, "a family", allowed, {"name", "segments"})
+        name = self.string(fields["name"], "family name")
+        if not _FAMILY_NAME.fullmatch(name):
+            raise self.fail(fields["name"], f"family name {name!r} must match [a-z][a-z0-9_]*")
+        description = ""
+        if "description" in fields and not _is_null(fields["description"]):
+            description = self.string(fields["description"], "description")
+        key_features: list[str] = []
+        if "key_features" in fields and not _is_null(fields["key_features"]):
+            for item in self.sequence(fields["key_features"], "key_features"):
+                feature = self.string(item, "a key feature")
+                if feature not in self.known:
+                    raise self.fail(item, f"unknown key feature {feature!r}{_suggest(feature, self.known)}")
+                if feature in key_features:
+                    raise self.fail(item, f"key feature {feature!r} is listed twice")
+                key_features.append(feature)
+        segments: list[Segment] = []
+        for item in self.sequence(fields["segments"], f"segments of family {name!r}"):
+            segment = self.segment(item, len(segments))
+            if any(s.name == segment.name for s in segments):
+                raise self.fail(self.mapping_value(item, "name"), f"duplicate segment name {segment.name!r}")
+            segments.append(segment)
+        return Family(name, description, tuple(key_features), tuple(segments))
+
+    def segment(self, node: Node, priority: int) -> Segment:
+        allowed = {"name", "when", "enter", "exit", "min_dwell_days", "label", "labels"}
+        fields = self.mapping(node, "a segment", allowed, {"name"})
+        name = self.string(fields["name"], "segment name")
+        if "when" in fields and "enter" in fields:
+            raise self.fail(fields["enter"], f"segment {name!r}: give either when or enter, not both")
+        if "when" not in fields and "enter" not in fields:
+            raise self.fail(node, f"segment {name!r} needs when (or enter and exit)")
+        if "exit" in fields and "when" in fields:
+            raise self.fail(fields["exit"], f"segment {name!r}: exit goes with enter, not with when")
+        key = "when" if "when" in fields else "enter"
+        enter = self.expression(fields[key], key)
+        exit_ = self.expression(fields["exit"], "exit") if "exit" in fields else None
+        dwell = 0.0
+        if "min_dwell_days" in fields:
+            dwell = self.number(fields["min_dwell_days"], "min_dwell_days")
+            if dwell < 0:
+                raise self.fail(fields["min_dwell_days"], "min_dwell_days must not be negative")
+        label = self.string(fields["label"], "label") if "label" in fields else name
+        labels: list[tuple[Expression, str]] = []
+        if "labels" in fields:
+            for item in self.sequence(fields["labels"], "labels"):
+                entry = self.mapping(item, "a label", {"when", "text"}, {"when", "text"})
+                labels.append((self.expression(entry["when"], "when"), self.string(entry["text"], "text")))
+        return Segment(name, enter, exit_, dwell * SECONDS_PER_DAY, label, tuple(labels), priority)
+
+
+def _is_null(node: Node) -> bool:
+    return isinstance(node, ScalarNode) and node.tag == "tag:yaml.org,2002:null"
+
+
+def _suggest(name: str, known: Collection[str]) -> str:
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
