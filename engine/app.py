@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,10 +84,10 @@ def label_rules(settings: Settings) -> LabelRules:
     return LabelRules(settings.churn_days, settings.clv_days, settings.propensity_days)
 
 
-def model_inputs(settings: Settings) -> tuple[str, ...]:
+def model_inputs(settings: Settings, features: FeatureConfig | None = None) -> tuple[str, ...]:
     """The model input names; a protected attribute among them is a start-up error."""
     names = input_features(
-        catalogue(feature_config(settings)),
+        catalogue(features or feature_config(settings)),
         exclude=EXCLUDED_INPUTS,
         protected=split_list(settings.protected_attributes),
     )
@@ -119,11 +121,11 @@ def checkpoint_key(settings: Settings) -> bytes:
     return path.read_text().strip().encode()
 
 
-def bank_config(settings: Settings) -> BankConfig:
+def bank_config(settings: Settings, features: FeatureConfig | None = None) -> BankConfig:
     """What each partition's model bank is built from."""
     return BankConfig(
         specs=tuple(specs(settings)),
-        input_names=model_inputs(settings),
+        input_names=model_inputs(settings, features),
         kind=settings.model_kind,
         rules=label_rules(settings),
         holdout_fraction=settings.holdout_fraction,
@@ -150,16 +152,27 @@ def pipeline_config(settings: Settings) -> PipelineConfig:
     )
 
 
-def build_pipeline(settings: Settings, client: object | None = None) -> SegmentPipeline:
-    """The pipeline with its Redis stores, model banks and rules, from settings."""
+def build_pipeline(
+    settings: Settings,
+    client: object | None = None,
+    clock: Callable[[], float] = time.time,
+    cache_capacity: int | None = None,
+    features: FeatureConfig | None = None,
+) -> SegmentPipeline:
+    """The pipeline with its Redis stores, model banks and rules, from settings.
+
+    ``clock`` is the wall clock (emission times, idle advance); ``features`` overrides the
+    catalogue configuration (tests).
+    """
     client = client or connect(settings.redis_url)
     ttl = round(settings.customer_ttl_days * SECONDS_PER_DAY)
     store = RedisFeatureStore(client, prefix=settings.key_prefix, ttl_seconds=ttl)  # type: ignore[arg-type]
     banks = ModelBanks(
         ModelStore(client, settings.key_prefix),  # type: ignore[arg-type]
-        bank_config(settings),
+        bank_config(settings, features),
         checkpoint_key(settings),
         settings.checkpoint_interval_seconds,
+        clock,
     )
     return SegmentPipeline(
         store,

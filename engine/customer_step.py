@@ -153,15 +153,16 @@ class CustomerStep:
                 work.book.start(self.config.labels, name, event.ts, stored_x, value, holdout)
         variables = RuleVariables(features, scores, self._cuts(), state)
         cause = {"event_id": event.event_id, "partition": positioned.partition, "offset": positioned.offset}
-        work.evaluated_at = event.ts
-        return self._decide(cid, work, bank, variables, x, event.ts, cause, positioned.offset)
+        # Out of order within the lateness, an event is judged at the customer's newest moment.
+        work.evaluated_at = state.last_ts
+        return self._decide(cid, work, bank, variables, x, state.last_ts, cause, positioned.offset)
 
     def finish(
         self, record: CustomerRecord, state: CustomerState, work: _Working, partition: int
     ) -> StepResult:
         """The write and index updates after a customer's events or tick."""
         rules = self._rules()
-        as_of = work.evaluated_at if work.evaluated_at is not None else state.last_ts
+        as_of = max(work.evaluated_at or state.last_ts, state.last_ts)
         variables = self.variables(record.customer_id, state, work.scores, as_of)
         time_model = TimeModel(variables, self.config.features, as_of, self.config.rescore_seconds)
         rules_due = next_due(rules, variables, work.memberships, as_of, time_model.crossing)
@@ -262,7 +263,7 @@ class CustomerStep:
         self._learn(work, bank, work.book.on_time(self.config.labels, watermark))
         rules = self._rules()
         changes: list[SegmentChange] = []
-        as_of = work.evaluated_at if work.evaluated_at is not None else state.last_ts
+        as_of = max(work.evaluated_at or state.last_ts, state.last_ts)
         for _ in range(MAX_TICK_STEPS):
             variables = self.variables(record.customer_id, state, work.scores, as_of)
             time_model = TimeModel(variables, self.config.features, as_of, self.config.rescore_seconds)

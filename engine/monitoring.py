@@ -57,9 +57,6 @@ class WorkerMetrics:
             "# HELP segflow_rules_reload_errors Rules files rejected since start (old rules kept).",
             "# TYPE segflow_rules_reload_errors gauge",
             f"segflow_rules_reload_errors {self.rules_reload_errors}",
-            "# HELP segflow_rules_info The rules version in force.",
-            "# TYPE segflow_rules_info gauge",
-            f'segflow_rules_info{{version="{self.rules_version}"}} 1',
             *self.model_lines,
         ]
         return "\n".join(lines) + "\n"

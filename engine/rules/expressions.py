@@ -273,6 +273,8 @@ class Expression:
                 comparison.constant if isinstance(comparison.constant, tuple) else (comparison.constant,)
             )
             for constant in constants:
+                if constant is None:  # "x == None": time alone never makes a value (un)defined
+                    continue
                 numeric = isinstance(constant, nodes.NUMBERS) and not isinstance(constant, bool)
                 threshold = float(constant) if numeric and math.isfinite(constant) else None
                 points.append((comparison.variable, threshold))

@@ -11,7 +11,7 @@ import msgpack
 import pytest
 from redis.asyncio import Redis
 
-from engine.app import pipeline_config
+from engine.app import build_pipeline
 from engine.pipeline import DEAD_LETTER, RawRecord, SegmentPipeline
 from engine.settings import Settings
 from features.redis_store import CustomerWrite, RedisFeatureStore
@@ -50,9 +50,9 @@ def records_of(events: list[Any], partition: int = 0, first_offset: int = 0) -> 
 def run(settings: Settings, body: Callable[[SegmentPipeline, RedisFeatureStore], Awaitable[T]]) -> T:
     async def main() -> T:
         client = Redis.from_url(settings.redis_url)
-        store = RedisFeatureStore(client, prefix=settings.key_prefix)
         try:
-            return await body(SegmentPipeline(store, pipeline_config(settings), clock=lambda: 1.8e9), store)
+            pipeline = build_pipeline(settings, client, clock=lambda: 1.8e9, cache_capacity=0)
+            return await body(pipeline, pipeline.store)
         finally:
             keys = [k async for k in client.scan_iter(match=f"{settings.key_prefix}:*")]
             if keys:
@@ -100,29 +100,27 @@ def test_state_matches_recomputation_from_raw_events(isolated_settings: Settings
 
 
 def test_transitions_are_emitted_once_per_change_in_order(isolated_settings: Settings) -> None:
-    # Hand-worked: alice new (login d0) -> active (2nd order d2) -> lapsed (login d70: 68 days since
-    # purchase); bob new (first purchase d1) -> lapsed (login d40: tenure 39 >= 30, recency 39 > 30)
-    # -> active (purchase d41).
+    # Hand-worked, lifecycle evaluated at each event (no ticks here): alice is new while her
+    # tenure is under 30 days (d0-d2), then active at her d70 login (0 days since activity);
+    # bob is new at d1 and active at his d40 login (tenure 39, active the same day).
     async def body(pipeline: SegmentPipeline, store: RedisFeatureStore) -> list[tuple[str, Any, Any]]:
         result = await pipeline.process(records_of(STREAM))
         return [(c.customer_id, *_from_to(c.payload)) for c in result.changes]
 
-    changes = run(isolated_settings, body)
+    changes = [c for c in run(isolated_settings, body) if c[1] == "lifecycle"]
     assert [c for c in changes if c[0] == "alice"] == [
-        ("alice", None, "new"),
-        ("alice", "new", "active"),
-        ("alice", "active", "lapsed"),
+        ("alice", "lifecycle", None, "new"),
+        ("alice", "lifecycle", "new", "active"),
     ]
     assert [c for c in changes if c[0] == "bob"] == [
-        ("bob", None, "new"),
-        ("bob", "new", "lapsed"),
-        ("bob", "lapsed", "active"),
+        ("bob", "lifecycle", None, "new"),
+        ("bob", "lifecycle", "new", "active"),
     ]
 
 
-def _from_to(payload: bytes) -> tuple[Any, Any]:
+def _from_to(payload: bytes) -> tuple[Any, Any, Any]:
     change = msgpack.unpackb(payload)
-    return change["from"], change["to"]
+    return change["family"], change["from"], change["to"]
 
 
 def test_redelivery_changes_nothing_and_replays_are_byte_identical(isolated_settings: Settings) -> None:
@@ -214,7 +212,7 @@ def test_a_stale_writer_cache_cannot_overwrite_a_newer_owner(isolated_settings: 
     records = records_of(events)
 
     async def body(pipeline_b: SegmentPipeline, store: RedisFeatureStore) -> None:
-        pipeline_a = SegmentPipeline(store, pipeline_config(isolated_settings), cache_capacity=10)
+        pipeline_a = build_pipeline(isolated_settings, store.client, cache_capacity=10)
         await pipeline_a.process(records[:3])
         await pipeline_b.process(records[3:6])
         result = await pipeline_a.process(records[6:])

@@ -9,8 +9,8 @@ from typing import Any, TypeVar
 
 from strategies import Plan
 
-from engine.app import pipeline_config
-from engine.pipeline import BatchResult, PipelineConfig, RawRecord, SegmentPipeline
+from engine.app import build_pipeline
+from engine.pipeline import BatchResult, RawRecord, SegmentPipeline
 from engine.settings import Settings
 from features.client import connect
 from features.config import FeatureConfig
@@ -31,14 +31,9 @@ def example_settings(stack_settings: Settings, redis_url: str) -> Settings:
 def make_pipeline(
     settings: Settings, store: RedisFeatureStore, features: FeatureConfig, cache_capacity: int = 0
 ) -> SegmentPipeline:
-    base = pipeline_config(settings)
-    config = PipelineConfig(
-        lifecycle=base.lifecycle,
-        rules_version=base.rules_version,
-        features=features,
-        currency=settings.currency,
+    return build_pipeline(
+        settings, store.client, clock=lambda: PIPELINE_CLOCK, cache_capacity=cache_capacity, features=features
     )
-    return SegmentPipeline(store, config, clock=lambda: PIPELINE_CLOCK, cache_capacity=cache_capacity)
 
 
 def with_store(

@@ -114,7 +114,7 @@ def test_rfm_without_scores_is_no_segment(rules: RuleSet) -> None:
         (400.0, 30.0, "lapsing"),
         (400.0, 30.000001, "churned"),
         (400.0, 300.0, "churned"),
-        (400.0, None, None),  # never logged in nor bought: in no lifecycle segment once not new
+        (400.0, None, "churned"),  # never logged in nor bought, no longer new: churned
     ],
 )
 def test_lifecycle_boundaries(

@@ -47,8 +47,9 @@ def test_fresh_metrics_render_every_counter_at_zero() -> None:
     assert text.endswith("\n")
     samples, types, helps = parse(text)
     assert set(COUNTERS) <= set(COUNTER_HELP)
-    assert samples == {**dict.fromkeys(COUNTER_HELP, 0.0), "segflow_last_batch_seconds": 0.0}
-    assert types == {**dict.fromkeys(COUNTER_HELP, "counter"), "segflow_last_batch_seconds": "gauge"}
+    gauges = ("segflow_last_batch_seconds", "segflow_rules_reload_errors")
+    assert samples == {**dict.fromkeys(COUNTER_HELP, 0.0), **dict.fromkeys(gauges, 0.0)}
+    assert types == {**dict.fromkeys(COUNTER_HELP, "counter"), **dict.fromkeys(gauges, "gauge")}
     assert set(helps) == set(samples)
     assert all(helps.values())
 

@@ -89,7 +89,12 @@ def make_change(from_segment: str | None = "new", to_segment: str | None = "acti
         reason=REASON,
         features=FEATURES,
         cause=CAUSE_MAP,
+        label="Active",
+        scores=SCORES,
     )
+
+
+SCORES = {"churn": {"score": 0.25, "top": [["days_since_last_activity", -1.5]]}, "clv": {"score": 12.0}}
 
 
 def test_segment_change_encodes_to_the_v1_map() -> None:
@@ -105,7 +110,9 @@ def test_segment_change_encodes_to_the_v1_map() -> None:
         "emitted_ts": 1_700_000_005_000,
         "rules_version": "lifecycle-v1",
         "reason": REASON,
+        "label": "Active",
         "features": FEATURES,
+        "scores": SCORES,
         "cause": CAUSE_MAP,
     }
 

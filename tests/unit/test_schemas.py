@@ -447,12 +447,21 @@ def test_rfc3339_strings_match_their_instant(moment: datetime) -> None:
 
 def _pipeline(currency: str | None = "EUR") -> Any:
     # imported here so that the schema tests above do not depend on the pipeline module
+    from engine.customer_step import StepConfig
     from engine.pipeline import PipelineConfig, SegmentPipeline
-    from engine.rules.lifecycle import LifecycleParams
+    from features.config import FeatureConfig
+    from models.labels import LabelRules
 
-    config = PipelineConfig(lifecycle=LifecycleParams(), rules_version="test", currency=currency)
-    # decode never touches the store; a placeholder stands in for it here only.
-    return SegmentPipeline(store=object(), config=config, clock=lambda: 1_700_000_123.4567)  # type: ignore[arg-type]
+    step = StepConfig(features=FeatureConfig(), labels=LabelRules(), input_names=())
+    config = PipelineConfig(step=step, currency=currency)
+    # decode never touches the store, the models or the rules; placeholders stand in for them here only.
+    return SegmentPipeline(
+        store=object(),  # type: ignore[arg-type]
+        config=config,
+        banks=object(),  # type: ignore[arg-type]
+        rules=object(),  # type: ignore[arg-type]
+        clock=lambda: 1_700_000_123.4567,
+    )
 
 
 def _record(value: bytes | None, key: bytes | None = b"c-1", offset: int = 0) -> Any:

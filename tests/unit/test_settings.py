@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -42,7 +43,8 @@ def test_documented_defaults() -> None:
     assert (s.events_partitions, s.changes_partitions) == (8, 8)
     assert s.log_level == "warn"
     assert s.currency == "EUR"
-    assert (s.lifecycle_new_days, s.lifecycle_active_days) == (30.0, 30.0)
+    assert (s.rules_file, s.rules_reload_seconds, s.idle_advance_seconds) == (None, 5.0, 30.0)
+    assert (s.checkpoint_interval_seconds, s.rescore_days) == (30.0, 7.0)
 
 
 def test_env_var_overrides_default(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -60,13 +62,13 @@ def test_env_var_names_are_case_insensitive(monkeypatch: pytest.MonkeyPatch) -> 
 @pytest.mark.parametrize(
     ("name", "value", "field", "expected"),
     [
-        ("SEGFLOW_LIFECYCLE_ACTIVE_DAYS", "7.5", "lifecycle_active_days", 7.5),
+        ("SEGFLOW_RESCORE_DAYS", "7.5", "rescore_days", 7.5),
         ("SEGFLOW_WEB_ENABLED", "false", "web_enabled", False),
         ("SEGFLOW_WEB_ENABLED", "1", "web_enabled", True),
         ("SEGFLOW_BATCH_WITHIN_SECONDS", "0.05", "batch_within_seconds", 0.05),
         ("SEGFLOW_CURRENCY", "USD", "currency", "USD"),
         ("SEGFLOW_LOG_LEVEL", "debug", "log_level", "debug"),
-        ("SEGFLOW_RULES_VERSION", "lifecycle-v2", "rules_version", "lifecycle-v2"),
+        ("SEGFLOW_RULES_FILE", "/tmp/r.yaml", "rules_file", Path("/tmp/r.yaml")),
         ("SEGFLOW_ALLOWED_LATENESS_DAYS", "0", "allowed_lateness_days", 0.0),
     ],
 )
@@ -118,7 +120,7 @@ def test_settings_are_frozen() -> None:
             "0",
             "invalid setting SEGFLOW_BATCH_WITHIN_SECONDS: Input should be",
         ),
-        ("SEGFLOW_LIFECYCLE_NEW_DAYS", "-1", "invalid setting SEGFLOW_LIFECYCLE_NEW_DAYS: Input should be"),
+        ("SEGFLOW_RESCORE_DAYS", "-1", "invalid setting SEGFLOW_RESCORE_DAYS: Input should be"),
         (
             "SEGFLOW_WEB_ENABLED",
             "maybe",
