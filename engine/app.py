@@ -10,7 +10,7 @@ import asyncio
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import faust
@@ -99,14 +99,14 @@ def rules_path(settings: Settings) -> Path:
     return settings.rules_file or DEFAULT_RULES
 
 
-def rule_names(settings: Settings) -> dict[str, str]:
+def rule_names(settings: Settings, features: FeatureConfig | None = None) -> dict[str, str]:
     """Every variable a rule may read under ``settings``."""
-    return known_variables(catalogue(feature_config(settings)), specs(settings))
+    return known_variables(catalogue(features or feature_config(settings)), specs(settings))
 
 
-def load_rule_set(settings: Settings) -> RuleSet:
+def load_rule_set(settings: Settings, features: FeatureConfig | None = None) -> RuleSet:
     """The validated rules file in force (raises ``RulesError`` with file:line)."""
-    return load_rules(rules_path(settings), rule_names(settings))
+    return load_rules(rules_path(settings), rule_names(settings, features))
 
 
 def checkpoint_key(settings: Settings) -> bytes:
@@ -158,15 +158,17 @@ def build_pipeline(
     clock: Callable[[], float] = time.time,
     cache_capacity: int | None = None,
     features: FeatureConfig | None = None,
+    store: RedisFeatureStore | None = None,
 ) -> SegmentPipeline:
     """The pipeline with its Redis stores, model banks and rules, from settings.
 
     ``clock`` is the wall clock (emission times, idle advance); ``features`` overrides the
-    catalogue configuration (tests).
+    catalogue configuration and ``store`` the feature store (tests).
     """
-    client = client or connect(settings.redis_url)
-    ttl = round(settings.customer_ttl_days * SECONDS_PER_DAY)
-    store = RedisFeatureStore(client, prefix=settings.key_prefix, ttl_seconds=ttl)  # type: ignore[arg-type]
+    client = store.client if store is not None else client or connect(settings.redis_url)
+    if store is None:
+        ttl = round(settings.customer_ttl_days * SECONDS_PER_DAY)
+        store = RedisFeatureStore(client, prefix=settings.key_prefix, ttl_seconds=ttl)  # type: ignore[arg-type]
     banks = ModelBanks(
         ModelStore(client, settings.key_prefix),  # type: ignore[arg-type]
         bank_config(settings, features),
@@ -174,13 +176,13 @@ def build_pipeline(
         settings.checkpoint_interval_seconds,
         clock,
     )
-    return SegmentPipeline(
-        store,
-        pipeline_config(settings),
-        banks,
-        load_rule_set(settings),
-        cache_capacity=settings.record_cache_size,
-    )
+    config = pipeline_config(settings)
+    if features is not None:
+        step = replace(config.step, features=features, input_names=model_inputs(settings, features))
+        config = replace(config, step=step)
+    capacity = settings.record_cache_size if cache_capacity is None else cache_capacity
+    rules = load_rule_set(settings, features)
+    return SegmentPipeline(store, config, banks, rules, clock=clock, cache_capacity=capacity)
 
 
 def feature_config(settings: Settings) -> FeatureConfig:

@@ -95,6 +95,12 @@ class _Working:
             self.box_name: encode_learn_box(box),
         }
 
+    def ticked_to(self, state: CustomerState | None) -> float | None:
+        """The moment a tick judged the customer at, when later than their newest event."""
+        if state is None or self.evaluated_at is None or self.evaluated_at <= state.last_ts:
+            return None
+        return self.evaluated_at
+
     def highest_label(self) -> int | None:
         return max((e.seq for e in (*self.box, *self.new_labels)), default=None)
 

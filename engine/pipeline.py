@@ -313,10 +313,12 @@ class SegmentPipeline:
         new_entries: list[PendingChange] = []
         for positioned in fresh:
             offsets[positioned.partition] = positioned.offset
-            state, applied = apply_event(state, positioned.event, self._config.step.features)
+            # Once time alone moved the customer on (a tick), nothing from before that may change them.
+            ticked_to = work.ticked_to(state)
+            state, applied = apply_event(state, positioned.event, self._config.step.features, ticked_to)
             if not applied:
                 outcome.too_late += 1
-                late = self._too_late_letter(state, positioned, raw_by_position)
+                late = self._too_late_letter(state, positioned, raw_by_position, ticked_to)
                 new_entries.append(
                     PendingChange(record.customer_id, late_letter_id(positioned), late.encode(), DEAD_LETTER)
                 )
@@ -368,11 +370,15 @@ class SegmentPipeline:
         state: CustomerState,
         positioned: PositionedEvent,
         raw_by_position: dict[tuple[int, int], RawRecord],
+        ticked_to: float | None,
     ) -> DeadLetter:
         raw = raw_by_position[(positioned.partition, positioned.offset)]
         behind = (state.last_ts - positioned.event.ts) / SECONDS_PER_DAY
         allowed = self._config.step.features.allowed_lateness_seconds / SECONDS_PER_DAY
         reason = f"too late: {behind:.3f} days behind the customer's newest event (allowed {allowed:g})"
+        if behind <= allowed and ticked_to is not None:
+            judged = (ticked_to - positioned.event.ts) / SECONDS_PER_DAY
+            reason = f"too late: {judged:.3f} days before the moment event time already moved the customer to"
         return self._dead_letter(reason, raw)
 
     def _dead_letter(self, reason: str, record: RawRecord) -> DeadLetter:

@@ -16,12 +16,14 @@ from engine.settings import Settings
 
 def settings_env(settings: Settings) -> dict[str, str]:
     """The SEGFLOW_* variables that reproduce ``settings`` in another process."""
-    return {f"SEGFLOW_{k.upper()}": str(v) for k, v in settings.model_dump().items()}
+    # An unset optional (None) is left out: its env var would read back as the string "None".
+    return {f"SEGFLOW_{k.upper()}": str(v) for k, v in settings.model_dump().items() if v is not None}
 
 
 def start_worker(settings: Settings, log_path: Path) -> subprocess.Popen[bytes]:
     """Run ``segflow worker`` in a child process with ``settings``."""
-    env = {**os.environ, **settings_env(settings)}
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("SEGFLOW_")}
+    env.update(settings_env(settings))
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("wb") as log:
         return subprocess.Popen(

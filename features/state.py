@@ -81,15 +81,17 @@ def is_too_late(state: CustomerState, event: Event, config: FeatureConfig) -> bo
 
 
 def apply_event(
-    state: CustomerState | None, event: Event, config: FeatureConfig
+    state: CustomerState | None, event: Event, config: FeatureConfig, not_before: float | None = None
 ) -> tuple[CustomerState, bool]:
     """Apply ``event`` to ``state`` (in place); return the state and whether it was applied.
 
-    A too-late event changes nothing but the ``late_dropped`` counter.
+    A too-late event changes nothing but the ``late_dropped`` counter. Besides the lateness, the
+    caller may set ``not_before``: a moment up to which the customer was already judged (e.g.
+    moved on by event time), so that an event from before it is too late as well.
     """
     if state is None:
         state = new_state(event)
-    elif is_too_late(state, event, config):
+    elif is_too_late(state, event, config) or (not_before is not None and event.ts < not_before):
         state.late_dropped += 1
         return state, False
     ts = event.ts

@@ -123,7 +123,7 @@ def evaluate_family(
     previous = current.segment if current is not None else None
     held = family.segment(previous)
     if held is not None and current is not None:
-        if as_of < current.since + held.min_dwell_seconds:
+        if current.since <= as_of < current.since + held.min_dwell_seconds:
             return _stay(family, held, current, variables)
         if not held.exit_condition.evaluate(variables):
             candidate = _first_entering(family, variables, held.priority)

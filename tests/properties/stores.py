@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from strategies import Plan
@@ -18,13 +19,20 @@ from features.population import METRICS, SEEN, population_key
 from features.redis_store import RedisFeatureStore
 
 T = TypeVar("T")
-PIPELINE_CLOCK = 1.8e9  # wall clock of emitted records: fixed, so outbox bytes are deterministic
+PIPELINE_CLOCK = 1.8e9
+MINIMAL_RULES = Path(__file__).with_name(
+    "minimal_rules.yaml"
+)  # wall clock of emitted records: fixed, so outbox bytes are deterministic
 
 
 def example_settings(stack_settings: Settings, redis_url: str) -> Settings:
     """Stack settings pointed at ``redis_url`` with a key prefix of their own."""
     return stack_settings.model_copy(
-        update={"redis_url": redis_url, "key_prefix": f"pt{uuid.uuid4().hex[:12]}"}
+        update={
+            "redis_url": redis_url,
+            "key_prefix": f"pt{uuid.uuid4().hex[:12]}",
+            "rules_file": MINIMAL_RULES,
+        }
     )
 
 
@@ -32,7 +40,7 @@ def make_pipeline(
     settings: Settings, store: RedisFeatureStore, features: FeatureConfig, cache_capacity: int = 0
 ) -> SegmentPipeline:
     return build_pipeline(
-        settings, store.client, clock=lambda: PIPELINE_CLOCK, cache_capacity=cache_capacity, features=features
+        settings, clock=lambda: PIPELINE_CLOCK, cache_capacity=cache_capacity, features=features, store=store
     )
 
 
