@@ -73,6 +73,8 @@ class _Working:
         extras = record.extras
         raw_members = decode_msgpack(extras[MEMBERSHIP_EXTRA]) if MEMBERSHIP_EXTRA in extras else {}
         self.memberships = {f: Membership(m[0], m[1]) for f, m in raw_members.items() if isinstance(m, list)}
+        self.initial_segments = {f: m.segment for f, m in self.memberships.items()}
+        self.initial_revenue = record.state.revenue_minor if record.state is not None else None
         self.book = PredictionBook.decode(extras.get(BOOK_EXTRA))
         self.scores: dict[str, float] = decode_msgpack(extras[SCORES_EXTRA]) if SCORES_EXTRA in extras else {}
         self.evaluated_at: float | None = (
@@ -94,6 +96,17 @@ class _Working:
             EVALUATED_EXTRA: encode_msgpack(self.evaluated_at),
             self.box_name: encode_learn_box(box),
         }
+
+    def moves(self, state: CustomerState) -> dict[str, str | None]:
+        """Families whose aggregates must change: the segment changed, or the revenue of a member."""
+        revenue_changed = state.revenue_minor != self.initial_revenue
+        moves: dict[str, str | None] = {}
+        for family in {*self.initial_segments, *self.memberships}:
+            now = self.memberships.get(family)
+            segment = None if now is None else now.segment
+            if segment != self.initial_segments.get(family) or (segment is not None and revenue_changed):
+                moves[family] = segment
+        return moves
 
     def ticked_to(self, state: CustomerState | None) -> float | None:
         """The moment a tick judged the customer at, when later than their newest event."""

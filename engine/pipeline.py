@@ -14,6 +14,15 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 
+from engine.aggregates import SegmentAggregates
+from engine.batch_records import (
+    DEAD_LETTER,
+    SEGMENT_CHANGE,
+    PendingChange,
+    RawRecord,
+    late_letter_id,
+    parse_outbox_entry,
+)
 from engine.codecs import decode_payload
 from engine.customer_step import CustomerStep, StepConfig
 from engine.output import DeadLetter
@@ -27,48 +36,11 @@ from features.state import CustomerState, apply_event
 from models.banks import ModelBanks
 from models.pending import LearnEntry
 
+__all__ = ["DEAD_LETTER", "SEGMENT_CHANGE", "PendingChange", "RawRecord", "SegmentPipeline"]
 log = logging.getLogger(__name__)
 
 MAX_COMMIT_ATTEMPTS = 5
 TICK_BATCH = 500
-
-
-@dataclass(frozen=True, slots=True)
-class RawRecord:
-    """One input record as consumed: where it came from and its bytes."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-
-
-SEGMENT_CHANGE, DEAD_LETTER = "c", "d"
-
-
-@dataclass(frozen=True, slots=True)
-class PendingChange:
-    """A committed output record waiting for delivery: a segment change or a too-late letter."""
-
-    customer_id: str
-    change_id: str
-    payload: bytes
-    kind: str = SEGMENT_CHANGE
-
-    def outbox_value(self) -> bytes:
-        """How the entry is stored in the customer's outbox: kind byte + payload."""
-        return self.kind.encode() + self.payload
-
-
-def parse_outbox_entry(customer_id: str, entry_id: str, value: bytes) -> PendingChange:
-    """Inverse of ``PendingChange.outbox_value``."""
-    return PendingChange(customer_id, entry_id, value[1:], value[:1].decode())
-
-
-def late_letter_id(positioned: PositionedEvent) -> str:
-    """Outbox id of the dead letter of a too-late event (stable for that record)."""
-    return f"late:{positioned.partition}:{positioned.offset}"
 
 
 @dataclass(slots=True)
@@ -83,6 +55,8 @@ class CustomerOutcome:
     partition: int = 0
     due: float | None = None
     learn_index: int | None = None
+    moves: dict[str, str | None] = field(default_factory=dict)
+    revenue_minor: int = 0
 
 
 @dataclass(slots=True)
@@ -132,6 +106,7 @@ class SegmentPipeline:
         self.rules = rules
         self.cuts = PopulationCuts()
         self._cuts_read_wall = float("-inf")
+        self.aggregates = SegmentAggregates(store.client, store.prefix)
         self._step = CustomerStep(config.step, lambda: self.rules, lambda: self.cuts, clock)
 
     @property
@@ -265,6 +240,13 @@ class SegmentPipeline:
                 learn[customer_id] = outcome.learn_index
         for partition, (due, learn) in by_partition.items():
             self.banks.store.queue_indexes(pipe, partition, due, learn, self.banks.newest_ts.get(partition))
+        families = {family.name: family for family in self.rules.families}
+        for customer_id, outcome in outcomes.items():
+            for name, segment in outcome.moves.items():
+                if outcome.write is not None and name in families:
+                    self.aggregates.queue_move(
+                        pipe, customer_id, families[name], segment, outcome.revenue_minor
+                    )
 
     def _learn(self, outcomes: Iterable[CustomerOutcome]) -> int:
         """Teach the owned models the labels of committed outcomes, in label-number order."""
@@ -355,6 +337,7 @@ class SegmentPipeline:
         step = self._step.finish(record, state, work, partition)  # type: ignore[arg-type]
         outcome.partition, outcome.due, outcome.labels = partition, step.due, step.labels
         outcome.learn_index = step.learn_index
+        outcome.moves, outcome.revenue_minor = work.moves(state), state.revenue_minor  # type: ignore[attr-defined]
         outcome.deliveries += new_entries
         outcome.write = CustomerWrite(
             customer_id=record.customer_id,

@@ -1,0 +1,45 @@
+"""The records a batch reads and the output records it leaves in customers' outboxes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from features.event import PositionedEvent
+
+
+@dataclass(frozen=True, slots=True)
+class RawRecord:
+    """One input record as consumed: where it came from and its bytes."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+SEGMENT_CHANGE, DEAD_LETTER = "c", "d"
+
+
+@dataclass(frozen=True, slots=True)
+class PendingChange:
+    """A committed output record waiting for delivery: a segment change or a too-late letter."""
+
+    customer_id: str
+    change_id: str
+    payload: bytes
+    kind: str = SEGMENT_CHANGE
+
+    def outbox_value(self) -> bytes:
+        """How the entry is stored in the customer's outbox: kind byte + payload."""
+        return self.kind.encode() + self.payload
+
+
+def parse_outbox_entry(customer_id: str, entry_id: str, value: bytes) -> PendingChange:
+    """Inverse of ``PendingChange.outbox_value``."""
+    return PendingChange(customer_id, entry_id, value[1:], value[:1].decode())
+
+
+def late_letter_id(positioned: PositionedEvent) -> str:
+    """Outbox id of the dead letter of a too-late event (stable for that record)."""
+    return f"late:{positioned.partition}:{positioned.offset}"

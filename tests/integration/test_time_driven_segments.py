@@ -1,0 +1,138 @@
+"""A customer who goes silent moves through the RFM map by event time alone (real Redis).
+
+Population, one partition (the watermark W is the newest event time N minus 3 days):
+* 25 "cyclers" c00..c24 buy on a 25-day cycle at 00:01 (c_p on days p, p+25, ...), so one of
+  them buys every day and, at N, their recencies are exactly {0, 1, ..., 24} days. Five of them
+  (c00..c04) also bought 100 small orders on day 0: they are the heaviest buyers.
+* "silent" bought 50 orders of 1000 EUR on day 0, then once more on day 40 at 12:00, then never.
+
+Hand-worked quintiles (26 ranked customers; the cuts are the scores at ranks
+ceil(k * 26 / 5) - 1 = 5, 10, 15, 20 from the bottom, i.e. the oldest):
+* F: 20 cyclers have fewer orders than silent's 51 (at most 18 by day 412), the 5 heavies more:
+  f = 1 + floor(5 * 20 / 26) = 4 throughout. M: nobody spent more: m = 5.
+* R: the cuts are read as recencies at N, and silent is judged at moments <= W = N - 3 days.
+  Once silent has fallen below rank 20 (from day 48 on), the cycler at rank 20 has recency
+  25 - 20 = 5 days at N, so R drops to 4 when silent's recency reaches 5.0 days (Champions ->
+  Loyal Customers; R 3 stays Loyal); below rank 10 the cut there is 25 - 10 = 15 days, so R drops
+  to 2 at recency 15.0 (-> At Risk: r <= 2, f in 3..4). Then the absolute thresholds of the
+  default rules: Hibernating once recency > 180 days, Lost once > 365 (1 ms past each).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter, defaultdict
+from typing import Any
+
+import msgpack
+import pytest
+from redis.asyncio import Redis
+
+from engine.app import build_pipeline
+from engine.customer_step import MEMBERSHIP_EXTRA
+from engine.pipeline import RawRecord, SegmentPipeline
+from engine.settings import Settings
+
+pytestmark = pytest.mark.integration
+DAY_MS = 86_400_000
+T0 = 1_767_225_600_000
+LAST_BUY_MS = T0 + 40 * DAY_MS + DAY_MS // 2
+END_DAY = 412
+
+
+def purchase(eid: str, customer: str, ts: int, amount: float) -> dict[str, Any]:
+    attrs = {"amount": amount, "currency": "EUR", "product": "savings"}
+    return {"event_id": eid, "customer_id": customer, "type": "purchase", "ts": ts, "attrs": attrs}
+
+
+def stream_by_day() -> dict[int, list[dict[str, Any]]]:
+    days: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for i in range(50):
+        days[0].append(purchase(f"s-bulk-{i}", "silent", T0 + i * 1000, 1000.0))
+    for heavy in range(5):
+        for i in range(100):
+            days[0].append(purchase(f"h{heavy}-{i}", f"c{heavy:02d}", T0 + i * 1000 + 1, 1.0))
+    for day in range(END_DAY + 1):
+        phase = day % 25
+        days[day].append(purchase(f"c{phase:02d}-d{day}", f"c{phase:02d}", T0 + day * DAY_MS + 60_000, 10.0))
+    days[40].append(purchase("s-last", "silent", LAST_BUY_MS, 1000.0))
+    return days
+
+
+async def feed(pipeline: SegmentPipeline, batches: list[list[RawRecord]]) -> list[dict[str, Any]]:
+    changes = []
+    for batch in batches:
+        for result in (await pipeline.process(batch), await pipeline.tick()):
+            changes += [msgpack.unpackb(c.payload) for c in result.changes if c.kind == "c"]
+            await pipeline.confirm_sent(result.changes)
+    return changes
+
+
+def test_silent_customer_slides_to_lost_one_change_at_a_time(isolated_settings: Settings) -> None:
+    settings = isolated_settings.model_copy(update={"population_refresh_seconds": 0.0})
+    offset = 0
+    batches = []
+    for _day, events in sorted(stream_by_day().items()):
+        batch = []
+        for event in sorted(events, key=lambda e: e["ts"]):
+            batch.append(RawRecord("events", 0, offset, event["customer_id"].encode(), msgpack.packb(event)))
+            offset += 1
+        batches.append(batch)
+
+    async def body(client: Redis) -> None:
+        pipeline = build_pipeline(settings, client, clock=lambda: 1.8e9, cache_capacity=0)
+        changes = await feed(pipeline, batches)
+        rfm = [c for c in changes if c["customer_id"] == "silent" and c["family"] == "rfm"]
+        after = [c for c in rfm if c["event_ts"] >= LAST_BUY_MS]
+        moves = [(c["from"], c["to"]) for c in after]
+        assert moves == [
+            ("At Risk", "Champions"),  # day 40: 40 days silent (R 1) before this purchase
+            ("Champions", "Loyal Customers"),
+            ("Loyal Customers", "At Risk"),
+            ("At Risk", "Hibernating"),
+            ("Hibernating", "Lost"),
+        ], moves
+        champion, loyal, at_risk, hibernating, lost = after
+        assert champion["cause"]["event_id"] == "s-last"
+        assert all("tick" in c["cause"] for c in (loyal, at_risk, hibernating, lost))
+        recency = [(c["event_ts"] - LAST_BUY_MS) / DAY_MS for c in (loyal, at_risk, hibernating, lost)]
+        assert recency[0] == pytest.approx(5.0, abs=1e-6)
+        assert recency[1] == pytest.approx(15.0, abs=1e-6)
+        assert hibernating["event_ts"] == LAST_BUY_MS + 180 * DAY_MS + 1  # 1 ms past the threshold
+        assert lost["event_ts"] == LAST_BUY_MS + 365 * DAY_MS + 1
+        assert len({c["change_id"] for c in changes}) == len(changes)
+        assert at_risk["reason"]["text"].startswith("rfm=At Risk because r_score=2 <= 2")
+
+        # Redelivery of every batch: no change emitted again, under any id.
+        assert await feed(pipeline, batches) == []
+
+        # Segment sizes and revenue, kept incrementally, equal a count over the stored memberships.
+        customers = ["silent", *(f"c{p:02d}" for p in range(25))]
+        records = await pipeline.store.load(customers)
+        expected: dict[str, Counter[str]] = defaultdict(Counter)
+        revenue: dict[str, Counter[str]] = defaultdict(Counter)
+        for record in records.values():
+            assert record.state is not None
+            for family, (segment, _since) in msgpack.unpackb(record.extras[MEMBERSHIP_EXTRA]).items():
+                expected[family][segment] += 1
+                revenue[family][segment] += record.state.revenue_minor
+        sizes = await pipeline.aggregates.sizes(pipeline.rules)
+        for family, segments in sizes.items():
+            assert {s: row["customers"] for s, row in segments.items() if row["customers"]} == dict(
+                expected[family]
+            ), family
+            assert {s: row["revenue"] for s, row in segments.items() if row["customers"]} == {
+                s: cents / 100 for s, cents in revenue[family].items()
+            }
+
+    async def main() -> None:
+        client = Redis.from_url(settings.redis_url)
+        try:
+            await body(client)
+        finally:
+            keys = [k async for k in client.scan_iter(match=f"{settings.key_prefix}:*")]
+            if keys:
+                await client.delete(*keys)
+            await client.aclose()
+
+    asyncio.run(main())
