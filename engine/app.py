@@ -143,6 +143,7 @@ def pipeline_config(settings: Settings) -> PipelineConfig:
         holdout_fraction=settings.holdout_fraction,
         prediction_interval_seconds=settings.prediction_interval_days * SECONDS_PER_DAY,
         rescore_seconds=settings.rescore_days * SECONDS_PER_DAY,
+        group_attribute=settings.group_attribute,
     )
     return PipelineConfig(
         step=step,

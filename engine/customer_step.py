@@ -29,7 +29,7 @@ from models.pending import LearnEntry, PredictionBook, decode_learn_box, encode_
 from models.scoring import top_contributions
 from models.store import learn_box_extra
 
-MEMBERSHIP_EXTRA, BOOK_EXTRA, SCORES_EXTRA, EVALUATED_EXTRA = "m", "p", "sc", "t"
+MEMBERSHIP_EXTRA, BOOK_EXTRA, SCORES_EXTRA, EVALUATED_EXTRA, GROUP_EXTRA = "m", "p", "sc", "t", "g"
 MAX_TICK_STEPS = 64
 TOP_CONTRIBUTIONS = 3
 
@@ -44,6 +44,8 @@ class StepConfig:
     holdout_fraction: float = 0.1
     prediction_interval_seconds: float = 7 * 86_400.0
     rescore_seconds: float = 7 * 86_400.0
+    group_attribute: str = ""
+    """An event attribute (e.g. a region) whose latest value is kept, to report scores by group."""
 
 
 @dataclass(slots=True)
@@ -84,6 +86,7 @@ class _Working:
         self.box_name = box_name
         self.box = [e for e in decode_learn_box(extras.get(box_name)) if e.seq > bank.checkpointed_through]
         self.new_labels: list[LearnEntry] = []
+        self.group = extras.get(GROUP_EXTRA)
 
     def extras(self) -> dict[str, bytes]:
         box = self.box + self.new_labels
@@ -95,6 +98,7 @@ class _Working:
             SCORES_EXTRA: encode_msgpack(self.scores),
             EVALUATED_EXTRA: encode_msgpack(self.evaluated_at),
             self.box_name: encode_learn_box(box),
+            **({GROUP_EXTRA: self.group} if self.group is not None else {}),
         }
 
     def moves(self, state: CustomerState) -> dict[str, str | None]:
@@ -161,6 +165,9 @@ class CustomerStep:
         """Labels, scores and segments after ``positioned`` was applied to ``state``."""
         event = positioned.event
         cid = record.customer_id
+        group_attribute = self.config.group_attribute
+        if group_attribute and group_attribute in event.attrs:
+            work.group = encode_msgpack(str(event.attrs[group_attribute]))
         self._learn(work, bank, work.book.on_event(self.config.labels, event))
         features, x, scores = self._score(cid, state, bank, None)
         work.scores = {name: round(value, 6) for name, value in scores.items()}

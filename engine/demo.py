@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 from engine.cli.io import format_change, produce_lines, read_changes
 from engine.dashboard import serve
 from engine.explain import explain_customer
+from engine.reports import segment_sizes
 from engine.settings import Settings, namespaced
 from engine.topics import ensure_topics
 from engine.worker_process import read_metric, start_worker, stop_worker, wait_for_metric
@@ -31,7 +33,9 @@ MALFORMED_LINES = [
 
 def demo_settings(base: Settings, run_id: str) -> Settings:
     """Settings of one demo run: its own topics, group and key prefix."""
-    return namespaced(base, f"segflow-demo-{run_id}", f"demo{run_id}")
+    settings = namespaced(base, f"segflow-demo-{run_id}", f"demo{run_id}")
+    # The simulator's logins carry the channel (app or web): the fairness report groups by it.
+    return settings.model_copy(update={"group_attribute": "channel"})
 
 
 async def collect(settings: Settings, topic: str) -> list[dict[str, Any]]:
@@ -73,9 +77,11 @@ def run_demo(
         applied = wait_for_metric(settings, "segflow_events_applied_total", len(events), timeout=180)
         dead = read_metric(settings, "segflow_events_dead_lettered_total")
         echo(f"[demo] worker applied {applied} events, dead-lettered {dead}")
+        time.sleep(3.0)  # the worker's 1 s timer moves customers on by event time (ticks)
         changes = asyncio.run(collect(settings, settings.changes_topic))
         letters = asyncio.run(collect(settings, settings.dlq_topic))
         _summarise(echo, changes, letters)
+        _segments_and_models(echo, settings)
         if changes:
             customer = Counter(c["customer_id"] for c in changes).most_common(1)[0][0]
             report = asyncio.run(explain_customer(settings, customer))
@@ -100,19 +106,55 @@ def _summarise(
     echo(f"\n[demo] {len(changes)} segment changes; the first 12:")
     for change in changes[:12]:
         echo("  " + format_change(change))
-    transitions = Counter(f"{c['from'] or '(none)'} -> {c['to']}" for c in changes)
-    echo("[demo] transitions: " + ", ".join(f"{t}: {n}" for t, n in transitions.most_common()))
-    latest: dict[str, str] = {}
-    for change in sorted(changes, key=lambda c: c["event_ts"]):
-        latest[change["customer_id"]] = change["to"]
-    echo("[demo] lifecycle segment sizes now: " + json.dumps(dict(Counter(latest.values()).most_common())))
+    ticks = sum(1 for c in changes if "tick" in c.get("cause", {}))
+    echo(f"[demo] {ticks} of them caused by event time alone (no event of the customer)")
+    for family in dict.fromkeys(c["family"] for c in changes):
+        transitions = Counter(
+            f"{c['from'] or '(none)'} -> {c['to']}" for c in changes if c["family"] == family
+        )
+        top = ", ".join(f"{t}: {n}" for t, n in transitions.most_common(8))
+        echo(f"[demo] {family} transitions: {top}")
     echo(f"[demo] dead letters ({len(letters)}):")
     for letter in letters:
         raw = letter["raw"] if isinstance(letter["raw"], bytes) else b""
         echo(f"  offset {letter['partition']}:{letter['offset']}  {letter['reason']}  raw={raw[:40]!r}")
 
 
+def _segments_and_models(echo: Callable[[str], None], settings: Settings) -> None:
+    report = asyncio.run(segment_sizes(settings))
+    echo(f"\n[demo] segment sizes and revenue (segflow segments; rules {report['rules_version']}):")
+    for family, rows in report["families"].items():
+        shown = {s: f"{r['customers']} ({r['revenue']:,.0f} EUR)" for s, r in rows.items() if r["customers"]}
+        echo(f"  {family}: " + json.dumps(shown))
+    status = models_status_of(settings)
+    if status:
+        echo(f"[demo] models on the worker (owned partitions {status['owned_partitions']}):")
+        for name, model in status["reports"].items():
+            pre, hold = model["prequential"], model["holdout"]
+            metric = "roc_auc" if model["task"] == "classification" else "mae"
+            echo(
+                f"  {name:28} labels {pre['n'] + hold['n']:>6}  prequential {metric} {_fmt(pre.get(metric))}"
+                f"  holdout {_fmt(hold.get(metric))}"
+            )
+
+
+def _fmt(value: Any) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def models_status_of(settings: Settings) -> dict[str, Any]:
+    """The worker's /segflow/models page (empty when unreachable)."""
+    try:
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{settings.web_port}/segflow/models", timeout=3
+        ) as page:
+            return dict(json.loads(page.read()))
+    except OSError:
+        return {}
+
+
 def _explore_hint(echo: Callable[[str], None], settings: Settings) -> None:
     env = f"SEGFLOW_CHANGES_TOPIC={settings.changes_topic} SEGFLOW_KEY_PREFIX={settings.key_prefix}"
     echo(f"\n[demo] explore this run:  {env} segflow tail --from-beginning --idle-timeout 3")
     echo(f"[demo]                    {env} segflow explain <customer_id>")
+    echo(f"[demo]                    {env} segflow segments;  segflow models;  segflow models fairness")

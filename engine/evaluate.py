@@ -62,7 +62,8 @@ def run_evaluation(
         settings.holdout_fraction,
         warmup_days,
         settings.prediction_interval_days,
-        balance_classes=True,
+        # Unweighted positives: weighting them cost holdout ROC AUC and calibration (models.learning).
+        balance_classes=False,
         protected=split_list(settings.protected_attributes),
     )
     result = replay(events, run)
@@ -97,8 +98,15 @@ def render(result: OfflineResult, reference: dict[str, Any]) -> str:
             "churn on the holdout labels: online (prequential predictions) ROC AUC "
             f"{_fmt(reference.get('online_auc'))} vs scikit-learn with hindsight "
             f"{_fmt(reference.get('reference_auc'))} ({reference.get('train_labels')} training labels, "
-            f"{reference.get('holdout_labels')} holdout labels)"
+            f"{reference.get('holdout_labels')} holdout labels, "
+            f"{reference.get('holdout_positives')} of them positive)"
         )
+        online, hindsight = reference.get("online_auc"), reference.get("reference_auc")
+        if online is not None and hindsight is not None:
+            lines.append(
+                f"churn hindsight minus online ROC AUC: {hindsight - online:.3f} (95% interval over "
+                f"holdout customers {_fmt(reference.get('gap_low'))} to {_fmt(reference.get('gap_high'))})"
+            )
     return "\n".join(lines)
 
 

@@ -16,6 +16,7 @@ from engine.cli.demo_cmd import demo
 from engine.cli.features_cmds import features
 from engine.cli.models_cmds import evaluate
 from engine.cli.rules_cmds import rules
+from engine.cli.segments_cmds import models, segments
 from engine.cli.stack_cmds import config, stack, topics
 from engine.cli.worker_cmd import worker
 from engine.settings import SettingsError, load_settings
@@ -39,6 +40,8 @@ for command in (
     explain,
     features,
     evaluate,
+    models,
+    segments,
     bench,
     dashboard,
     demo,

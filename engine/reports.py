@@ -1,0 +1,96 @@
+"""Reports for analysts and operators, read from Redis: segment sizes, model quality, fairness.
+
+``segment_sizes`` reads the incrementally kept sums (no scan). ``model_report`` verifies and merges
+every partition's saved checkpoint (what the workers had learned at their last save).
+``score_distribution`` is an analyst's report and the one place that scans customers: score
+quantiles per value of the configured group attribute (``SEGFLOW_GROUP_ATTRIBUTE``), so that a
+model that scores one group systematically differently can be seen.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from typing import Any
+
+from engine.app import build_pipeline, checkpoint_key
+from engine.codecs import decode_msgpack
+from engine.customer_step import GROUP_EXTRA, SCORES_EXTRA
+from engine.settings import Settings
+from features.client import connect
+from features.redis_store import _parse_record
+from models.bank import ModelBank
+from models.report import merged_reports
+
+
+async def segment_sizes(settings: Settings) -> dict[str, Any]:
+    """Per family and segment: customers and revenue (major units), with the rules version."""
+    client = connect(settings.redis_url)
+    try:
+        pipeline = build_pipeline(settings, client)
+        sizes = await pipeline.aggregates.sizes(pipeline.rules)
+        return {"rules_version": pipeline.rules.version, "families": sizes}
+    finally:
+        await client.aclose()
+
+
+async def model_report(settings: Settings) -> dict[str, Any]:
+    """Merged quality of every partition's checkpointed models, and what each checkpoint holds."""
+    client = connect(settings.redis_url)
+    try:
+        pipeline = build_pipeline(settings, client)
+        banks = pipeline.banks
+        blobs = await banks.store.partitions_with_checkpoints(range(settings.events_partitions))
+        key = checkpoint_key(settings)
+        restored = {p: ModelBank.restore(p, banks.config, blob, key) for p, blob in blobs.items()}
+        generations = {p: await banks.store.generation(p) for p in range(settings.events_partitions)}
+    finally:
+        await client.aclose()
+    return {
+        "partitions": {
+            str(p): {
+                "generation": generations[p],
+                "labels_learned": restored[p].labels_learned if p in restored else 0,
+                "checkpointed": p in restored,
+            }
+            for p in range(settings.events_partitions)
+        },
+        "models": merged_reports(bank.evaluations for bank in restored.values()),
+    }
+
+
+async def score_distribution(settings: Settings, limit: int = 1_000_000) -> dict[str, Any]:
+    """Per model and group value: count, mean and the 10/50/90th percentiles of the stored scores."""
+    client = connect(settings.redis_url)
+    scores: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    seen = 0
+    try:
+        async for key in client.scan_iter(match=f"{settings.key_prefix}:c:*", count=1000):
+            raw = await client.hgetall(key)
+            record = _parse_record("", raw)
+            if SCORES_EXTRA not in record.extras:
+                continue
+            group = decode_msgpack(record.extras[GROUP_EXTRA]) if GROUP_EXTRA in record.extras else None
+            for model, value in decode_msgpack(record.extras[SCORES_EXTRA]).items():
+                scores[model][str(group) if group is not None else "(none)"].append(float(value))
+            seen += 1
+            if seen >= limit:
+                break
+    finally:
+        await client.aclose()
+    out: dict[str, Any] = {"attribute": settings.group_attribute, "customers": seen, "models": {}}
+    for model, groups in sorted(scores.items()):
+        out["models"][model] = {group: _summary(values) for group, values in sorted(groups.items())}
+    return out
+
+
+def _summary(values: list[float]) -> dict[str, float | int]:
+    ordered = sorted(values)
+    deciles = statistics.quantiles(ordered, n=10) if len(ordered) > 1 else [ordered[0]] * 9
+    return {
+        "n": len(ordered),
+        "mean": round(statistics.fmean(ordered), 6),
+        "p10": round(deciles[0], 6),
+        "p50": round(deciles[4], 6),
+        "p90": round(deciles[8], 6),
+    }
