@@ -142,6 +142,11 @@ class RedisFeatureStore:
         self.population = PopulationStats(client, prefix)
 
     @property
+    def prefix(self) -> str:
+        """The key prefix of this store."""
+        return self._prefix
+
+    @property
     def client(self) -> Redis | RedisCluster:
         """The underlying Redis client."""
         return self._client

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 from datetime import UTC, datetime, timedelta, timezone
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -456,7 +457,7 @@ def _pipeline(currency: str | None = "EUR") -> Any:
     config = PipelineConfig(step=step, currency=currency)
     # decode never touches the store, the models or the rules; placeholders stand in for them here only.
     return SegmentPipeline(
-        store=object(),  # type: ignore[arg-type]
+        store=SimpleNamespace(client=None, prefix="t"),  # type: ignore[arg-type]
         config=config,
         banks=object(),  # type: ignore[arg-type]
         rules=object(),  # type: ignore[arg-type]
