@@ -1,10 +1,10 @@
 """``segflow dashboard``: a live web page of segment sizes, transitions and dead letters.
 
-The page is a view materialised from the segment-changes and dead-letter topics (read from the
-beginning, without joining a consumer group), so it shows exactly what campaign systems see.
-Duplicate deliveries are dropped by ``change_id``. Its memory grows with the customers seen:
-it is meant for a demo or a sample, not for a population of millions (incremental segment
-aggregates in Redis are the job of the rules-and-segments issue).
+Segment sizes and revenue per segment come from the aggregates the workers keep in Redis
+(``engine.aggregates``: no scan); model quality from the worker's ``/segflow/models`` page.
+Transitions, the latest changes and dead letters are materialised from the segment-changes and
+dead-letter topics (read from the beginning, without joining a consumer group), so they show
+exactly what campaign systems see; duplicate deliveries are dropped by ``change_id``.
 """
 
 from __future__ import annotations
@@ -17,12 +17,14 @@ from typing import Any
 
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from redis.exceptions import RedisError
 
 from engine.cli.io import format_change
 from engine.codecs import decode_msgpack
+from engine.reports import segment_sizes
 from engine.settings import Settings
 from engine.topics import start_or_close, topic_partitions
-from engine.worker_process import read_metrics
+from engine.worker_process import models_status_of, read_metrics
 
 
 @dataclass
@@ -62,16 +64,38 @@ class DashboardView:
         return {family: dict(counts.most_common()) for family, counts in out.items()}
 
 
-def render_page(view: DashboardView, metrics: dict[str, int]) -> str:
+def render_page(
+    view: DashboardView,
+    metrics: dict[str, int],
+    sizes: dict[str, Any] | None = None,
+    models: dict[str, Any] | None = None,
+) -> str:
     """The HTML page (refreshes itself every 2 seconds)."""
     rows = []
-    for family, sizes in view.sizes().items():
-        total = sum(sizes.values()) or 1
-        for segment, count in sizes.items():
+    families = (sizes or {}).get("families") or {
+        f: {s: {"customers": n, "revenue": None} for s, n in counts.items()}
+        for f, counts in view.sizes().items()
+    }
+    for family, segments in families.items():
+        total = sum(row["customers"] for row in segments.values()) or 1
+        for segment, row in segments.items():
+            count = row["customers"]
             width = round(300 * count / total)
+            revenue = "" if row["revenue"] is None else f"{row['revenue']:,.2f}"
             rows.append(
                 f"<tr><td>{html.escape(family)}</td><td>{html.escape(segment)}</td><td>{count}</td>"
+                f"<td>{revenue}</td>"
                 f'<td><div style="background:#4a7;height:12px;width:{width}px"></div></td></tr>'
+            )
+    quality = []
+    for name, report in ((models or {}).get("reports") or {}).items():
+        for group in ("prequential", "holdout"):
+            row = report[group]
+            metric = "roc_auc" if report["task"] == "classification" else "mae"
+            value = "-" if row.get(metric) is None else f"{row[metric]:.3f}"
+            quality.append(
+                f"<tr><td>{html.escape(name)}</td><td>{group}</td><td>{row['n']}</td>"
+                f"<td>{metric}</td><td>{value}</td></tr>"
             )
     transitions = "".join(
         f"<tr><td>{html.escape(t)}</td><td>{n}</td></tr>" for t, n in view.transitions.most_common()
@@ -83,8 +107,10 @@ def render_page(view: DashboardView, metrics: dict[str, int]) -> str:
 <title>segflow dashboard</title><style>body{{font-family:sans-serif;margin:1.5em}} td{{padding:2px 10px}}
 table{{border-collapse:collapse}} tr:nth-child(even){{background:#f3f3f3}} h2{{margin-top:1.2em}}</style>
 </head><body><h1>segflow</h1>
-<h2>Segment sizes</h2><table><tr><th>family</th><th>segment</th><th>customers</th><th></th></tr>
-{"".join(rows)}</table>
+<h2>Segment sizes</h2><table><tr><th>family</th><th>segment</th><th>customers</th><th>revenue</th>
+<th></th></tr>{"".join(rows)}</table>
+<h2>Model quality (this worker's partitions)</h2><table><tr><th>model</th><th>group</th><th>labels</th>
+<th>metric</th><th>value</th></tr>{"".join(quality)}</table>
 <h2>Transitions</h2><table>{transitions}</table>
 <h2>Worker</h2><table>{stats}</table>
 <h2>Dead letters by reason</h2><table>{dead}</table>
@@ -97,6 +123,8 @@ WORKER_METRICS = (
     "segflow_events_duplicate_total",
     "segflow_events_dead_lettered_total",
     "segflow_segment_changes_sent_total",
+    "segflow_labels_learned_total",
+    "segflow_customers_ticked_total",
 )
 
 
@@ -132,12 +160,17 @@ async def serve(settings: Settings, port: int, seconds: float | None) -> None:
     async def page(_request: web.Request) -> web.Response:
         counters = await asyncio.to_thread(read_metrics, settings.web_port)
         metrics = {name: counters.get(name, 0) for name in WORKER_METRICS}
-        return web.Response(text=render_page(view, metrics), content_type="text/html")
+        models = await asyncio.to_thread(models_status_of, settings)
+        try:
+            sizes = await segment_sizes(settings)
+        except (OSError, RedisError):
+            sizes = None
+        return web.Response(text=render_page(view, metrics, sizes, models), content_type="text/html")
 
     async def summary(_request: web.Request) -> web.Response:
         return web.json_response(
             {
-                "sizes": view.sizes(),
+                "sizes": (await segment_sizes(settings))["families"],
                 "transitions": dict(view.transitions),
                 "dead_letters": dict(view.dead_reasons),
                 "changes": len(view.seen_ids),

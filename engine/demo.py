@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-import urllib.request
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -20,7 +19,7 @@ from engine.explain import explain_customer
 from engine.reports import segment_sizes
 from engine.settings import Settings, namespaced
 from engine.topics import ensure_topics
-from engine.worker_process import read_metric, start_worker, stop_worker, wait_for_metric
+from engine.worker_process import models_status_of, read_metric, start_worker, stop_worker, wait_for_metric
 from models.simulate import sample_stream, write_jsonl
 
 MALFORMED_LINES = [
@@ -140,17 +139,6 @@ def _segments_and_models(echo: Callable[[str], None], settings: Settings) -> Non
 
 def _fmt(value: Any) -> str:
     return "-" if value is None else f"{value:.3f}"
-
-
-def models_status_of(settings: Settings) -> dict[str, Any]:
-    """The worker's /segflow/models page (empty when unreachable)."""
-    try:
-        with urllib.request.urlopen(
-            f"http://127.0.0.1:{settings.web_port}/segflow/models", timeout=3
-        ) as page:
-            return dict(json.loads(page.read()))
-    except OSError:
-        return {}
 
 
 def _explore_hint(echo: Callable[[str], None], settings: Settings) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -10,6 +11,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from engine.settings import Settings
 
@@ -79,3 +81,14 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def models_status_of(settings: Settings) -> dict[str, Any]:
+    """The worker's /segflow/models page (empty when unreachable)."""
+    try:
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{settings.web_port}/segflow/models", timeout=3
+        ) as page:
+            return dict(json.loads(page.read()))
+    except OSError:
+        return {}
