@@ -19,7 +19,7 @@ from engine.rules.model import Family, RuleSet
 from engine.segmentation import SCORE_PREFIX, PopulationCuts, RuleVariables, TimeModel
 from features.catalogue import snapshot
 from features.config import FeatureConfig
-from features.redis_store import CustomerRecord, CustomerWrite
+from features.redis_store import CustomerRecord
 from features.state import CustomerState
 from models.bank import ModelBank
 from models.evaluation import is_holdout
@@ -49,18 +49,9 @@ class StepConfig:
 
 
 @dataclass(slots=True)
-class Emitted:
-    """A change decided in this step, with what the outbox needs."""
-
-    change: SegmentChange
-
-
-@dataclass(slots=True)
 class StepResult:
     """What one customer's step produced."""
 
-    write: CustomerWrite | None = None
-    changes: list[SegmentChange] = field(default_factory=list)
     labels: list[LearnEntry] = field(default_factory=list)
     partition: int = 0
     due: float | None = None

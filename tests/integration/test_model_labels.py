@@ -14,11 +14,11 @@ ahead, clv 90. The watermark is the newest event time minus the 3-day lateness, 
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import msgpack
 import pytest
+from helpers import with_redis
 from redis.asyncio import Redis
 
 from engine.app import build_pipeline
@@ -70,17 +70,7 @@ async def feed(pipeline: SegmentPipeline, records: list[RawRecord]) -> list[str]
 
 
 def run(settings: Settings, body: Any) -> Any:
-    async def main() -> Any:
-        client = Redis.from_url(settings.redis_url)
-        try:
-            return await body(client)
-        finally:
-            keys = [k async for k in client.scan_iter(match=f"{settings.key_prefix}:*")]
-            if keys:
-                await client.delete(*keys)
-            await client.aclose()
-
-    return asyncio.run(main())
+    return with_redis(settings, body)
 
 
 def test_labels_mature_in_event_time_and_are_learned_once(isolated_settings: Settings) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import wait_until
 
 from engine.cli.io import produce_lines
 from engine.settings import Settings
@@ -31,15 +32,6 @@ from models.simulate import generate_events, write_jsonl
 from models.store import ModelStore
 
 pytestmark = pytest.mark.integration
-
-
-def wait_until(condition, timeout: float) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.3)
-    return False
 
 
 def models_page(port: int) -> dict[str, Any]:

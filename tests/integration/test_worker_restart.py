@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import time
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from helpers import wait_until
 
 from engine.cli.io import produce_lines
 from engine.settings import Settings
@@ -26,15 +26,6 @@ from models.population import PopulationConfig
 from models.simulate import generate_events, write_jsonl
 
 pytestmark = pytest.mark.integration
-
-
-def wait_until(condition, timeout: float) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.2)
-    return False
 
 
 def expected_totals(events: list[dict]) -> dict[str, tuple[int, int, int]]:

@@ -1,0 +1,40 @@
+"""Helpers shared by the integration tests: polling, and a Redis client whose keys are cleaned up."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from redis.asyncio import Redis
+
+from engine.settings import Settings
+
+T = TypeVar("T")
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, every: float = 0.2) -> bool:
+    """Poll ``condition`` until it holds (True) or ``timeout`` seconds pass (False)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(every)
+    return False
+
+
+def with_redis(settings: Settings, body: Callable[[Redis], Awaitable[T]]) -> T:
+    """Run ``body`` with a client; delete every key under the settings' prefix afterwards."""
+
+    async def main() -> T:
+        client = Redis.from_url(settings.redis_url)
+        try:
+            return await body(client)
+        finally:
+            keys = [k async for k in client.scan_iter(match=f"{settings.key_prefix}:*")]
+            if keys:
+                await client.delete(*keys)
+            await client.aclose()
+
+    return asyncio.run(main())
