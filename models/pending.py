@@ -121,6 +121,8 @@ class PredictionBook:
 
     pending: dict[str, PendingPrediction] = field(default_factory=dict)
     last_made: dict[str, float] = field(default_factory=dict)
+    held: list[tuple[float, ResolvedLabel]] = field(default_factory=list)
+    """Labels that resolved before their prediction's due time, waiting for it (see on_event)."""
 
     def encode(self) -> bytes:
         """Storage bytes; predictions made at one event share one stored vector."""
@@ -130,8 +132,25 @@ class PredictionBook:
             assert isinstance(p.x, bytes)
             index = vectors.setdefault(p.x, len(vectors))
             rows[name] = [index, p.made_ts, p.due_ts, p.y_pred, p.realised, p.holdout]
+        held = []
+        for due, label in self.held:
+            assert isinstance(label.x, bytes)
+            index = vectors.setdefault(label.x, len(vectors))
+            held.append(
+                [
+                    due,
+                    label.model,
+                    index,
+                    label.y_true,
+                    label.y_pred,
+                    label.made_ts,
+                    label.resolved_ts,
+                    label.holdout,
+                ]
+            )
         return msgpack.packb(
-            {"x": list(vectors), "p": rows, "m": dict(sorted(self.last_made.items()))}, use_bin_type=True
+            {"x": list(vectors), "p": rows, "m": dict(sorted(self.last_made.items())), "h": held},
+            use_bin_type=True,
         )
 
     @classmethod
@@ -145,27 +164,43 @@ class PredictionBook:
             name: PendingPrediction(name, made, due, vectors[index], y_pred, bool(holdout), realised)
             for name, (index, made, due, y_pred, realised, holdout) in data["p"].items()
         }
-        return cls(pending, dict(data["m"]))
+        held = [
+            (due, ResolvedLabel(model, vectors[index], y_true, y_pred, made, resolved, bool(holdout)))
+            for due, model, index, y_true, y_pred, made, resolved, holdout in data.get("h", [])
+        ]
+        return cls(pending, dict(data["m"]), held)
 
     def on_event(self, rules: LabelRules, event: Event) -> list[ResolvedLabel]:
-        """Labels that ``event`` resolves (their predictions leave the book)."""
+        """Labels that ``event`` resolves at their due time; earlier ones wait in ``held``.
+
+        A label that resolves early (churn: active again; a propensity: bought) is kept until
+        its prediction's due time, so that every label is learned one horizon after its
+        prediction, whichever way it resolved. Learned at once, early outcomes would flood the
+        newest part of the training stream (see ``models.learning``). Its prediction leaves the
+        book at once, so the model may predict for the customer again.
+        """
         resolved = []
         for name in list(self.pending):
-            label = rules.on_event(self.pending[name], event)
-            if label is not None:
-                del self.pending[name]
+            pending = self.pending[name]
+            label = rules.on_event(pending, event)
+            if label is None:
+                continue
+            del self.pending[name]
+            if label.resolved_ts < pending.due_ts:
+                self.held.append((pending.due_ts, label))
+            else:
                 resolved.append(label)
         return resolved
 
     def on_time(self, rules: LabelRules, watermark: float) -> list[ResolvedLabel]:
-        """Labels matured by the watermark (their predictions leave the book)."""
-        resolved = []
+        """Labels matured by the watermark, held ones included, in due-time order."""
+        ripe = [(due, label) for due, label in self.held if due <= watermark]
+        self.held = [(due, label) for due, label in self.held if due > watermark]
         for name in list(self.pending):
             label = rules.on_time(self.pending[name], watermark)
             if label is not None:
-                del self.pending[name]
-                resolved.append(label)
-        return resolved
+                ripe.append((self.pending.pop(name).due_ts, label))
+        return [label for _due, label in sorted(ripe, key=lambda item: (item[0], item[1].model))]
 
     def may_predict(self, model: str, ts: float, interval_seconds: float) -> bool:
         """Whether a new prediction of ``model`` at ``ts`` is to be kept for its label.
@@ -191,5 +226,6 @@ class PredictionBook:
         )
 
     def next_due(self) -> float | None:
-        """The earliest due time of a pending prediction (None when nothing is pending)."""
-        return min((p.due_ts for p in self.pending.values()), default=None)
+        """The earliest due time of a pending prediction or held label (None: nothing waits)."""
+        dues = [p.due_ts for p in self.pending.values()] + [due for due, _ in self.held]
+        return min(dues, default=None)

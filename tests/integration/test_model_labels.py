@@ -22,9 +22,11 @@ from helpers import with_redis
 from redis.asyncio import Redis
 
 from engine.app import build_pipeline
+from engine.customer_step import BOOK_EXTRA
 from engine.pipeline import RawRecord, SegmentPipeline
 from engine.settings import Settings
 from models.inputs import to_model_input
+from models.pending import PredictionBook
 
 pytestmark = pytest.mark.integration
 DAY_MS = 86_400_000
@@ -132,5 +134,37 @@ def test_a_new_owner_replays_committed_labels_and_predicts_the_same(isolated_set
         assert third.banks.get(0).score_all(x) == before
         # ... and redelivery to the third owner learns nothing twice either.
         assert await feed(third, RECORDS) == [] and third.banks.get(0).labels_learned == 12
+
+    run(isolated_settings, body)
+
+
+def test_a_label_resolved_early_is_learned_at_its_due_time(isolated_settings: Settings) -> None:
+    # c3 logs in on day 0 and again on day 5: its day-0 churn prediction is settled negative on
+    # day 5, but learned (and scored) only once the watermark passes its due time, day 30, with
+    # its five propensity labels; nothing is learned before (the watermark is day 29 after c2's
+    # day-32 page view). c3 does not predict again on day 5 (the 7-day interval has not passed).
+    stream = [
+        {"event_id": "c3-0", "customer_id": "c3", "type": "login", "ts": T0},
+        {"event_id": "c3-5", "customer_id": "c3", "type": "login", "ts": T0 + 5 * DAY_MS},
+        *(e for e in STREAM if e["customer_id"] == "c2"),
+    ]
+    records = [
+        RawRecord("events", 0, i, e["customer_id"].encode(), msgpack.packb(e)) for i, e in enumerate(stream)
+    ]
+    day = {r.offset: (e["ts"] - T0) // DAY_MS for r, e in zip(records, stream, strict=True)}
+
+    async def body(client: Redis) -> None:
+        pipeline = build_pipeline(isolated_settings, client, clock=lambda: CLOCK, cache_capacity=0)
+        await feed(pipeline, [r for r in records if day[r.offset] <= 32])
+        assert pipeline.banks.get(0).labels_learned == 0
+        record = await pipeline.store.get("c3")
+        assert record is not None
+        book = PredictionBook.decode(record.extras[BOOK_EXTRA])  # in Redis, not worker memory
+        assert [(due, label.model, label.y_true) for due, label in book.held] == [
+            (T0 / 1000 + 30 * 86_400, "churn", 0.0)
+        ]
+        await feed(pipeline, [r for r in records if day[r.offset] == 33])
+        counts = labels_by_model(pipeline)
+        assert counts["churn"] == (1, 0) and pipeline.banks.get(0).labels_learned == 6
 
     run(isolated_settings, body)
