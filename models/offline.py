@@ -2,10 +2,12 @@
 
 This is what ``segflow evaluate`` runs: every event updates its customer's features
 (``features.state.apply_event``, the same code the worker runs), every model scores the
-customer, predictions wait for their labels (``models.labels``), and a matured label is first
-scored (prequential: the prediction was made before the label existed) and then, unless the
-customer is in the fixed holdout group, learned. The watermark is the newest event time minus
-the allowed lateness, exactly as in the worker.
+customer when it makes a prediction, predictions wait for their labels (``models.labels``), and
+a matured label is scored at once (prequential: the prediction was made before the label existed)
+and then, unless the customer is in the fixed holdout group, learned once the watermark has
+passed its prediction's due time (``models.learning.MaturingLabels``: a label that resolved early
+waits, so that every label is learned one horizon after its prediction). The watermark is the
+newest event time minus the allowed lateness, exactly as in the worker.
 
 Predictions made during the first ``warmup_days`` are resolved and learned from, but not scored:
 an untrained model's guesses say nothing about the model.
@@ -18,6 +20,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from features.catalogue import catalogue, snapshot
 from features.config import FeatureConfig
 from features.event import SECONDS_PER_DAY, Event
@@ -25,7 +29,7 @@ from features.state import CustomerState, apply_event
 from models.evaluation import ModelEvaluation, is_holdout
 from models.inputs import input_features, to_model_input
 from models.labels import LabelRules, PendingPrediction, ResolvedLabel
-from models.learning import learn_label
+from models.learning import MaturingLabels, learn_label
 from models.registry import ModelSpec, build_model
 from models.scoring import score
 
@@ -40,6 +44,7 @@ class LabelRow:
     y_true: float
     y_pred: float
     holdout: bool
+    customer_id: str = ""
 
 
 @dataclass(slots=True)
@@ -67,7 +72,9 @@ class OfflineRun:
         prediction_interval_days: float = 0.0,
         balance_classes: bool = False,
         protected: tuple[str, ...] = (),
+        learn_at_due: bool = True,
     ) -> None:
+        self.learn_at_due = learn_at_due
         self.interval_seconds = prediction_interval_days * SECONDS_PER_DAY
         self.balance_classes = balance_classes
         self.class_counts: dict[str, list[int]] = {}
@@ -86,6 +93,7 @@ class OfflineRun:
         self.states: dict[str, CustomerState] = {}
         self.pending: dict[str, dict[str, PendingPrediction]] = {}
         self.due: list[tuple[float, int, str, str]] = []
+        self.maturing = MaturingLabels()
         self._sequence = 0
         self.first_ts: float | None = None
         self.newest_ts = float("-inf")
@@ -106,12 +114,18 @@ class OfflineRun:
             if label is not None:
                 del own[name]
                 self._finish(event.customer_id, label)
-        x = to_model_input(snapshot(event.customer_id, state, self.config), self.names)
-        holdout = is_holdout(event.customer_id, self.holdout_fraction)
+        # Only a model that makes a prediction now scores the customer (scoring is pure, so the
+        # scores skipped would have been thrown away): most events start no prediction, because
+        # one is pending or the last one is younger than the prediction interval.
+        x: dict[str, float] | None = None
+        holdout = False
         for name, spec in self.specs.items():
-            y_pred = score(self.models[name], spec.task, x)
             last = self.last_made.get((event.customer_id, name))
             if name not in own and (last is None or event.ts - last >= self.interval_seconds):
+                if x is None:
+                    x = to_model_input(snapshot(event.customer_id, state, self.config), self.names)
+                    holdout = is_holdout(event.customer_id, self.holdout_fraction)
+                y_pred = score(self.models[name], spec.task, x)
                 self.last_made[(event.customer_id, name)] = event.ts
                 own[name] = self.rules.start(name, event.ts, x, y_pred, holdout)
                 self._sequence += 1
@@ -120,32 +134,51 @@ class OfflineRun:
         self._resolve_due(self.newest_ts - self.config.allowed_lateness_seconds)
 
     def _resolve_due(self, watermark: float) -> None:
-        while self.due and self.due[0][0] <= watermark:
-            _due, _seq, customer_id, name = heapq.heappop(self.due)
-            pending = self.pending.get(customer_id, {}).get(name)
-            if pending is None:
-                continue
-            label = self.rules.on_time(pending, watermark)
-            if label is None:  # a newer prediction replaced the one this entry was for
-                continue
-            del self.pending[customer_id][name]
-            self._finish(customer_id, label)
+        while True:
+            held = self.maturing.next_due()
+            if self.due and self.due[0][0] <= watermark and (held is None or self.due[0][0] < held):
+                due_ts, _seq, customer_id, name = heapq.heappop(self.due)
+                pending = self.pending.get(customer_id, {}).get(name)
+                if pending is None or pending.due_ts != due_ts:
+                    continue  # resolved early; a newer prediction has its own entry
+                label = self.rules.on_time(pending, watermark)
+                if label is None:
+                    continue
+                del self.pending[customer_id][name]
+                self._finish(customer_id, label)
+            elif held is not None and held <= watermark:
+                for label in self.maturing.ripe(held):
+                    self._learn(label)
+            else:
+                return
 
     def _finish(self, customer_id: str, label: ResolvedLabel) -> None:
-        spec = self.specs[label.model]
         scored = self.first_ts is not None and label.made_ts - self.first_ts >= self.warmup_seconds
         if scored:
             self.result.evaluations[label.model].update(
                 label.y_true, label.y_pred, label.holdout, label.resolved_ts
             )
             self.result.rows.setdefault(label.model, []).append(
-                LabelRow(label.x, label.y_true, label.y_pred, label.holdout)
+                LabelRow(label.x, label.y_true, label.y_pred, label.holdout, customer_id)
             )
-        if not label.holdout:
-            counts = self.class_counts.setdefault(label.model, [0, 0])
-            learn_label(
-                self.models[label.model], spec.task, label.x, label.y_true, counts, self.balance_classes
-            )
+        if label.holdout:
+            return
+        due_ts = label.made_ts + self.rules.horizon_seconds(label.model)
+        if self.learn_at_due and label.resolved_ts < due_ts:
+            self.maturing.hold(label, due_ts)
+        else:
+            self._learn(label)
+
+    def _learn(self, label: ResolvedLabel) -> None:
+        counts = self.class_counts.setdefault(label.model, [0, 0])
+        learn_label(
+            self.models[label.model],
+            self.specs[label.model].task,
+            label.x,
+            label.y_true,
+            counts,
+            self.balance_classes,
+        )
 
 
 def replay(events: Iterable[Event], run: OfflineRun) -> OfflineResult:
@@ -155,12 +188,21 @@ def replay(events: Iterable[Event], run: OfflineRun) -> OfflineResult:
     return run.result
 
 
+BOOTSTRAP_RESAMPLES = 200
+BOOTSTRAP_SEED = 0
+
+
 def hindsight_auc(rows: list[LabelRow], names: list[str]) -> dict[str, float | int | None]:
     """A scikit-learn logistic regression trained with hindsight on the non-holdout labels.
 
     It sees every label at once (no delay, many passes), on the same features as the online
     model, and is scored on the same holdout labels; the online model's holdout AUC is read
     from its own predictions, made before each label existed.
+
+    Besides both AUCs and the label counts (``holdout_positives`` says how many positives the
+    holdout AUCs rest on), ``gap_low``/``gap_high`` bound a 95% interval of reference minus online
+    AUC from a paired bootstrap over holdout customers (a customer's labels are resampled
+    together; the reference is not refitted, so it covers the holdout's sampling noise only).
     """
     try:
         from sklearn.linear_model import LogisticRegression
@@ -174,16 +216,44 @@ def hindsight_auc(rows: list[LabelRow], names: list[str]) -> dict[str, float | i
 
     train = [r for r in rows if not r.holdout]
     test = [r for r in rows if r.holdout]
-    out: dict[str, float | int | None] = {"train_labels": len(train), "holdout_labels": len(test)}
+    out: dict[str, float | int | None] = {
+        "train_labels": len(train),
+        "holdout_labels": len(test),
+        "holdout_positives": sum(1 for r in test if r.y_true),
+    }
     if len({r.y_true for r in train}) < 2 or len({r.y_true for r in test}) < 2:
-        return out | {"reference_auc": None, "online_auc": None}
+        return out | {"reference_auc": None, "online_auc": None, "gap_low": None, "gap_high": None}
     reference = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
     reference.fit(_matrix(train, names), [r.y_true for r in train])
     reference_scores = reference.predict_proba(_matrix(test, names))[:, 1]
-    truth = [r.y_true for r in test]
+    truth = np.array([r.y_true for r in test])
+    online_scores = np.array([r.y_pred for r in test])
     out["reference_auc"] = float(roc_auc_score(truth, reference_scores))
-    out["online_auc"] = float(roc_auc_score(truth, [r.y_pred for r in test]))
+    out["online_auc"] = float(roc_auc_score(truth, online_scores))
+    gaps = _bootstrap_gaps(test, truth, reference_scores, online_scores, roc_auc_score)
+    low, high = np.percentile(gaps, [2.5, 97.5]) if gaps else (None, None)
+    out["gap_low"] = None if low is None else float(low)
+    out["gap_high"] = None if high is None else float(high)
     return out
+
+
+def _bootstrap_gaps(
+    test: list[LabelRow], truth: Any, reference_scores: Any, online_scores: Any, auc: Any
+) -> list[float]:
+    """Reference minus online AUC over ``BOOTSTRAP_RESAMPLES`` resamples of holdout customers."""
+    groups: dict[str, list[int]] = {}
+    for index, row in enumerate(test):
+        groups.setdefault(row.customer_id, []).append(index)
+    members = [np.array(indices) for indices in groups.values()]
+    rng = np.random.default_rng(BOOTSTRAP_SEED)
+    gaps: list[float] = []
+    for _ in range(BOOTSTRAP_RESAMPLES):
+        sample = np.concatenate([members[i] for i in rng.integers(0, len(members), len(members))])
+        y = truth[sample]
+        if y.min() == y.max():
+            continue
+        gaps.append(float(auc(y, reference_scores[sample]) - auc(y, online_scores[sample])))
+    return gaps
 
 
 def _matrix(rows: list[LabelRow], names: list[str]) -> list[list[float]]:

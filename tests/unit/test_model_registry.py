@@ -11,6 +11,8 @@ import pytest
 from river import compose, forest, linear_model, preprocessing, tree
 
 from models.registry import (
+    CLASSIFIER_INTERCEPT_LEARNING_RATE,
+    CLASSIFIER_LEARNING_RATE,
     MODEL_KINDS,
     SCALED_LIMIT,
     ModelSpec,
@@ -74,6 +76,9 @@ def test_build_model_default_kinds() -> None:
     assert isinstance(steps[0], preprocessing.StandardScaler)
     assert isinstance(steps[1], compose.FuncTransformer)  # the clip of standardised values
     assert isinstance(steps[2], linear_model.LogisticRegression)
+    assert steps[2].optimizer.learning_rate == CLASSIFIER_LEARNING_RATE
+    # The intercept has its own, faster rate: it must reach the log-odds of rare churn quickly.
+    assert steps[2].intercept_lr.learning_rate == CLASSIFIER_INTERCEPT_LEARNING_RATE
     regressor = build_model("regression")
     assert isinstance(regressor, compose.TargetTransformRegressor)
     inner = list(regressor.regressor.steps.values())
@@ -158,3 +163,12 @@ def test_models_package_never_imports_engine() -> None:
             else:
                 continue
             assert not any(name == "engine" or name.startswith("engine.") for name in names), path.name
+
+
+def test_linear_classifier_intercept_finds_a_rare_positive_rate() -> None:
+    """1 positive in 60 (the churn rate): the intercept alone must reach about log(1/59)."""
+    model = build_model("classification")
+    rng = random.Random(4)
+    for _ in range(3000):
+        model.learn_one({"a": rng.gauss(0, 1)}, rng.random() < 1 / 60)
+    assert 0.005 < score(model, "classification", {"a": 0.0}) < 0.05
