@@ -41,7 +41,7 @@ class BankConfig:
     holdout_fraction: float = 0.1
     prediction_interval_seconds: float = 7 * 86_400.0
     drift_response: str = "alert"
-    balance_classes: bool = True
+    balance_classes: bool = False  # measured: weighting positives hurt AUC and calibration (models.learning)
 
     @property
     def fingerprint(self) -> str:
