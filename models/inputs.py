@@ -11,6 +11,7 @@ would reach a model is an error, never a warning.
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 from collections.abc import Iterable, Mapping, Sequence
@@ -114,22 +115,45 @@ def to_model_input(snapshot: Mapping[str, float | int | None], names: Sequence[s
     ``ValueError``, as do NaN and infinities.
     """
     result: dict[str, float] = {}
-    wanted = set(names)
-    for name in names:
-        feature = name.removesuffix(MISSING_SUFFIX)
+    for name, feature, role in _plan(tuple(names)):
         if feature not in snapshot:
             raise KeyError(f"unknown feature {feature!r}: not in the snapshot")
         value = snapshot[feature]
-        if name != feature:
+        if role == _INDICATOR:
             result[name] = 1.0 if value is None else 0.0
         elif value is None:
-            if feature + MISSING_SUFFIX not in wanted:
+            if role not in (_NULLABLE_MONEY, _NULLABLE):
                 raise ValueError(f"feature {feature!r} is None but has no {MISSING_SUFFIX} indicator input")
             result[name] = 0.0
         else:
             number = _as_float(name, value)
-            result[name] = math.copysign(math.log1p(abs(number)), number) if is_money(name) else number
+            result[name] = (
+                math.copysign(math.log1p(abs(number)), number)
+                if role in (_MONEY, _NULLABLE_MONEY)
+                else number
+            )
     return result
+
+
+_INDICATOR, _PLAIN, _NULLABLE, _MONEY, _NULLABLE_MONEY = range(5)
+
+
+@functools.lru_cache(maxsize=16)
+def _plan(names: tuple[str, ...]) -> tuple[tuple[str, str, int], ...]:
+    """Per input name: (name, its feature, role), worked out once per input layout."""
+    wanted = set(names)
+    plan = []
+    for name in names:
+        feature = name.removesuffix(MISSING_SUFFIX)
+        if name != feature:
+            plan.append((name, feature, _INDICATOR))
+            continue
+        nullable = feature + MISSING_SUFFIX in wanted
+        if is_money(name):
+            plan.append((name, feature, _NULLABLE_MONEY if nullable else _MONEY))
+        else:
+            plan.append((name, feature, _NULLABLE if nullable else _PLAIN))
+    return tuple(plan)
 
 
 MONEY_PREFIXES = ("monetary", "revenue_", "avg_order_value", "balance_", "total_balance")
