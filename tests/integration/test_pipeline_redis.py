@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Any, TypeVar
 
 import msgpack
 import pytest
+from helpers import with_redis
 from redis.asyncio import Redis
 
 from engine.app import build_pipeline
@@ -48,18 +48,11 @@ def records_of(events: list[Any], partition: int = 0, first_offset: int = 0) -> 
 
 
 def run(settings: Settings, body: Callable[[SegmentPipeline, RedisFeatureStore], Awaitable[T]]) -> T:
-    async def main() -> T:
-        client = Redis.from_url(settings.redis_url)
-        try:
-            pipeline = build_pipeline(settings, client, clock=lambda: 1.8e9, cache_capacity=0)
-            return await body(pipeline, pipeline.store)
-        finally:
-            keys = [k async for k in client.scan_iter(match=f"{settings.key_prefix}:*")]
-            if keys:
-                await client.delete(*keys)
-            await client.aclose()
+    async def with_pipeline(client: Redis) -> T:
+        pipeline = build_pipeline(settings, client, clock=lambda: 1.8e9, cache_capacity=0)
+        return await body(pipeline, pipeline.store)
 
-    return asyncio.run(main())
+    return with_redis(settings, with_pipeline)
 
 
 async def dump(store: RedisFeatureStore, customers: list[str]) -> dict[str, dict[bytes, bytes]]:
