@@ -98,7 +98,7 @@ def clip_scaled(x: dict[str, float]) -> dict[str, float]:
     who has it would be scaled to thousands of standard deviations and swamp a linear model.
     """
     high, low = SCALED_LIMIT, -SCALED_LIMIT
-    # Comparisons, not min/max calls: this runs for every model on every event.
+    # Comparisons, not min/max calls: this runs on every prediction and every label learned.
     return {k: high if v > high else low if v < low else v for k, v in x.items()}
 
 
