@@ -78,6 +78,8 @@ class _Working:
         self.box = [e for e in decode_learn_box(extras.get(box_name)) if e.seq > bank.checkpointed_through]
         self.new_labels: list[LearnEntry] = []
         self.group = extras.get(GROUP_EXTRA)
+        self.last_variables: tuple[tuple[float, int, int], RuleVariables] | None = None
+        """The variables last evaluated, keyed by (as_of, events, late events): finish reuses them."""
 
     def extras(self) -> dict[str, bytes]:
         box = self.box + self.new_labels
@@ -172,6 +174,7 @@ class CustomerStep:
         cause = {"event_id": event.event_id, "partition": positioned.partition, "offset": positioned.offset}
         # Out of order within the lateness, an event is judged at the customer's newest moment.
         work.evaluated_at = state.last_ts
+        work.last_variables = (_state_key(state, state.last_ts), variables)
         return self._decide(cid, work, bank, variables, x, state.last_ts, cause, positioned.offset)
 
     def finish(
@@ -180,7 +183,11 @@ class CustomerStep:
         """The write and index updates after a customer's events or tick."""
         rules = self._rules()
         as_of = max(work.evaluated_at or state.last_ts, state.last_ts)
-        variables = self.variables(record.customer_id, state, work.scores, as_of)
+        reused = work.last_variables
+        if reused is not None and reused[0] == _state_key(state, as_of):
+            variables = reused[1]  # the last event's or tick step's: same state, same moment
+        else:
+            variables = self.variables(record.customer_id, state, work.scores, as_of)
         time_model = TimeModel(variables, self.config.features, as_of, self.config.rescore_seconds)
         rules_due = next_due(rules, variables, work.memberships, as_of, time_model.crossing)
         label_due = work.book.next_due()
@@ -213,7 +220,8 @@ class CustomerStep:
                 work.memberships.pop(decision.family, None)
             else:
                 work.memberships[decision.family] = membership
-            family = next(f for f in rules.families if f.name == decision.family)
+            family = rules.family(decision.family)
+            assert family is not None
             changes.append(
                 self._change(customer_id, rules, family, decision, variables, bank, x, as_of, cause, position)
             )
@@ -286,6 +294,7 @@ class CustomerStep:
             time_model = TimeModel(variables, self.config.features, as_of, self.config.rescore_seconds)
             due = next_due(rules, variables, work.memberships, as_of, time_model.crossing)
             if due is None or due > watermark:
+                work.last_variables = (_state_key(state, as_of), variables)
                 break
             as_of = due
             features, x, scores = self._score(record.customer_id, state, bank, as_of)
@@ -300,6 +309,11 @@ class CustomerStep:
     def working(self, record: CustomerRecord, partition: int, bank: ModelBank) -> _Working:
         """The decoded mutable parts of ``record`` for a step on ``partition``."""
         return _Working(record, partition, bank)
+
+
+def _state_key(state: CustomerState, as_of: float) -> tuple[float, int, int]:
+    """What a customer's variables depend on besides the rules: the moment and the state's counts."""
+    return (as_of, state.events, state.late_dropped)
 
 
 def _plain(value: object) -> object:

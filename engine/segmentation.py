@@ -141,15 +141,11 @@ class TimeModel:
             return at + ahead * SECONDS_PER_DAY + JUST_AFTER if ahead >= 0 else None
         if name == "engagement_score":
             return self._engagement_crossing(float(value), threshold)
-        window = _window_of(name, self.state_buckets())
+        window = _window_of(name, self.variables.state)
         if window is not None:
             buckets, days = window
             return _next_bucket_expiry(buckets, windows.day_of(at), days)
         return None
-
-    def state_buckets(self) -> CustomerState:
-        """The customer's state (for windowed features)."""
-        return self.variables.state
 
     def _engagement_crossing(self, value: float, threshold: float | None) -> float | None:
         if value <= 0.0:

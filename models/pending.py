@@ -41,11 +41,6 @@ def unpack_input(raw: bytes, names: Sequence[str]) -> dict[str, float]:
     return dict(zip(names, values, strict=True))
 
 
-def rounded_input(x: dict[str, float], names: Sequence[str]) -> bytes:
-    """The stored form of a model input (what a label will teach)."""
-    return pack_input(x, names)
-
-
 @dataclass(frozen=True, slots=True)
 class LearnEntry:
     """A resolved label waiting in a learn box: its partition sequence number and what it teaches."""
