@@ -15,14 +15,14 @@ from pathlib import Path
 
 import faust
 
-from engine.customer_step import StepConfig
 from engine.monitoring import WorkerMetrics
-from engine.pipeline import PipelineConfig, SegmentPipeline
 from engine.rules.loader import load_rules
 from engine.rules.model import RuleSet
 from engine.rules.reload import RulesReloader
 from engine.rules.variables import known_variables
 from engine.settings import Settings, split_list
+from engine.stream.customer_step import StepConfig
+from engine.stream.pipeline import PipelineConfig, SegmentPipeline
 from features.catalogue import catalogue
 from features.client import connect
 from features.config import FeatureConfig
@@ -197,7 +197,7 @@ def feature_config(settings: Settings) -> FeatureConfig:
 
 
 def create_runtime(settings: Settings) -> Runtime:
-    """Build the Faust app, topics and pipeline; the agent is attached by engine.agents."""
+    """Build the Faust app, topics and pipeline; the agent is attached by engine.stream.agents."""
     datadir = settings.stack_dir / "worker-data"
     datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(

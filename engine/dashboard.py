@@ -1,7 +1,7 @@
 """``segflow dashboard``: a live web page of segment sizes, transitions and dead letters.
 
 Segment sizes and revenue per segment come from the aggregates the workers keep in Redis
-(``engine.aggregates``: no scan); model quality from the worker's ``/segflow/models`` page.
+(``engine.stream.aggregates``: no scan); model quality from the worker's ``/segflow/models`` page.
 Transitions, the latest changes and dead letters are materialised from the segment-changes and
 dead-letter topics (read from the beginning, without joining a consumer group), so they show
 exactly what campaign systems see; duplicate deliveries are dropped by ``change_id``.

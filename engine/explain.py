@@ -7,10 +7,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from engine.app import build_pipeline, checkpoint_key
-from engine.customer_step import CustomerStep
 from engine.rules.evaluate import explain_membership
 from engine.segmentation import PopulationCuts
 from engine.settings import Settings
+from engine.stream.customer_step import CustomerStep
 from features.client import connect
 from features.redis_store import CustomerRecord
 from models.bank import ModelBank

@@ -15,8 +15,8 @@ from typing import Any
 
 from engine.app import build_pipeline, checkpoint_key
 from engine.codecs import decode_msgpack
-from engine.customer_step import GROUP_EXTRA, SCORES_EXTRA
 from engine.settings import Settings
+from engine.stream.customer_step import GROUP_EXTRA, SCORES_EXTRA
 from features.client import connect
 from features.redis_store import _parse_record
 from models.bank import ModelBank

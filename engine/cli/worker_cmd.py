@@ -11,9 +11,9 @@ import threading
 import click
 import faust
 
-from engine.agents import attach_agent
 from engine.app import create_runtime
 from engine.settings import Settings
+from engine.stream.agents import attach_agent
 from engine.topics import ensure_topics
 
 

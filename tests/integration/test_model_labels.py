@@ -22,9 +22,9 @@ from helpers import with_redis
 from redis.asyncio import Redis
 
 from engine.app import build_pipeline
-from engine.customer_step import BOOK_EXTRA
-from engine.pipeline import RawRecord, SegmentPipeline
 from engine.settings import Settings
+from engine.stream.customer_step import BOOK_EXTRA
+from engine.stream.pipeline import RawRecord, SegmentPipeline
 from models.inputs import to_model_input
 from models.pending import PredictionBook
 

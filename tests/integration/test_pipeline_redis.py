@@ -12,8 +12,8 @@ from helpers import with_redis
 from redis.asyncio import Redis
 
 from engine.app import build_pipeline
-from engine.pipeline import DEAD_LETTER, RawRecord, SegmentPipeline
 from engine.settings import Settings
+from engine.stream.pipeline import DEAD_LETTER, RawRecord, SegmentPipeline
 from features.redis_store import CustomerWrite, RedisFeatureStore
 from features.state import CustomerState
 

@@ -29,9 +29,9 @@ import pytest
 from redis.asyncio import Redis
 
 from engine.app import build_pipeline
-from engine.customer_step import MEMBERSHIP_EXTRA
-from engine.pipeline import RawRecord, SegmentPipeline
 from engine.settings import Settings
+from engine.stream.customer_step import MEMBERSHIP_EXTRA
+from engine.stream.pipeline import RawRecord, SegmentPipeline
 
 pytestmark = pytest.mark.integration
 DAY_MS = 86_400_000

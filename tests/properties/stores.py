@@ -11,8 +11,8 @@ from typing import Any, TypeVar
 from strategies import Plan
 
 from engine.app import build_pipeline
-from engine.pipeline import BatchResult, RawRecord, SegmentPipeline
 from engine.settings import Settings
+from engine.stream.pipeline import BatchResult, RawRecord, SegmentPipeline
 from features.client import connect
 from features.config import FeatureConfig
 from features.population import METRICS, SEEN, population_key

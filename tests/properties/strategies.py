@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 import msgpack
 from hypothesis import strategies as st
 
-from engine.pipeline import RawRecord
+from engine.stream.pipeline import RawRecord
 from features.config import FeatureConfig
 from features.event import EVENT_TYPES
 

@@ -448,8 +448,8 @@ def test_rfc3339_strings_match_their_instant(moment: datetime) -> None:
 
 def _pipeline(currency: str | None = "EUR") -> Any:
     # imported here so that the schema tests above do not depend on the pipeline module
-    from engine.customer_step import StepConfig
-    from engine.pipeline import PipelineConfig, SegmentPipeline
+    from engine.stream.customer_step import StepConfig
+    from engine.stream.pipeline import PipelineConfig, SegmentPipeline
     from features.config import FeatureConfig
     from models.labels import LabelRules
 
@@ -466,7 +466,7 @@ def _pipeline(currency: str | None = "EUR") -> Any:
 
 
 def _record(value: bytes | None, key: bytes | None = b"c-1", offset: int = 0) -> Any:
-    from engine.pipeline import RawRecord
+    from engine.stream.pipeline import RawRecord
 
     return RawRecord(topic="events", partition=2, offset=offset, key=key, value=value)
 

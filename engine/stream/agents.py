@@ -18,7 +18,7 @@ from redis.exceptions import RedisError
 
 from engine.app import Runtime
 from engine.pages import attach_pages
-from engine.pipeline import DEAD_LETTER, BatchResult, OwnershipLost, RawRecord
+from engine.stream.pipeline import DEAD_LETTER, BatchResult, OwnershipLost, RawRecord
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

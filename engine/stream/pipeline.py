@@ -14,8 +14,13 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 
-from engine.aggregates import SegmentAggregates
-from engine.batch_records import (
+from engine.codecs import decode_payload
+from engine.output import DeadLetter
+from engine.rules.model import RuleSet
+from engine.schemas import InvalidEvent, validate_event
+from engine.segmentation import PopulationCuts
+from engine.stream.aggregates import SegmentAggregates
+from engine.stream.batch_records import (
     DEAD_LETTER,
     SEGMENT_CHANGE,
     PendingChange,
@@ -23,12 +28,7 @@ from engine.batch_records import (
     late_letter_id,
     parse_outbox_entry,
 )
-from engine.codecs import decode_payload
-from engine.customer_step import CustomerStep, StepConfig
-from engine.output import DeadLetter
-from engine.rules.model import RuleSet
-from engine.schemas import InvalidEvent, validate_event
-from engine.segmentation import PopulationCuts
+from engine.stream.customer_step import CustomerStep, StepConfig
 from features.event import SECONDS_PER_DAY, PositionedEvent
 from features.record_cache import RecordCache
 from features.redis_store import CustomerRecord, CustomerWrite, RedisFeatureStore

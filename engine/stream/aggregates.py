@@ -20,7 +20,7 @@ from redis.asyncio.cluster import RedisCluster
 
 from engine.rules.model import Family, RuleSet
 
-_SEGMENT_SET_LUA = resources.files("engine").joinpath("lua/segment_set.lua").read_text()
+_SEGMENT_SET_LUA = resources.files("engine.stream").joinpath("lua/segment_set.lua").read_text()
 
 
 class SegmentAggregates:
