@@ -76,6 +76,11 @@ class ModelBank:
         """Every model's score of ``x`` (probability of True, or predicted value)."""
         return {name: score(model, self._tasks[name], x) for name, model in self.models.items()}
 
+    def score_rows(self, rows: Sequence[Sequence[float]]) -> list[dict[str, float]]:
+        """``score_all`` of many model-input rows (values in ``config.input_names`` order)."""
+        names = self.config.input_names
+        return [self.score_all(dict(zip(names, row, strict=True))) for row in rows]
+
     def take_seq(self) -> int:
         """The next label sequence number of this partition."""
         seq = self.next_seq

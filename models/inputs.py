@@ -135,6 +135,11 @@ def to_model_input(snapshot: Mapping[str, float | int | None], names: Sequence[s
     return result
 
 
+def input_row(snapshot: Mapping[str, float | int | None], names: Sequence[str]) -> list[float]:
+    """The values of ``to_model_input(snapshot, names)`` in ``names`` order, as a list."""
+    return list(to_model_input(snapshot, names).values())
+
+
 _INDICATOR, _PLAIN, _NULLABLE, _MONEY, _NULLABLE_MONEY = range(5)
 
 

@@ -32,6 +32,11 @@ def pack_input(x: dict[str, float], names: Sequence[str]) -> bytes:
     return array("f", [x[name] for name in names]).tobytes()
 
 
+def pack_row(row: Sequence[float]) -> bytes:
+    """A model-input row (values in input-name order) as float32 bytes, as ``pack_input`` stores it."""
+    return array("f", row).tobytes()
+
+
 def unpack_input(raw: bytes, names: Sequence[str]) -> dict[str, float]:
     """Inverse of ``pack_input``; raises ValueError when the vector does not fit ``names``."""
     values = array("f")

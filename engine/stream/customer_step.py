@@ -9,8 +9,9 @@ then lets the models learn the labels it carries.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from engine.codecs import decode_msgpack, encode_msgpack
 from engine.output import SegmentChange, change_id
@@ -23,15 +24,25 @@ from features.redis_store import CustomerRecord
 from features.state import CustomerState
 from models.bank import ModelBank
 from models.evaluation import is_holdout
-from models.inputs import to_model_input
+from models.inputs import input_row
 from models.labels import LabelRules, ResolvedLabel
-from models.pending import LearnEntry, PredictionBook, decode_learn_box, encode_learn_box, pack_input
+from models.pending import LearnEntry, PredictionBook, decode_learn_box, encode_learn_box, pack_row
 from models.scoring import top_contributions
 from models.store import learn_box_extra
 
 MEMBERSHIP_EXTRA, BOOK_EXTRA, SCORES_EXTRA, EVALUATED_EXTRA, GROUP_EXTRA = "m", "p", "sc", "t", "g"
 MAX_TICK_STEPS = 64
 TOP_CONTRIBUTIONS = 3
+
+ScoreRequest = tuple[ModelBank, list[float]]
+"""What a step yields when it needs scores: the bank to score with and one model-input row."""
+Scored = Generator[ScoreRequest, dict[str, float], Any]
+"""A step that yields score requests and is sent back each row's scores, model name -> score.
+
+Steps are generators so that the pipeline can run every customer of a batch up to the point
+where it needs scores, score all those rows at once (one matrix product per bank), and send the
+scores back: each customer's events still run strictly in order, exactly as one at a time.
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,10 +153,11 @@ class CustomerStep:
         for label in labels:
             work.new_labels.append(LearnEntry.from_label(bank.take_seq(), label))
 
-    def _score(self, customer_id: str, state: CustomerState, bank: ModelBank, as_of: float | None):  # type: ignore[no-untyped-def]
+    def _score(self, customer_id: str, state: CustomerState, bank: ModelBank, as_of: float | None) -> Scored:
         features = snapshot(customer_id, state, self.config.features, as_of)
-        x = to_model_input(features, self.config.input_names)
-        return features, x, bank.score_all(x)
+        row = input_row(features, self.config.input_names)
+        scores = yield bank, row
+        return features, row, scores
 
     def apply_event(
         self,
@@ -154,7 +166,7 @@ class CustomerStep:
         work: _Working,
         bank: ModelBank,
         positioned,  # type: ignore[no-untyped-def]
-    ) -> list[SegmentChange]:
+    ) -> Scored:
         """Labels, scores and segments after ``positioned`` was applied to ``state``."""
         event = positioned.event
         cid = record.customer_id
@@ -162,20 +174,20 @@ class CustomerStep:
         if group_attribute and group_attribute in event.attrs:
             work.group = encode_msgpack(str(event.attrs[group_attribute]))
         self._learn(work, bank, work.book.on_event(self.config.labels, event))
-        features, x, scores = self._score(cid, state, bank, None)
+        features, row, scores = yield from self._score(cid, state, bank, None)
         work.scores = {name: round(value, 6) for name, value in scores.items()}
         holdout = is_holdout(cid, self.config.holdout_fraction)
         stored_x: bytes | None = None
         for name, value in scores.items():
             if work.book.may_predict(name, event.ts, self.config.prediction_interval_seconds):
-                stored_x = stored_x or pack_input(x, self.config.input_names)
+                stored_x = stored_x or pack_row(row)
                 work.book.start(self.config.labels, name, event.ts, stored_x, value, holdout)
         variables = RuleVariables(features, scores, self._cuts(), state)
         cause = {"event_id": event.event_id, "partition": positioned.partition, "offset": positioned.offset}
         # Out of order within the lateness, an event is judged at the customer's newest moment.
         work.evaluated_at = state.last_ts
         work.last_variables = (_state_key(state, state.last_ts), variables)
-        return self._decide(cid, work, bank, variables, x, state.last_ts, cause, positioned.offset)
+        return self._decide(cid, work, bank, variables, row, state.last_ts, cause, positioned.offset)
 
     def finish(
         self, record: CustomerRecord, state: CustomerState, work: _Working, partition: int
@@ -205,7 +217,7 @@ class CustomerStep:
         work: _Working,
         bank: ModelBank,
         variables: RuleVariables,
-        x: dict[str, float],
+        row: list[float],
         as_of: float,
         cause: dict[str, object],
         position: int | str,
@@ -223,7 +235,9 @@ class CustomerStep:
             family = rules.family(decision.family)
             assert family is not None
             changes.append(
-                self._change(customer_id, rules, family, decision, variables, bank, x, as_of, cause, position)
+                self._change(
+                    customer_id, rules, family, decision, variables, bank, row, as_of, cause, position
+                )
             )
         return changes
 
@@ -244,7 +258,7 @@ class CustomerStep:
         decision: FamilyDecision,
         variables: RuleVariables,
         bank: ModelBank,
-        x: dict[str, float],
+        row: list[float],
         as_of: float,
         cause: dict[str, object],
         position: int | str,
@@ -253,6 +267,7 @@ class CustomerStep:
         scores: dict[str, object] = {
             name: {"score": round(value, 6)} for name, value in variables.scores.items()
         }
+        x = dict(zip(self.config.input_names, row, strict=True))  # only for a change: explanations
         for name in self._models_of(rules, family):
             if name in bank.models:
                 top = top_contributions(bank.models[name], x, TOP_CONTRIBUTIONS)
@@ -281,7 +296,7 @@ class CustomerStep:
 
     def tick(
         self, record: CustomerRecord, work: _Working, bank: ModelBank, partition: int, watermark: float
-    ) -> list[SegmentChange]:
+    ) -> Scored:
         """Move a customer with no new event on to ``watermark``: matured labels, due segments."""
         state = record.state
         assert state is not None
@@ -297,12 +312,14 @@ class CustomerStep:
                 work.last_variables = (_state_key(state, as_of), variables)
                 break
             as_of = due
-            features, x, scores = self._score(record.customer_id, state, bank, as_of)
+            features, row, scores = yield from self._score(record.customer_id, state, bank, as_of)
             work.scores = {name: round(value, 6) for name, value in scores.items()}
             variables = RuleVariables(features, scores, self._cuts(), state)
             due_ms = round(due * 1000)
             cause = {"tick": due_ms, "partition": partition, "watermark": round(watermark * 1000)}
-            changes += self._decide(record.customer_id, work, bank, variables, x, as_of, cause, f"t{due_ms}")
+            changes += self._decide(
+                record.customer_id, work, bank, variables, row, as_of, cause, f"t{due_ms}"
+            )
             work.evaluated_at = as_of
         return changes
 

@@ -28,7 +28,8 @@ from engine.stream.batch_records import (
     late_letter_id,
     parse_outbox_entry,
 )
-from engine.stream.customer_step import CustomerStep, StepConfig
+from engine.stream.customer_step import CustomerStep, Scored, StepConfig
+from engine.stream.scoring import BankRowScorer, run_scored
 from features.event import SECONDS_PER_DAY, PositionedEvent
 from features.record_cache import RecordCache
 from features.redis_store import CustomerRecord, CustomerWrite, RedisFeatureStore
@@ -108,6 +109,7 @@ class SegmentPipeline:
         self._cuts_read_wall = float("-inf")
         self.aggregates = SegmentAggregates(store.client, store.prefix)
         self._step = CustomerStep(config.step, lambda: self.rules, lambda: self.cuts, clock)
+        self._scorer = BankRowScorer()
 
     @property
     def store(self) -> RedisFeatureStore:
@@ -159,7 +161,7 @@ class SegmentPipeline:
         for positioned in events:
             by_customer.setdefault(positioned.event.customer_id, []).append(positioned)
 
-        def run(record: CustomerRecord) -> CustomerOutcome:
+        def run(record: CustomerRecord) -> Scored:
             return self._apply_customer(record, by_customer[record.customer_id], raw_by_position)
 
         committed = await self._commit_with_retries(list(by_customer), run)
@@ -188,7 +190,7 @@ class SegmentPipeline:
                 continue
             await self.refresh_population()
 
-            def run(record: CustomerRecord, p: int = partition, w: float = watermark) -> CustomerOutcome:
+            def run(record: CustomerRecord, p: int = partition, w: float = watermark) -> Scored:
                 return self._tick_customer(record, p, w)
 
             committed = await self._commit_with_retries([cid for cid, _ in due], run)
@@ -199,7 +201,7 @@ class SegmentPipeline:
         return result
 
     async def _commit_with_retries(
-        self, customer_ids: list[str], run: Callable[[CustomerRecord], CustomerOutcome]
+        self, customer_ids: list[str], run: Callable[[CustomerRecord], Scored]
     ) -> dict[str, CustomerOutcome]:
         """Compute and commit every customer (compare-and-set), recomputing those that lost."""
         committed: dict[str, CustomerOutcome] = {}
@@ -208,7 +210,7 @@ class SegmentPipeline:
             if not pending:
                 break
             records = await self._records(pending)
-            outcomes = {cid: run(records[cid]) for cid in pending}
+            outcomes = run_scored({cid: run(records[cid]) for cid in pending}, self._scorer)
             writes = [o.write for o in outcomes.values() if o.write is not None]
             unchanged = {
                 cid: state for cid, o in outcomes.items() if o.write is None and (state := records[cid].state)
@@ -279,7 +281,7 @@ class SegmentPipeline:
         record: CustomerRecord,
         events: list[PositionedEvent],
         raw_by_position: dict[tuple[int, int], RawRecord],
-    ) -> CustomerOutcome:
+    ) -> Scored:
         # Entries committed earlier but not confirmed sent (a crash in between) go out again.
         outcome = CustomerOutcome(
             deliveries=[parse_outbox_entry(record.customer_id, k, v) for k, v in record.outbox.items()]
@@ -306,20 +308,22 @@ class SegmentPipeline:
                 )
                 continue
             outcome.applied += 1
-            for change in self._step.apply_event(record, state, work, bank, positioned):
+            changes = yield from self._step.apply_event(record, state, work, bank, positioned)
+            for change in changes:
                 new_entries.append(PendingChange(record.customer_id, change.change_id, change.encode()))
         assert state is not None
         self._finish(outcome, record, state, work, partition, new_entries, offsets)
         return outcome
 
-    def _tick_customer(self, record: CustomerRecord, partition: int, watermark: float) -> CustomerOutcome:
+    def _tick_customer(self, record: CustomerRecord, partition: int, watermark: float) -> Scored:
         outcome = CustomerOutcome(partition=partition)
         if record.state is None:  # expired or removed: nothing to move on
             outcome.write = None
             return outcome
+            yield  # a generator like every step, even when it needs no score
         bank = self.banks.get(partition)
         work = self._step.working(record, partition, bank)
-        changes = self._step.tick(record, work, bank, partition, watermark)
+        changes = yield from self._step.tick(record, work, bank, partition, watermark)
         entries = [PendingChange(record.customer_id, c.change_id, c.encode()) for c in changes]
         self._finish(outcome, record, record.state, work, partition, entries, {})
         return outcome

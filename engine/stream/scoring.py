@@ -1,0 +1,59 @@
+"""Scoring a batch at once: run every customer's step up to its score request, score, resume.
+
+A customer's step (``engine.stream.customer_step``) is a generator that yields
+``(bank, model-input row)`` whenever it needs scores. ``run_scored`` advances all customers of a
+batch in lock step: it gathers the pending requests, scores them per bank in one call, and sends
+each step its row's scores. Each customer's own events still run strictly in order; only the
+scoring of different customers is batched, so the result equals scoring one event at a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+from engine.stream.customer_step import Scored, ScoreRequest
+from models.bank import ModelBank
+
+
+class RowScorer(Protocol):
+    """Scores many model-input rows with one bank's models."""
+
+    def score_rows(self, bank: ModelBank, rows: Sequence[list[float]]) -> list[dict[str, float]]:
+        """Per row, model name -> score."""
+        ...
+
+
+class BankRowScorer:
+    """Scores rows with a bank's models, every linear model by one matrix product per batch."""
+
+    def score_rows(self, bank: ModelBank, rows: Sequence[list[float]]) -> list[dict[str, float]]:
+        """Per row, model name -> score (see ``ModelBank.score_rows``)."""
+        return bank.score_rows(rows)
+
+
+def run_scored(steps: Mapping[str, Scored], scorer: RowScorer) -> dict[str, Any]:
+    """Drive every step to its end; return each one's result, keyed like ``steps``."""
+    results: dict[str, Any] = {}
+    waiting: dict[str, ScoreRequest] = {}
+    for key, step in steps.items():
+        try:
+            waiting[key] = next(step)
+        except StopIteration as done:
+            results[key] = done.value
+    while waiting:
+        by_bank: dict[int, tuple[ModelBank, list[str]]] = {}
+        for key, (bank, _row) in waiting.items():
+            by_bank.setdefault(id(bank), (bank, []))[1].append(key)
+        answers: dict[str, dict[str, float]] = {}
+        for bank, keys in by_bank.values():
+            scored = scorer.score_rows(bank, [waiting[key][1] for key in keys])
+            answers.update(zip(keys, scored, strict=True))
+        resumed: dict[str, ScoreRequest] = {}
+        for key, scores in answers.items():
+            try:
+                resumed[key] = steps[key].send(scores)
+            except StopIteration as done:
+                results[key] = done.value
+        waiting = resumed
+    return {key: results[key] for key in steps}
