@@ -12,8 +12,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import faust
+from faust.app.base import BootStrategy
 
 from engine.monitoring import WorkerMetrics
 from engine.rules.loader import load_rules
@@ -45,13 +47,12 @@ class Runtime:
 
     settings: Settings
     app: faust.App
-    events: faust.TopicT
-    changes: faust.TopicT
-    dead_letters: faust.TopicT
     pipeline: SegmentPipeline
     metrics: WorkerMetrics
     lock: asyncio.Lock
     reloader: RulesReloader
+    ingest: Any = None
+    """The ``engine.stream.ingest.BatchIngest`` service, once ``engine.stream.agents`` attached it."""
 
     def reload_rules(self) -> None:
         """Swap in a changed, valid rules file (see ``engine.rules.reload``)."""
@@ -61,15 +62,11 @@ class Runtime:
         self.metrics.rules_reload_errors = self.reloader.errors
 
 
-def _raw_topic(app: faust.App, name: str, partitions: int) -> faust.TopicT:
-    return app.topic(
-        name,
-        partitions=partitions,
-        key_type=bytes,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
-    )
+class _WebAndTimers(BootStrategy):
+    # The events topic is consumed (and the outputs produced) by engine.stream.ingest, in whole
+    # fetched batches; Faust's own consumer and producer would only add a group member.
+    enable_kafka_consumer = False
+    enable_kafka_producer = False
 
 
 def specs(settings: Settings) -> list[ModelSpec]:
@@ -218,6 +215,7 @@ def create_runtime(settings: Settings) -> Runtime:
         web_host="127.0.0.1",
         datadir=str(datadir),
     )
+    app.boot_strategy = _WebAndTimers(app)
     pipeline = build_pipeline(settings)
     names = rule_names(settings)
 
@@ -230,9 +228,6 @@ def create_runtime(settings: Settings) -> Runtime:
     return Runtime(
         settings=settings,
         app=app,
-        events=_raw_topic(app, settings.events_topic, settings.events_partitions),
-        changes=_raw_topic(app, settings.changes_topic, settings.changes_partitions),
-        dead_letters=_raw_topic(app, settings.dlq_topic, settings.events_partitions),
         pipeline=pipeline,
         metrics=WorkerMetrics(rules_version=pipeline.rules.version),
         lock=asyncio.Lock(),

@@ -53,6 +53,11 @@ class Settings(BaseSettings):
     session_timeout_seconds: float = Field(10.0, ge=1, le=300)
     heartbeat_interval_seconds: float = Field(1.0, gt=0, le=60)
     commit_interval_seconds: float = Field(1.0, gt=0, le=60)
+    """At most how long delivered events stay uncommitted (a commit is at most once per batch)."""
+    produce_linger_ms: int = Field(5, ge=0, le=1000)
+    """How long the producer waits to fill a request with more change events (fewer, larger sends)."""
+    fetch_partition_bytes: int = Field(4 << 20, ge=1 << 16, le=1 << 30)
+    """The most one fetch reads of one partition: large fetches mean few requests to the broker."""
     web_enabled: bool = True
     web_port: int = Field(6066, ge=1024, le=65535)
     log_level: str = "warn"

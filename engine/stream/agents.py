@@ -1,8 +1,9 @@
-"""Thin Faust glue: take a batch, run the pipeline, deliver its output, then ack.
+"""Thin glue: a fetched batch goes through the pipeline, its output is delivered, then committed.
 
-Events are acked only after their changes and dead letters are acknowledged by the broker
+Events are committed only after their changes and dead letters are acknowledged by the broker
 and the outbox is cleared, so a crash or a forced exit at any point leads to redelivery,
-which the store's offset fencing makes harmless.
+which the store's offset fencing makes harmless. Batches come from ``engine.stream.ingest``
+(whole fetches, no per-message Faust path); Faust runs the timers and the web pages.
 """
 
 from __future__ import annotations
@@ -12,12 +13,13 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from redis.exceptions import RedisError
 
 from engine.app import Runtime
 from engine.pages import attach_pages
+from engine.stream.ingest import BatchIngest
 from engine.stream.pipeline import DEAD_LETTER, BatchResult, OwnershipLost, RawRecord
 
 log = logging.getLogger(__name__)
@@ -40,19 +42,16 @@ async def _with_retry(runtime: Runtime, what: str, step: Callable[[], Awaitable[
 
 async def deliver(runtime: Runtime, result: BatchResult) -> None:
     """Send dead letters and change events; return when the broker acked all of them."""
+    settings, send = runtime.settings, runtime.ingest.send
     futures = []
     for dead in result.dead_letters:
-        futures.append(await runtime.dead_letters.send(key=dead.key, value=dead.encode()))
+        futures.append(await send(settings.dlq_topic, dead.key, dead.encode()))
     for entry in result.changes:
         # The outbox also holds dead letters of too-late events: they belong on the DLQ topic.
-        topic = runtime.dead_letters if entry.kind == DEAD_LETTER else runtime.changes
-        futures.append(await topic.send(key=entry.customer_id.encode(), value=entry.payload))
+        topic = settings.dlq_topic if entry.kind == DEAD_LETTER else settings.changes_topic
+        futures.append(await send(topic, entry.customer_id.encode(), entry.payload))
     if futures:
         await asyncio.gather(*futures)
-
-
-def _raw(message: Any) -> RawRecord:
-    return RawRecord(message.topic, message.partition, message.offset, message.key, message.value)
 
 
 async def _finish(runtime: Runtime, result: BatchResult, started: float) -> None:
@@ -114,41 +113,43 @@ async def _maybe_checkpoint(runtime: Runtime) -> None:
 
 
 def _assigned_partitions(runtime: Runtime) -> list[int]:
+    return runtime.ingest.assignment()
+
+
+async def release_revoked(runtime: Runtime, partitions: list[int]) -> None:
+    """Another worker may write these customers and train these models now: save and forget.
+
+    Called by the ingest service with the runtime's lock held.
+    """
+    runtime.pipeline.forget_cached()
     try:
-        assignment = runtime.app.consumer.assignment()
-    except Exception:  # not started or rebalancing: nothing to claim now
-        return []
-    return [tp.partition for tp in assignment if tp.topic == runtime.settings.events_topic]
+        await runtime.pipeline.banks.release(partitions)
+    except (TimeoutError, RedisError, OSError) as exc:
+        log.warning("could not checkpoint revoked partitions %s: %s", partitions, exc)
+        for partition in partitions:
+            runtime.pipeline.banks.banks.pop(partition, None)
 
 
 def attach_agent(runtime: Runtime) -> None:
-    """Register the segmenting agent, the timer and the monitoring pages on the runtime's app."""
+    """Start batch ingestion with the app; register the timer and the monitoring pages."""
     settings = runtime.settings
 
-    @runtime.app.agent(runtime.events, name="segment")
-    async def segment(stream):  # type: ignore[no-untyped-def]
-        async for batch in stream.noack_take(settings.batch_max_events, settings.batch_within_seconds):
-            records = [_raw(event.message) for event in batch]
-            if await handle_batch(runtime, records):
-                for event in batch:
-                    await stream.ack(event)
+    async def handle(records: list[RawRecord]) -> bool:
+        return await handle_batch(runtime, records)
+
+    async def revoked(partitions: list[int]) -> None:
+        await release_revoked(runtime, partitions)
+
+    async def assigned(partitions: list[int]) -> None:
+        # Claimed by the next tick (under the lock), so a rebalance never waits on Redis.
+        log.info("assigned partitions %s", partitions)
+
+    runtime.ingest = BatchIngest(settings, handle, revoked, assigned, runtime.lock)
+    runtime.app.service(runtime.ingest)  # type: ignore[arg-type]
 
     @runtime.app.timer(interval=1.0)
     async def tick() -> None:
         await handle_tick(runtime)
-
-    @runtime.app.on_partitions_revoked.connect
-    async def release_revoked(sender: object, revoked: object, **_: object) -> None:
-        # Another worker may write these customers and train these models now: save and forget.
-        async with runtime.lock:
-            runtime.pipeline.forget_cached()
-            mine = [tp.partition for tp in revoked if tp.topic == settings.events_topic]  # type: ignore[attr-defined]
-            try:
-                await runtime.pipeline.banks.release(mine)
-            except (TimeoutError, RedisError, OSError) as exc:
-                log.warning("could not checkpoint revoked partitions %s: %s", mine, exc)
-                for partition in mine:
-                    runtime.pipeline.banks.banks.pop(partition, None)
 
     if settings.customer_ttl_days > 0:
         ttl_seconds = settings.customer_ttl_days * 86_400
