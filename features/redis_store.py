@@ -181,20 +181,25 @@ class RedisFeatureStore:
         writes: Sequence[CustomerWrite],
         unchanged: dict[str, CustomerState] | None = None,
         also: Callable[[Any], None] | None = None,
+        clear: dict[str, Sequence[str]] | None = None,
     ) -> list[str]:
         """Write every customer in one pipelined round trip; return the ids that lost the CAS.
 
         The same round trip sets the population scores of the written customers and of
         ``unchanged`` ones (e.g. redelivered), so a crash between commit and ranking heals.
-        ``also`` may add idempotent commands of the caller's (e.g. index updates) to it.
+        ``also`` may add idempotent commands of the caller's (e.g. index updates) to it, and
+        ``clear`` names delivered outbox entries to forget first (``{customer_id: [entry ids]}``),
+        so that a steady stream of batches costs one round trip each.
         """
-        if not writes and not unchanged:
+        if not writes and not unchanged and not clear:
             return []
         try:
-            return await self._commit_pipelined(writes, unchanged or {}, await self._script_sha(), also)
+            return await self._commit_pipelined(
+                writes, unchanged or {}, await self._script_sha(), also, clear
+            )
         except NoScriptError:  # e.g. a node restarted or failed over and lost its script cache
             sha = await self._script_sha(reload=True)
-            return await self._commit_pipelined(writes, unchanged or {}, sha, also)
+            return await self._commit_pipelined(writes, unchanged or {}, sha, also, clear)
 
     async def _commit_pipelined(
         self,
@@ -202,10 +207,12 @@ class RedisFeatureStore:
         unchanged: dict[str, CustomerState],
         sha: str,
         also: Callable[[Any], None] | None,
+        clear: dict[str, Sequence[str]] | None,
     ) -> list[str]:
         # EVALSHA through execute_command: redis-py's cluster pipeline refuses .evalsha() but
         # routes a raw EVALSHA by its key, and all keys of one call share one slot.
         async with self._client.pipeline(transaction=False) as pipe:
+            cleared = self._queue_clear(pipe, clear or {})
             for write in writes:
                 expected = "" if write.expected_version is None else str(write.expected_version)
                 args: list[bytes | str | int] = [self._ttl_seconds, expected]
@@ -221,15 +228,21 @@ class RedisFeatureStore:
             self.population.queue_updates(pipe, ranked, self._clock(), track_seen=self._ttl_seconds > 0)
             if also is not None:
                 also(pipe)
-            replies = (await pipe.execute())[: len(writes)]
+            replies = (await pipe.execute())[cleared : cleared + len(writes)]
         return [w.customer_id for w, version in zip(writes, replies, strict=True) if int(version) == 0]
+
+    def _queue_clear(self, pipe: Any, sent: dict[str, Sequence[str]]) -> int:
+        queued = 0
+        for customer_id, entry_ids in sent.items():
+            if entry_ids:
+                pipe.hdel(self.key(customer_id), *(outbox_field(e) for e in entry_ids))
+                queued += 1
+        return queued
 
     async def clear_outbox(self, sent: dict[str, Sequence[str]]) -> None:
         """Forget outbox entries once delivered: ``{customer_id: [entry ids]}``, one round trip."""
-        pending = {cid: ids for cid, ids in sent.items() if ids}
-        if not pending:
+        if not any(sent.values()):
             return
         async with self._client.pipeline(transaction=False) as pipe:
-            for customer_id, entry_ids in pending.items():
-                pipe.hdel(self.key(customer_id), *(outbox_field(e) for e in entry_ids))
+            self._queue_clear(pipe, sent)
             await pipe.execute()

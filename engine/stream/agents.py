@@ -54,10 +54,14 @@ async def deliver(runtime: Runtime, result: BatchResult) -> None:
         await asyncio.gather(*futures)
 
 
-async def _finish(runtime: Runtime, result: BatchResult, started: float) -> None:
-    """Deliver a batch's (or tick's) output, clear the outbox, count what happened."""
+async def _finish(runtime: Runtime, result: BatchResult, started: float) -> int:
+    """Deliver a batch's (or tick's) output, count what happened; return its outbox-clear ticket.
+
+    The delivered entries leave the outbox with the next commit's round trip (or a flush when
+    the stream goes quiet); the batch's offsets are committed only once that happened.
+    """
     await _with_retry(runtime, "deliver", partial(deliver, runtime, result))
-    await _with_retry(runtime, "outbox clear", partial(runtime.pipeline.confirm_sent, result.changes))
+    ticket = runtime.pipeline.defer_clear(result.changes)
     metrics = runtime.metrics
     metrics.add("segflow_events_applied_total", result.applied)
     metrics.add("segflow_events_duplicate_total", result.duplicates)
@@ -69,22 +73,29 @@ async def _finish(runtime: Runtime, result: BatchResult, started: float) -> None
     metrics.add("segflow_customers_ticked_total", result.ticked)
     metrics.last_batch_seconds = time.perf_counter() - started
     metrics.last_batch_wall_ts = time.time()
+    return ticket
 
 
-async def handle_batch(runtime: Runtime, records: list[RawRecord]) -> bool:
-    """Process, deliver and clear one batch; False when it must stay unacked."""
+async def handle_batch(runtime: Runtime, records: list[RawRecord]) -> int | None:
+    """Process and deliver one batch; its outbox-clear ticket, or None when it must stay uncommitted."""
     started = time.perf_counter()
     async with runtime.lock:
         try:
             result = await _with_retry(runtime, "pipeline", partial(runtime.pipeline.process, records))
         except OwnershipLost as exc:
-            # Not acked: whoever owns these customers now will (re)process them.
-            log.error("%s; leaving the batch unacked for the new owner", exc)
-            return False
-        await _finish(runtime, result, started)
+            # Not committed: whoever owns these customers now will (re)process them.
+            log.error("%s; leaving the batch uncommitted for the new owner", exc)
+            return None
+        ticket = await _finish(runtime, result, started)
         runtime.metrics.add("segflow_batches_total")
         await _maybe_checkpoint(runtime)
-    return True
+    return ticket
+
+
+async def flush_cleared(runtime: Runtime) -> int:
+    """Remove delivered entries from the outbox now (quiet stream, revoke, stop); the ticket reached."""
+    await _with_retry(runtime, "outbox clear", runtime.pipeline.flush_cleared)
+    return runtime.pipeline.cleared_through
 
 
 async def handle_tick(runtime: Runtime) -> None:
@@ -134,8 +145,11 @@ def attach_agent(runtime: Runtime) -> None:
     """Start batch ingestion with the app; register the timer and the monitoring pages."""
     settings = runtime.settings
 
-    async def handle(records: list[RawRecord]) -> bool:
+    async def handle(records: list[RawRecord]) -> int | None:
         return await handle_batch(runtime, records)
+
+    async def flush() -> int:
+        return await flush_cleared(runtime)
 
     async def revoked(partitions: list[int]) -> None:
         await release_revoked(runtime, partitions)
@@ -144,7 +158,9 @@ def attach_agent(runtime: Runtime) -> None:
         # Claimed by the next tick (under the lock), so a rebalance never waits on Redis.
         log.info("assigned partitions %s", partitions)
 
-    runtime.ingest = BatchIngest(settings, handle, revoked, assigned, runtime.lock)
+    runtime.ingest = BatchIngest(
+        settings, handle, flush, lambda: runtime.pipeline.cleared_through, revoked, assigned, runtime.lock
+    )
     runtime.app.service(runtime.ingest)  # type: ignore[arg-type]
 
     @runtime.app.timer(interval=1.0)

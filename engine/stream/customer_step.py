@@ -105,16 +105,17 @@ class _Working:
             **({GROUP_EXTRA: self.group} if self.group is not None else {}),
         }
 
-    def moves(self, state: CustomerState) -> dict[str, str | None]:
-        """Families whose aggregates must change: the segment changed, or the revenue of a member."""
-        revenue_changed = state.revenue_minor != self.initial_revenue
-        moves: dict[str, str | None] = {}
-        for family in {*self.initial_segments, *self.memberships}:
-            now = self.memberships.get(family)
-            segment = None if now is None else now.segment
-            if segment != self.initial_segments.get(family) or (segment is not None and revenue_changed):
-                moves[family] = segment
-        return moves
+    def placements(self) -> dict[str, str | None]:
+        """Per family the customer is or was in, the segment they are counted in now (None: none).
+
+        Every written customer's placements go to the aggregates, changed or not: placements are
+        absolute and idempotent, so a batch whose aggregate update was lost is healed by the
+        customer's next commit.
+        """
+        placements: dict[str, str | None] = dict.fromkeys(self.initial_segments)
+        for family, membership in self.memberships.items():
+            placements[family] = membership.segment
+        return placements
 
     def ticked_to(self, state: CustomerState | None) -> float | None:
         """The moment a tick judged the customer at, when later than their newest event."""
@@ -322,6 +323,12 @@ class CustomerStep:
             )
             work.evaluated_at = as_of
         return changes
+
+    def placements(self, record: CustomerRecord) -> dict[str, str | None]:
+        """Per family, the segment ``record`` is counted in (from its stored memberships)."""
+        raw = record.extras.get(MEMBERSHIP_EXTRA)
+        members = decode_msgpack(raw) if raw is not None else {}
+        return {f: m[0] for f, m in members.items() if isinstance(m, list)}
 
     def working(self, record: CustomerRecord, partition: int, bank: ModelBank) -> _Working:
         """The decoded mutable parts of ``record`` for a step on ``partition``."""

@@ -11,9 +11,10 @@ Faust still runs the app: lifecycle and signals, the web server, timers. Group m
 rebalances and offset commits of the events topic are aiokafka's, with a rebalance listener
 that finishes the batch in flight, commits what was delivered and releases the revoked
 partitions' state before they move. Offsets are committed only after a batch's output was
-acknowledged by the broker and its outbox cleared, at most once per batch and at least every
-``commit_interval_seconds``; anything not committed is redelivered, and the store's offset
-fencing makes a redelivery change nothing.
+acknowledged by the broker and its outbox entries were removed from Redis (by the next batch's
+commit round trip, or a flush when the stream goes quiet), at most once per batch and at least
+every ``commit_interval_seconds``; anything not committed is redelivered, and the store's
+offset fencing makes a redelivery change nothing.
 """
 
 from __future__ import annotations
@@ -32,8 +33,9 @@ from engine.stream.batch_records import RawRecord
 
 log = logging.getLogger(__name__)
 
-BatchHandler = Callable[[list[RawRecord]], Awaitable[bool]]
-"""Processes one batch; False when it must not be committed (it is fetched again)."""
+BatchHandler = Callable[[list[RawRecord]], Awaitable[int | None]]
+"""Processes and delivers one batch; returns its outbox-clear ticket, None when it must not be
+committed (it is fetched again). The batch may be committed once ``cleared()`` reaches the ticket."""
 PartitionsHandler = Callable[[list[int]], Awaitable[None]]
 
 
@@ -55,6 +57,8 @@ class BatchIngest(Service):
         self,
         settings: Settings,
         handle: BatchHandler,
+        flush: Callable[[], Awaitable[int]],
+        cleared: Callable[[], int],
         on_revoked: PartitionsHandler,
         on_assigned: PartitionsHandler,
         lock: asyncio.Lock,
@@ -63,6 +67,10 @@ class BatchIngest(Service):
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.settings = settings
         self._handle = handle
+        self._flush = flush
+        self._cleared = cleared
+        self._awaiting: list[tuple[int, dict[TopicPartition, int]]] = []
+        """Delivered batches whose outbox entries are not removed yet: (ticket, next offsets)."""
         self._on_revoked = on_revoked
         self._on_assigned = on_assigned
         self._lock = lock
@@ -133,6 +141,9 @@ class BatchIngest(Service):
                 await self.sleep(0.5)
                 continue
             if not fetched:
+                if self._awaiting:  # quiet: remove the delivered entries now, then commit
+                    async with self._lock:
+                        self._promote(await self._flush())
                 await self._commit(force=False)
                 continue
             records = [
@@ -140,11 +151,13 @@ class BatchIngest(Service):
                 for tp in sorted(fetched, key=lambda tp: tp.partition)
                 for m in fetched[tp]
             ]
-            if await self._handle(records):
+            ticket = await self._handle(records)
+            if ticket is not None:
                 assigned = consumer.assignment()
-                for tp, messages in fetched.items():
-                    if tp in assigned:  # revoked meanwhile: the new owner commits its own progress
-                        self._delivered[tp] = messages[-1].offset + 1
+                # Partitions revoked meanwhile are left out: their new owner commits its own progress.
+                nexts = {tp: ms[-1].offset + 1 for tp, ms in fetched.items() if tp in assigned}
+                self._awaiting.append((ticket, nexts))
+                self._promote(self._cleared())
                 self.batches += 1
                 await self._commit(force=False)
             else:
@@ -153,6 +166,16 @@ class BatchIngest(Service):
                 for tp, messages in fetched.items():
                     if tp in consumer.assignment():
                         consumer.seek(tp, messages[0].offset)
+
+    def _promote(self, cleared: int) -> None:
+        """Batches whose outbox entries are gone from Redis may be committed."""
+        keep = []
+        for ticket, nexts in self._awaiting:
+            if ticket <= cleared:
+                self._delivered.update(nexts)
+            else:
+                keep.append((ticket, nexts))
+        self._awaiting = keep
 
     async def _commit(self, force: bool) -> None:
         if not self._delivered or self.consumer is None:
@@ -172,8 +195,10 @@ class BatchIngest(Service):
     async def revoked(self, partitions: list[int]) -> None:
         """Before partitions move: commit what was delivered, then let the pipeline release them."""
         async with self._lock:
+            if self._awaiting:
+                self._promote(await self._flush())
             await self._commit(force=True)
-            self._delivered = {}
+            self._delivered, self._awaiting = {}, []
             await self._on_revoked(partitions)
 
     async def assigned(self, partitions: list[int]) -> None:

@@ -14,12 +14,14 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 
+from redis.exceptions import NoScriptError
+
 from engine.codecs import decode_payload
 from engine.output import DeadLetter
 from engine.rules.model import RuleSet
 from engine.schemas import InvalidEvent, validate_event
 from engine.segmentation import PopulationCuts
-from engine.stream.aggregates import SegmentAggregates
+from engine.stream.aggregates import Move, SegmentAggregates
 from engine.stream.batch_records import (
     DEAD_LETTER,
     SEGMENT_CHANGE,
@@ -56,7 +58,7 @@ class CustomerOutcome:
     partition: int = 0
     due: float | None = None
     learn_index: int | None = None
-    moves: dict[str, str | None] = field(default_factory=dict)
+    placements: dict[str, str | None] = field(default_factory=dict)
     revenue_minor: int = 0
 
 
@@ -110,6 +112,11 @@ class SegmentPipeline:
         self.aggregates = SegmentAggregates(store.client, store.prefix)
         self._step = CustomerStep(config.step, lambda: self.rules, lambda: self.cuts, clock)
         self._scorer = BankRowScorer()
+        self._unclear: dict[str, list[str]] = {}
+        """Delivered outbox entries not yet removed from Redis (removed by the next commit)."""
+        self._deferred_seq = 0
+        self._cleared_seq = 0
+        self._scripts_loaded = False
 
     @property
     def store(self) -> RedisFeatureStore:
@@ -215,9 +222,7 @@ class SegmentPipeline:
             unchanged = {
                 cid: state for cid, o in outcomes.items() if o.write is None and (state := records[cid].state)
             }
-            lost = set(
-                await self._store.commit(writes, unchanged, partial(self._queue_indexes, outcomes=outcomes))
-            )
+            lost = set(await self._commit_and_clear(writes, unchanged, outcomes))
             for customer_id, outcome in outcomes.items():
                 if customer_id in lost:
                     self._cache.discard(customer_id)
@@ -231,6 +236,53 @@ class SegmentPipeline:
             raise OwnershipLost(f"{len(pending)} customers kept changing under this worker")
         return committed
 
+    async def _commit_and_clear(
+        self,
+        writes: list[CustomerWrite],
+        unchanged: dict[str, CustomerState],
+        outcomes: dict[str, CustomerOutcome],
+    ) -> list[str]:
+        """One round trip: forget delivered outbox entries, commit, update indexes and aggregates."""
+        if not self._scripts_loaded:
+            await self.aggregates.ensure_script()
+            self._scripts_loaded = True
+        clearing, through = self._unclear, self._deferred_seq
+        also = partial(self._queue_indexes, outcomes=outcomes)
+        try:
+            lost = await self._store.commit(writes, unchanged, also, clear=clearing)
+        except NoScriptError:  # Redis restarted: its script cache is empty (placements heal)
+            self._scripts_loaded = False
+            raise
+        self._unclear = {}
+        self._cleared_seq = through
+        return lost
+
+    def defer_clear(self, changes: Sequence[PendingChange]) -> int:
+        """Mark delivered entries to be removed from the outbox by the next commit's round trip.
+
+        Returns a ticket: once ``cleared_through`` reaches it, the entries are gone from Redis.
+        """
+        if not changes:
+            return self._cleared_seq if not self._unclear else self._deferred_seq
+        for change in changes:
+            self._unclear.setdefault(change.customer_id, []).append(change.change_id)
+            self._cache.forget_outbox(change.customer_id, [change.change_id])
+        self._deferred_seq += 1
+        return self._deferred_seq
+
+    @property
+    def cleared_through(self) -> int:
+        """The highest ``defer_clear`` ticket whose entries were removed from Redis."""
+        return self._cleared_seq
+
+    async def flush_cleared(self) -> None:
+        """Remove every deferred outbox entry now, in one round trip (when no commit comes soon)."""
+        if self._unclear:
+            through = self._deferred_seq
+            await self._store.clear_outbox(self._unclear)
+            self._unclear = {}
+            self._cleared_seq = through
+
     def _queue_indexes(self, pipe: object, *, outcomes: dict[str, CustomerOutcome]) -> None:
         by_partition: dict[int, tuple[dict[str, float | None], dict[str, int]]] = {}
         for customer_id, outcome in outcomes.items():
@@ -242,13 +294,13 @@ class SegmentPipeline:
                 learn[customer_id] = outcome.learn_index
         for partition, (due, learn) in by_partition.items():
             self.banks.store.queue_indexes(pipe, partition, due, learn, self.banks.newest_ts.get(partition))
-        families = {family.name: family for family in self.rules.families}
+        moves: dict[str, list[Move]] = {family.name: [] for family in self.rules.families}
         for customer_id, outcome in outcomes.items():
-            for name, segment in outcome.moves.items():
-                if outcome.write is not None and name in families:
-                    self.aggregates.queue_move(
-                        pipe, customer_id, families[name], segment, outcome.revenue_minor
-                    )
+            for name, segment in outcome.placements.items():
+                if name in moves:
+                    moves[name].append((customer_id, segment, outcome.revenue_minor))
+        for family in self.rules.families:
+            self.aggregates.queue_moves(pipe, family, moves[family.name])
 
     def _learn(self, outcomes: Iterable[CustomerOutcome]) -> int:
         """Teach the owned models the labels of committed outcomes, in label-number order."""
@@ -269,7 +321,11 @@ class SegmentPipeline:
             else:
                 records[customer_id] = cached
         if misses:
-            records.update(await self._store.load(misses))
+            loaded = await self._store.load(misses)
+            for customer_id, record in loaded.items():
+                for entry_id in self._unclear.get(customer_id, ()):
+                    record.outbox.pop(entry_id, None)  # delivered; its removal is still queued
+            records.update(loaded)
         return records
 
     def forget_cached(self) -> None:
@@ -288,6 +344,9 @@ class SegmentPipeline:
         )
         fresh = record.fresh(events)
         if not fresh:
+            # Redelivered: re-assert where the customer is counted, so lost aggregates heal.
+            outcome.placements = self._step.placements(record)
+            outcome.revenue_minor = record.state.revenue_minor if record.state is not None else 0
             return outcome
         partition = fresh[-1].partition
         bank = self.banks.get(partition)
@@ -341,7 +400,7 @@ class SegmentPipeline:
         step = self._step.finish(record, state, work, partition)  # type: ignore[arg-type]
         outcome.partition, outcome.due, outcome.labels = partition, step.due, step.labels
         outcome.learn_index = step.learn_index
-        outcome.moves, outcome.revenue_minor = work.moves(state), state.revenue_minor  # type: ignore[attr-defined]
+        outcome.placements, outcome.revenue_minor = work.placements(), state.revenue_minor  # type: ignore[attr-defined]
         outcome.deliveries += new_entries
         outcome.write = CustomerWrite(
             customer_id=record.customer_id,
