@@ -114,25 +114,33 @@ def to_model_input(snapshot: Mapping[str, float | int | None], names: Sequence[s
     0.0 when the value is present). A None for a feature without an indicator in ``names`` raises
     ``ValueError``, as do NaN and infinities.
     """
-    result: dict[str, float] = {}
+    return dict(zip(names, input_row(snapshot, names), strict=True))
+
+
+def input_row(snapshot: Mapping[str, float | int | None], names: Sequence[str]) -> list[float]:
+    """The values of ``to_model_input(snapshot, names)`` as a list in ``names`` order.
+
+    Same roles (indicators, None as 0.0, money on a signed log scale) and the same errors.
+    """
+    row: list[float] = []
     for name, feature, role in _plan(tuple(names)):
         if feature not in snapshot:
             raise KeyError(f"unknown feature {feature!r}: not in the snapshot")
         value = snapshot[feature]
         if role == _INDICATOR:
-            result[name] = 1.0 if value is None else 0.0
+            row.append(1.0 if value is None else 0.0)
         elif value is None:
             if role not in (_NULLABLE_MONEY, _NULLABLE):
                 raise ValueError(f"feature {feature!r} is None but has no {MISSING_SUFFIX} indicator input")
-            result[name] = 0.0
+            row.append(0.0)
         else:
             number = _as_float(name, value)
-            result[name] = (
+            row.append(
                 math.copysign(math.log1p(abs(number)), number)
                 if role in (_MONEY, _NULLABLE_MONEY)
                 else number
             )
-    return result
+    return row
 
 
 def input_row(snapshot: Mapping[str, float | int | None], names: Sequence[str]) -> list[float]:
