@@ -119,6 +119,11 @@ class FeatureSnapshot(Mapping[str, FeatureValue]):
     def __len__(self) -> int:
         return len(self._values)
 
+    @property
+    def raw(self) -> dict[str, FeatureValue]:
+        """The numeric features themselves (catalogue order), without a copy: do not mutate."""
+        return self._values
+
     def as_dict(self) -> dict[str, FeatureValue]:
         """The numeric features as a plain dict (catalogue order)."""
         return dict(self._values)

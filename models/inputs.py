@@ -123,32 +123,32 @@ def input_row(snapshot: Mapping[str, float | int | None], names: Sequence[str]) 
     Same roles (indicators, None as 0.0, money on a signed log scale) and the same errors.
     """
     row: list[float] = []
-    for name, feature, role in _plan(tuple(names)):
-        if feature not in snapshot:
-            raise KeyError(f"unknown feature {feature!r}: not in the snapshot")
-        value = snapshot[feature]
+    append = row.append
+    for name, feature, role in _plan(names if isinstance(names, tuple) else tuple(names)):
+        try:
+            value = snapshot[feature]
+        except KeyError:
+            raise KeyError(f"unknown feature {feature!r}: not in the snapshot") from None
         if role == _INDICATOR:
-            row.append(1.0 if value is None else 0.0)
-        elif value is None:
+            append(1.0 if value is None else 0.0)
+            continue
+        if value is None:
             if role not in (_NULLABLE_MONEY, _NULLABLE):
                 raise ValueError(f"feature {feature!r} is None but has no {MISSING_SUFFIX} indicator input")
-            row.append(0.0)
+            append(0.0)
+            continue
+        kind = type(value)
+        # Exact float/int first: isinstance against numbers.Real is an ABC check, slow per value.
+        if (kind is float and -_INF < value < _INF) or kind is int:
+            number = float(value)
         else:
             number = _as_float(name, value)
-            row.append(
-                math.copysign(math.log1p(abs(number)), number)
-                if role in (_MONEY, _NULLABLE_MONEY)
-                else number
-            )
+        append(math.copysign(math.log1p(abs(number)), number) if role >= _MONEY else number)
     return row
 
 
-def input_row(snapshot: Mapping[str, float | int | None], names: Sequence[str]) -> list[float]:
-    """The values of ``to_model_input(snapshot, names)`` in ``names`` order, as a list."""
-    return list(to_model_input(snapshot, names).values())
-
-
-_INDICATOR, _PLAIN, _NULLABLE, _MONEY, _NULLABLE_MONEY = range(5)
+_INDICATOR, _PLAIN, _NULLABLE, _MONEY, _NULLABLE_MONEY = range(5)  # money roles last: ``>= _MONEY``
+_INF = math.inf
 
 
 @functools.lru_cache(maxsize=16)

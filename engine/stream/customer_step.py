@@ -156,7 +156,7 @@ class CustomerStep:
 
     def _score(self, customer_id: str, state: CustomerState, bank: ModelBank, as_of: float | None) -> Scored:
         features = snapshot(customer_id, state, self.config.features, as_of)
-        row = input_row(features, self.config.input_names)
+        row = input_row(features.raw, self.config.input_names)
         scores = yield bank, row
         return features, row, scores
 
