@@ -27,6 +27,8 @@ def decode_payload(raw: bytes | None) -> Any:
             raise InvalidEvent(f"bad JSON: {exc}") from None
         except RecursionError:
             raise InvalidEvent("bad JSON: nested too deeply") from None
+        except ValueError as exc:  # e.g. an integer of more digits than Python converts
+            raise InvalidEvent(f"bad JSON: {exc}") from None
     if not (0x80 <= raw[0] <= 0x8F or raw[0] in (0xDE, 0xDF)):
         raise InvalidEvent(f"payload is neither a JSON object nor a msgpack map (first byte 0x{raw[0]:02x})")
     try:

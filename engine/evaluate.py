@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from engine.app import feature_config
-from engine.codecs import decode_payload
-from engine.schemas import InvalidEvent, validate_event
+from engine.event_decoder import decode_event
+from engine.schemas import InvalidEvent
 from engine.settings import Settings, split_list
 from features.event import Event
 from models.labels import LabelRules
@@ -30,7 +30,7 @@ def file_events(path: Path, currency: str) -> Iterator[Event]:
             if not line.strip():
                 continue
             try:
-                yield validate_event(decode_payload(line.strip()), currency=currency)
+                yield decode_event(line.strip(), currency)
             except InvalidEvent as exc:
                 raise ValueError(f"{path}:{number}: {exc}") from None
 

@@ -16,6 +16,7 @@ The README documents the same tables; ``tests/unit/test_schemas.py`` pins them.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -78,12 +79,17 @@ class InvalidEvent(ValueError):
     """The event breaks schema v1; ``str(exc)`` is the reason recorded in the dead letter."""
 
 
+def _finite(value: int | float) -> bool:
+    # math.isfinite overflows on an int beyond the float range (a 400-digit JSON number).
+    return math.isfinite(value) if isinstance(value, float) else abs(value) <= sys.float_info.max
+
+
 def parse_ts(value: Any) -> float:
     """Event time as epoch seconds, from epoch milliseconds or an RFC 3339 string."""
     if isinstance(value, bool):
         raise InvalidEvent("ts must be epoch milliseconds or an RFC 3339 string, got a boolean")
     if isinstance(value, int | float):
-        if not math.isfinite(value):
+        if not _finite(value):
             raise InvalidEvent("ts must be finite")
         millis = float(value)
     elif isinstance(value, str):
@@ -123,7 +129,7 @@ def _check_attribute(event_type: str, name: str, spec: AttributeSpec, value: Any
         return
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidEvent(f"{where} must be a number, got {type(value).__name__}")
-    if not math.isfinite(value):
+    if not _finite(value):
         raise InvalidEvent(f"{where} must be finite")
     if spec.non_negative and value < 0:
         raise InvalidEvent(f"{where} must not be negative")

@@ -16,10 +16,10 @@ from functools import partial
 
 from redis.exceptions import NoScriptError
 
-from engine.codecs import decode_payload
+from engine.event_decoder import decode_event
 from engine.output import DeadLetter
 from engine.rules.model import RuleSet
-from engine.schemas import InvalidEvent, validate_event
+from engine.schemas import InvalidEvent
 from engine.segmentation import PopulationCuts
 from engine.stream.aggregates import Move, SegmentAggregates
 from engine.stream.batch_records import (
@@ -134,7 +134,7 @@ class SegmentPipeline:
         dead: list[DeadLetter] = []
         for record in records:
             try:
-                event = validate_event(decode_payload(record.value), currency=self._config.currency)
+                event = decode_event(record.value, self._config.currency)
                 key = None if record.key is None else record.key.decode("utf-8", "replace")
                 if key is not None and key != event.customer_id:
                     raise InvalidEvent(f"message key {key!r} differs from customer_id {event.customer_id!r}")

@@ -1,8 +1,8 @@
 """apply_event + snapshot against the brute-force oracle, and order independence (no servers).
 
-Wire envelopes go through the same decoding as the pipeline (``decode_payload`` +
-``validate_event``), then ``apply_event`` in arrival order; the snapshot must equal what the
-oracle recomputes from the raw events.
+Wire envelopes go through the same decoding as the pipeline (``decode_event``), then
+``apply_event`` in arrival order; the snapshot must equal what the oracle recomputes from the
+raw events.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from hypothesis import example, given, note, settings
 from hypothesis import strategies as st
 from oracle import DAY_MS, differences, oracle, split_late
 
-from engine.codecs import decode_payload
+from engine.event_decoder import decode_event
 from engine.schemas import validate_event
 from features.catalogue import FeatureSnapshot, catalogue, snapshot
 from features.config import FeatureConfig
@@ -25,7 +25,7 @@ from features.state import CustomerState, apply_event
 
 def to_event(scenario: gen.Scenario, envelope: dict[str, Any]) -> Event:
     raw = gen.encode(envelope, scenario.encodings.get(envelope["event_id"]))
-    return validate_event(decode_payload(raw), currency="EUR")
+    return decode_event(raw, "EUR")
 
 
 def fold(events: list[Event], config: FeatureConfig) -> tuple[CustomerState | None, list[bool]]:
