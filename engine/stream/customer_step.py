@@ -24,7 +24,7 @@ from features.redis_store import CustomerRecord
 from features.state import CustomerState
 from models.bank import ModelBank
 from models.evaluation import is_holdout
-from models.inputs import input_row
+from models.inputs import snapshot_row
 from models.labels import LabelRules, ResolvedLabel
 from models.pending import LearnEntry, PredictionBook, decode_learn_box, encode_learn_box, pack_row
 from models.scoring import top_contributions
@@ -156,7 +156,7 @@ class CustomerStep:
 
     def _score(self, customer_id: str, state: CustomerState, bank: ModelBank, as_of: float | None) -> Scored:
         features = snapshot(customer_id, state, self.config.features, as_of)
-        row = input_row(features.raw, self.config.input_names)
+        row = snapshot_row(features.raw, self.config.input_names)
         scores = yield bank, row
         return features, row, scores
 
