@@ -8,6 +8,7 @@ refuses names that are not in the catalogue, so a misspelled feature is an error
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -139,6 +140,48 @@ def _latest(a: float | None, b: float | None) -> float | None:
     return a if b is None else max(a, b)
 
 
+@dataclass(frozen=True, slots=True)
+class _Names:
+    """The configuration-dependent feature names, built once per configuration."""
+
+    purchase: tuple[tuple[str, str, str], ...]
+    logins: tuple[str, ...]
+    sessions: str
+    tickets: str
+    calls: str
+    first_use: tuple[str, ...]
+    balances: tuple[str, ...]
+
+
+def _names(config: FeatureConfig) -> _Names:
+    return _names_of(
+        config.purchase_windows_days,
+        config.login_windows_days,
+        config.activity_window_days,
+        config.key_features,
+        config.products,
+    )
+
+
+@functools.lru_cache(maxsize=32)
+def _names_of(
+    purchase_windows: tuple[int, ...],
+    login_windows: tuple[int, ...],
+    window: int,
+    key_features: tuple[str, ...],
+    products: tuple[str, ...],
+) -> _Names:
+    return _Names(
+        purchase=tuple((f"orders_{d}d", f"revenue_{d}d", f"avg_order_value_{d}d") for d in purchase_windows),
+        logins=tuple(f"logins_{d}d" for d in login_windows),
+        sessions=f"sessions_{window}d",
+        tickets=f"tickets_{window}d",
+        calls=f"call_center_{window}d",
+        first_use=tuple(f"days_since_first_use_{name}" for name in key_features),
+        balances=tuple(f"balance_{product}" for product in products),
+    )
+
+
 def snapshot(
     customer_id: str, state: CustomerState, config: FeatureConfig, as_of: float | None = None
 ) -> FeatureSnapshot:
@@ -150,6 +193,7 @@ def snapshot(
     if at < state.last_ts:
         raise ValueError("as_of is earlier than the customer's latest event")
     today = windows.day_of(at)
+    names = _names(config)
     values: dict[str, FeatureValue] = {
         "recency_days": _days(at, state.last_purchase_ts),
         "frequency": state.orders,
@@ -157,45 +201,44 @@ def snapshot(
         "avg_order_value": state.revenue_minor / 100 / state.orders if state.orders else None,
         "tenure_days": _days(at, state.first_ts) or 0.0,
     }
-    for days in config.purchase_windows_days:
+    for days, (orders_name, revenue_name, average_name) in zip(
+        config.purchase_windows_days, names.purchase, strict=True
+    ):
         orders, cents = windows.window_pair_sums(state.purchase_days, today, days)
-        values[f"orders_{days}d"] = orders
-        values[f"revenue_{days}d"] = cents / 100
-        values[f"avg_order_value_{days}d"] = cents / 100 / orders if orders else None
-    for days in config.login_windows_days:
-        values[f"logins_{days}d"] = windows.window_sum(state.login_days, today, days)
+        values[orders_name] = orders
+        values[revenue_name] = cents / 100
+        values[average_name] = cents / 100 / orders if orders else None
+    for days, login_name in zip(config.login_windows_days, names.logins, strict=True):
+        values[login_name] = windows.window_sum(state.login_days, today, days)
     window = config.activity_window_days
     engagement = 0.0
     if state.engagement_ts is not None:
         half_life = config.engagement_half_life_days * SECONDS_PER_DAY
         engagement = state.engagement * 2.0 ** (-(at - state.engagement_ts) / half_life)
     used = state.feature_first_use
-    values |= {
-        "days_since_last_login": _days(at, state.last_login_ts),
-        "days_since_last_activity": _days(at, _latest(state.last_login_ts, state.last_purchase_ts)),
-        f"sessions_{window}d": windows.window_sum(state.session_days, today, window),
-        "engagement_score": engagement,
-        "distinct_features_used": len(used),
-        "key_feature_adoption": (
-            sum(1 for name in config.key_features if name in used) / len(config.key_features)
-            if config.key_features
-            else 0.0
-        ),
-    }
-    for name in config.key_features:
-        values[f"days_since_first_use_{name}"] = _days(at, used.get(name))
+    last_login = state.last_login_ts
+    values["days_since_last_login"] = _days(at, last_login)
+    values["days_since_last_activity"] = _days(at, _latest(last_login, state.last_purchase_ts))
+    values[names.sessions] = windows.window_sum(state.session_days, today, window)
+    values["engagement_score"] = engagement
+    values["distinct_features_used"] = len(used)
+    values["key_feature_adoption"] = (
+        sum(1 for name in config.key_features if name in used) / len(config.key_features)
+        if config.key_features
+        else 0.0
+    )
+    for name, first_use_name in zip(config.key_features, names.first_use, strict=True):
+        values[first_use_name] = _days(at, used.get(name))
     open_severities = [entry[0] for entry in state.tickets.values() if ticket_is_open(entry)]
     balances = {product: reported[0] for product, reported in state.holdings.items()}
-    values |= {
-        "open_tickets": len(open_severities),
-        f"tickets_{window}d": windows.window_sum(state.ticket_open_days, today, window),
-        "worst_open_severity": max(open_severities, default=0),
-        f"call_center_{window}d": windows.window_sum(state.call_days, today, window),
-        "products_held": len(balances),
-        "total_balance": math.fsum(balances.values()),  # exact, so order-independent
-    }
-    for product in config.products:
-        values[f"balance_{product}"] = balances.get(product)
+    values["open_tickets"] = len(open_severities)
+    values[names.tickets] = windows.window_sum(state.ticket_open_days, today, window)
+    values["worst_open_severity"] = max(open_severities, default=0)
+    values[names.calls] = windows.window_sum(state.call_days, today, window)
+    values["products_held"] = len(balances)
+    values["total_balance"] = math.fsum(balances.values())  # exact, so order-independent
+    for product, balance_name in zip(config.products, names.balances, strict=True):
+        values[balance_name] = balances.get(product)
     values["late_events_dropped"] = state.late_dropped
     campaigns = {
         name: {"variant": variant, "outcome": OUTCOME_BY_RANK[rank], "ts": ts}

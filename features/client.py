@@ -46,7 +46,7 @@ def connect(url: str) -> Redis | RedisCluster:
     if parts.scheme == CLUSTER_SCHEME:
         if not parts.hostname or not parts.port:
             raise ValueError(f"cluster URL needs host and port: {url!r}")
-        return RedisCluster(host=parts.hostname, port=parts.port, connection_class=HiredisPackedConnection)
+        return RedisCluster(host=parts.hostname, port=parts.port)  # its nodes use redis-py's own packer
     if parts.scheme == "redis":
         return Redis.from_url(url, connection_class=HiredisPackedConnection)
     if parts.scheme in ("rediss", "unix"):
