@@ -208,8 +208,9 @@ def snapshot(
         values[orders_name] = orders
         values[revenue_name] = cents / 100
         values[average_name] = cents / 100 / orders if orders else None
-    for days, login_name in zip(config.login_windows_days, names.logins, strict=True):
-        values[login_name] = windows.window_sum(state.login_days, today, days)
+    logins = windows.window_sums(state.login_days, today, config.login_windows_days)
+    for login_name, count in zip(names.logins, logins, strict=True):
+        values[login_name] = count
     window = config.activity_window_days
     engagement = 0.0
     if state.engagement_ts is not None:

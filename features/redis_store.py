@@ -104,6 +104,8 @@ def decode_state(raw: bytes) -> CustomerState:
         raise ValueError(
             f"stored customer state has an unknown format ({values[:1] if values else values!r})"
         )
+    if len(values) == len(_STATE_FIELDS) + 1:  # the current format: positional is the fast path
+        return CustomerState(*values[1:])
     return CustomerState(**dict(zip(_STATE_FIELDS, values[1:], strict=False)))
 
 

@@ -56,6 +56,19 @@ def window_pair_sums(buckets: dict[int, list[int]], as_of_day: int, days: int) -
     return a, b
 
 
+def window_sums(buckets: dict[int, int], as_of_day: int, lengths: Sequence[int]) -> list[int]:
+    """``window_sum`` for several window lengths, in one pass over the buckets."""
+    sums = [0] * len(lengths)
+    for day, value in buckets.items():
+        age = as_of_day - day
+        if age < 0:
+            continue
+        for i, length in enumerate(lengths):
+            if age < length:
+                sums[i] += value
+    return sums
+
+
 def windows(buckets: dict[int, int], as_of_day: int, lengths: Sequence[int]) -> dict[int, int]:
     """``window_sum`` for several window lengths at once."""
     return {length: window_sum(buckets, as_of_day, length) for length in lengths}
