@@ -28,14 +28,18 @@ def _ints(value: str) -> tuple[int, ...]:
     try:
         return tuple(int(part) for part in value.split(",") if part.strip())
     except ValueError:
-        raise click.BadParameter(f"expected comma-separated whole numbers, got {value!r}") from None
+        raise click.ClickException(
+            f"--workers: expected comma-separated whole numbers, got {value!r}"
+        ) from None
 
 
 def _loads(value: str) -> tuple[float, ...]:
     try:
         return tuple(float(part) / 100 for part in value.split(",") if part.strip())
     except ValueError:
-        raise click.BadParameter(f"expected comma-separated percentages, got {value!r}") from None
+        raise click.ClickException(
+            f"--latency-loads: expected comma-separated percentages, got {value!r}"
+        ) from None
 
 
 @click.command()

@@ -2,7 +2,7 @@
 
 The paced stream is the simulated workload's continuation (the events that follow the
 throughput workload in event time), sent to the topic that a caught-up group of workers reads.
-Only events that change a segment can be timed (about one in twenty); the others are paced
+Only events that change a segment can be timed (about one in ten); the others are paced
 along with them, so the worker handles the same mix of events as in the throughput window and
 an offered load of x% of that rate means what it says.
 

@@ -11,6 +11,8 @@ Redis), and appends the workload's continuation to the round's topic at a paced 
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,7 +36,7 @@ from engine.ops.bench.measure import (
 from engine.ops.bench.profile import Profiler, top_frames
 from engine.ops.bench.progress import Reporter
 from engine.settings import Settings
-from engine.worker_process import free_port, start_worker, stop_worker
+from engine.worker_process import free_port, start_worker
 
 NAIVE_ARGS = ("-m", "engine.ops.bench.naive")
 WARM_UP_ROUNDS = 3
@@ -107,11 +109,20 @@ def _start_group(
     return GroupWatch(processes, ports, [str(log) for log in logs])
 
 
-def _stop_group(watch: GroupWatch) -> list[int]:
+def _stop_group(watch: GroupWatch, timeout: float = 30.0) -> list[int]:
+    """SIGTERM every process at once, then wait for each (killed after ``timeout``)."""
     for process in watch.processes:
         if process.poll() is None:
             process.terminate()
-    return [stop_worker(process) for process in watch.processes]
+    codes = []
+    deadline = time.monotonic() + timeout
+    for process in watch.processes:
+        try:
+            codes.append(process.wait(max(0.1, deadline - time.monotonic())))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            codes.append(process.wait())
+    return codes
 
 
 def _group_figures(
@@ -122,16 +133,21 @@ def _group_figures(
         Profiler(watch.processes[0].pid, r.work / f"profile-{name}.speedscope.json") if profile else None
     )
     started = time.perf_counter()
-    measured = group_throughput(
-        watch,
-        target,
-        r.kafka_pid,
-        r.client,
-        started,
-        r.timeout,
-        profiler.start if profiler else lambda: None,
-        background,
-    )
+    try:
+        measured = group_throughput(
+            watch,
+            target,
+            r.kafka_pid,
+            r.client,
+            started,
+            r.timeout,
+            profiler.start if profiler else lambda: None,
+            background,
+        )
+    except BaseException:
+        if profiler is not None and profiler.running:
+            profiler.kill()
+        raise
     profile_path = profiler.stop() if profiler else None
     window, redis_stats = measured.window, measured.window.redis or {}
     batches = measured.batches
@@ -146,6 +162,8 @@ def _group_figures(
             None if cpu is None or events <= 0 else cpu / events * 1e6
             for cpu, events in zip(measured.cpu_each, measured.events_each, strict=True)
         ],
+        "cores_used": None if window.cpu_seconds is None else window.cpu_seconds / window.seconds,
+        "load_average": os.getloadavg()[0],
         "kafka_cpu_us_per_event": window.per_event_us(window.kafka_cpu_seconds),
         "redis_commands_per_event": redis_stats.get("commands_per_event"),
         "redis_commands_per_event_raw": redis_stats.get("commands_per_event_raw"),
@@ -241,8 +259,12 @@ def latency_phase(
             r.reporter.step(f"round {r.number}: latency at {load:.0%} ({rate:,.0f}/s)")
             size = max(10, round(rate * params.seconds))
             chunk, left = left[:size], left[size:]
+            if len(chunk) < size:
+                r.reporter.note(
+                    f"round {r.number}: the workload's continuation ran out: {len(chunk)} of {size} events "
+                    f"at {load:.0%} (lower --latency-seconds or raise --events)"
+                )
             if not chunk:
-                r.reporter.note(f"round {r.number}: no workload left for the latency at {load:.0%}")
                 continue
             handled += len(chunk)
             result = asyncio.run(

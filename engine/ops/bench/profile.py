@@ -41,6 +41,17 @@ class Profiler:
         with self._log.open("wb") as log:
             self._process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
 
+    @property
+    def running(self) -> bool:
+        """Whether py-spy is still sampling."""
+        return self._process is not None and self._process.poll() is None
+
+    def kill(self) -> None:
+        """Stop py-spy without waiting for a profile (the run failed)."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+            self._process.wait()
+
     def stop(self, timeout: float = 30.0) -> Path:
         """Stop sampling and write the profile; return its path (BenchError when none was written)."""
         process = self._process

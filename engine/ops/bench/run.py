@@ -1,9 +1,9 @@
 """``segflow bench``: real workers beside a bare consumer and a naive pipeline on the same broker.
 
-One run builds a simulated workload once, plus as many events again that follow it in event time
-(its continuation). Each round is independent of the others: it produces the workload to topics
-of its own (``segflow-bench-<run id>-r<round>.*``) and runs, in this order, each phase in a new
-consumer group with a new Redis key prefix:
+One run simulates the workload once, plus the events that follow it in event time (its
+continuation, for the paced streams). Each round is independent of the others: it produces the
+workload to topics of its own (``segflow-bench-<run id>-r<round>.*``) and runs, in this order,
+each phase in a new consumer group with a new Redis key prefix:
 
 1. a bare aiokafka consumer reads the whole topic, msgpack-decodes each value and commits every
    batch (the floor: what reading the broker costs in Python);
@@ -37,6 +37,7 @@ from typing import Any, TypeVar
 from engine.ops.bench.latency import Record
 from engine.ops.bench.measure import BenchError
 from engine.ops.bench.phases import LatencyParams, Round, bare_phase, group_phase, latency_phase, naive_phase
+from engine.ops.bench.profile import py_spy
 from engine.ops.bench.progress import LineReporter, Reporter
 from engine.ops.bench.report import get_path, metric_paths, set_path
 from engine.ops.bench.setup import (
@@ -53,6 +54,7 @@ from engine.topics import ensure_topics
 
 __all__ = ["BenchError", "BenchParams", "run_bench"]
 T = TypeVar("T")
+MAX_PACED_RATE = 20_000  # events/s a paced stream can reach before the continuation runs out
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +78,7 @@ class BenchParams:
     @classmethod
     def quick(cls, **changes: Any) -> BenchParams:
         """A whole run in about a minute and a half on a 2-core machine, every figure printed."""
-        quick = {"events": 16_000, "customers": 800, "rounds": 2, "naive_events": 2_000}
+        quick = {"events": 12_000, "customers": 600, "rounds": 2, "naive_events": 2_000}
         quick |= {"latency_seconds": 2.0, "latency_timeout": 15.0}
         return cls(**(quick | changes))
 
@@ -112,6 +114,11 @@ class BenchParams:
             if not ok:
                 raise ValueError(message)
 
+    def continuation_events(self) -> int:
+        """Events simulated after the workload for the paced streams: as many as the workload, and
+        enough for every load at up to ``MAX_PACED_RATE`` events/s."""
+        return max(self.events, math.ceil(sum(self.latency_loads) * self.latency_seconds * MAX_PACED_RATE))
+
     def steps(self) -> int:
         """Progress steps of a run: the workload, then each round's phases."""
         return 1 + self.rounds * (3 + len(self.workers) + 1 + len(self.latency_loads))
@@ -126,6 +133,8 @@ def run_bench(
     ``bench`` folder).
     """
     params.validate()
+    if params.profile:
+        py_spy()  # fail before the run, not in the middle of it
     reporter = reporter or LineReporter()
     facts, kafka_pid = machine_facts(base)
     run_id = time.strftime("%Y%m%d%H%M%S") + "-" + uuid.uuid4().hex[:4]
@@ -141,9 +150,9 @@ def run_bench(
     client = redis_client(settings)
     reporter.begin(params.steps())
     try:
-        reporter.step(f"run {run_id}: building {params.events:,} events and their continuation")
-        # The workload, then as many events again that follow it in event time (for latency).
-        events = build_workload(2 * params.events, params.customers, params.seed)
+        extra = params.continuation_events()
+        reporter.step(f"run {run_id}: building {params.events:,} events and {extra:,} that follow them")
+        events = build_workload(params.events + extra, params.customers, params.seed)
         workload, continuation = events[: params.events], events[params.events :]
         workload_facts = {
             "events": params.events,
