@@ -24,6 +24,7 @@ the end (unless ``keep_topics``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import statistics
 import time
@@ -188,6 +189,11 @@ def run_bench(
         if not params.keep_topics:
             report["topics_deleted"] = asyncio.run(delete_topics(settings, run_name))
         return report
+    except BaseException:
+        if not params.keep_topics:
+            with contextlib.suppress(Exception):
+                asyncio.run(delete_topics(settings, run_name))
+        raise
     finally:
         reporter.end()
         if client is not None:
@@ -200,7 +206,8 @@ def _round(
     """One round: its own topic, then bare consumer, naive pipeline, each worker count, latency."""
     say, n = r.reporter, r.number
     timings: dict[str, float] = {}
-    prefixes: list[str] = []
+    # Every phase's key prefix, known before it runs: a failed phase's keys go too.
+    prefixes = [r.phase_settings(phase).key_prefix for phase in ["naive", *(f"w{c}" for c in params.workers)]]
 
     def timed(name: str, step: Callable[[], T]) -> T:
         started = time.perf_counter()
@@ -220,14 +227,12 @@ def _round(
         say.note(f"round {n}: bare consumer {bare['events_per_s']:,.0f} events/s")
         say.step(f"round {n}: naive pipeline")
         naive = timed("naive", lambda: naive_phase(r, min(params.naive_events, r.target)))
-        prefixes.append(naive["key_prefix"])
         say.note(f"round {n}: naive pipeline {naive['events_per_s']:,.0f} events/s")
         workers: dict[str, dict[str, Any]] = {}
         for count in params.workers:
             profiled = profile and count == params.workers[0]
             say.step(f"round {n}: {count} worker(s)" + (" (profiled)" if profiled else ""))
             result = timed(f"workers_{count}", partial(group_phase, r, count, profiled))
-            prefixes.append(result["key_prefix"])
             result["ratio_bare"] = result["events_per_s"] / bare["events_per_s"]
             result["ratio_naive"] = result["events_per_s"] / naive["events_per_s"]
             workers[str(count)] = result
