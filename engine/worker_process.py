@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,15 +23,22 @@ def settings_env(settings: Settings) -> dict[str, str]:
     return {f"SEGFLOW_{k.upper()}": str(v) for k, v in settings.model_dump().items() if v is not None}
 
 
-def start_worker(settings: Settings, log_path: Path) -> subprocess.Popen[bytes]:
-    """Run ``segflow worker`` in a child process with ``settings``."""
+WORKER_ARGS = ("-m", "engine", "worker")
+
+
+def start_worker(
+    settings: Settings, log_path: Path, args: Sequence[str] = WORKER_ARGS
+) -> subprocess.Popen[bytes]:
+    """Run ``segflow worker`` (or ``python <args>``) in a child process with ``settings``.
+
+    The child inherits this process's environment (PYTHONPATH included) except ``SEGFLOW_*``,
+    which come from ``settings`` alone.
+    """
     env = {k: v for k, v in os.environ.items() if not k.upper().startswith("SEGFLOW_")}
     env.update(settings_env(settings))
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("wb") as log:
-        return subprocess.Popen(
-            [sys.executable, "-m", "engine", "worker"], env=env, stdout=log, stderr=subprocess.STDOUT
-        )
+        return subprocess.Popen([sys.executable, *args], env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
 def stop_worker(process: subprocess.Popen[bytes], timeout: float = 30.0) -> int:

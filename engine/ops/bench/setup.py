@@ -1,24 +1,29 @@
-"""The set-up of ``segflow bench``: workload, topics, machine facts, Redis clean-up."""
+"""The set-up of ``segflow bench``: workload, topics, machine facts, clean-up of keys and topics."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import math
 import os
 import platform
+import re
 import time
 from importlib.metadata import version
+from pathlib import Path
 from typing import Any
 
 import psutil
 import redis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from engine.codecs import encode_msgpack
 from engine.settings import Settings
+from engine.stack import kafka as kafka_server
 from engine.stack import manager
-from engine.topics import topic_partitions
+from engine.topics import start_or_close, topic_partitions
 
 
 def build_workload(events: int, customers: int, seed: int) -> list[tuple[bytes, bytes]]:
@@ -74,13 +79,20 @@ def delete_prefix(client: redis.Redis | None, prefix: str) -> int:
 
 
 def machine_facts(settings: Settings) -> tuple[dict[str, Any], int | None]:
-    """What the numbers were measured on, and the local Kafka broker's pid (None if not local)."""
+    """What the numbers were measured on, and the local Kafka broker's pid (None if not found).
+
+    The servers are those of the local stack (``segflow stack status``); when this checkout's
+    stack dir has no pid files (a stack started from another checkout), the servers that
+    answer on the configured ports are used and found by the port they listen on.
+    """
     status = manager.status(settings)
     kafka, redis_server = status.server("kafka"), status.server("redis")
-    for name, server in (("Kafka", kafka), ("Redis", redis_server)):
-        if server is None or not server.healthy:
-            raise ValueError(f"{name} of the local stack is not answering: start it with `segflow stack up`")
-    assert kafka is not None and redis_server is not None
+    if kafka is not None and kafka.healthy and redis_server is not None and redis_server.healthy:
+        kafka_pid, kafka_version, redis_version = kafka.pid, kafka.version, redis_server.version
+        found = "pid files of " + str(settings.stack_dir)
+    else:
+        kafka_pid, kafka_version, redis_version = _servers_by_port(settings)
+        found = "listening ports"
     facts = {
         "nproc": os.cpu_count(),
         "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
@@ -88,12 +100,59 @@ def machine_facts(settings: Settings) -> tuple[dict[str, Any], int | None]:
         "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
         "python": platform.python_version(),
-        "kafka_version": kafka.version,
-        "redis_version": redis_server.version,
+        "kafka_version": kafka_version,
+        "redis_version": redis_version,
         "aiokafka": version("aiokafka"),
         "faust_streaming": version("faust-streaming"),
+        "servers_found_by": found,
     }
-    return facts, kafka.pid
+    return facts, kafka_pid
+
+
+def _servers_by_port(settings: Settings) -> tuple[int | None, str, str]:
+    """Broker pid and version, Redis version, of the servers answering on the configured ports."""
+    port = int(settings.kafka_bootstrap.rsplit(":", 1)[-1])
+    if kafka_server.probe(port) is None:
+        raise ValueError(
+            f"Kafka is not answering on {settings.kafka_bootstrap}: start the stack with `segflow stack up`"
+        )
+    client = redis_client(settings)
+    redis_version = "cluster"
+    if client is not None:
+        try:
+            redis_version = str(client.info("server")["redis_version"])
+        except redis.RedisError:
+            raise ValueError(
+                f"Redis is not answering at {settings.redis_url}: start the stack with `segflow stack up`"
+            ) from None
+        finally:
+            client.close()
+    pid = _listener_pid(port)
+    return pid, _kafka_version_of(pid) or kafka_server.pinned_version(), redis_version
+
+
+def _listener_pid(port: int) -> int | None:
+    with contextlib.suppress(psutil.Error, OSError):
+        for conn in psutil.net_connections(kind="tcp"):
+            if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port:
+                return conn.pid
+    return None
+
+
+def _kafka_version_of(pid: int | None) -> str | None:
+    """The broker's version from the kafka jar on its class path."""
+    if pid is None:
+        return None
+    with contextlib.suppress(psutil.Error, OSError, ValueError):
+        cmdline = psutil.Process(pid).cmdline()
+        classpath = cmdline[cmdline.index("-cp") + 1]
+        for entry in classpath.split(os.pathsep):
+            folder = Path(entry.removesuffix("*"))
+            for jar in sorted(folder.glob("kafka_*-*.jar")) if folder.is_dir() else []:
+                found = re.fullmatch(r"kafka_[0-9.]+-([0-9][^-]*)\.jar", jar.name)
+                if found:
+                    return found.group(1)
+    return None
 
 
 def _cpu_model() -> str:
@@ -124,3 +183,16 @@ async def records_in_topic(settings: Settings) -> int:
         return sum((await consumer.end_offsets(partitions)).values())
     finally:
         await consumer.stop()
+
+
+async def delete_topics(settings: Settings, prefix: str) -> list[str]:
+    """Delete every topic whose name starts with ``prefix``; return their names."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=30_000)
+    await start_or_close(admin)
+    try:
+        names = sorted(name for name in await admin.list_topics() if name.startswith(prefix))
+        if names:
+            await admin.delete_topics(names)
+        return names
+    finally:
+        await admin.close()

@@ -1,0 +1,1 @@
+"""Operational tools around the engine: ``segflow bench`` (``engine.ops.bench``)."""
