@@ -400,7 +400,7 @@ def wire(event_type: str = "purchase", **changes: Any) -> dict[str, Any]:
 
 
 def test_realistic_workload_is_equal_and_never_falls_back(no_slow_path: None) -> None:
-    from engine.bench_setup import build_workload
+    from engine.ops.bench.setup import build_workload
 
     workload = build_workload(3000, 300, seed=11)
     for key, value in workload:
