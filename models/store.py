@@ -117,6 +117,30 @@ class ModelStore:
         )
         return [(_text(member), float(score)) for member, score in rows]
 
+    async def due_customers_of(
+        self, watermarks: Mapping[int, float], limit: int = 500
+    ) -> dict[int, list[tuple[str, float]]]:
+        """``due_customers`` of several partitions (partition -> its watermark) in one round trip."""
+        if not watermarks:
+            return {}
+        partitions = list(watermarks)
+        async with self._client.pipeline(transaction=False) as pipe:
+            for partition in partitions:
+                pipe.zrangebyscore(
+                    self.due_key(partition),
+                    "-inf",
+                    watermarks[partition],
+                    start=0,
+                    num=limit,
+                    withscores=True,
+                )
+            replies = await pipe.execute()
+        return {
+            partition: [(_text(member), float(score)) for member, score in rows]
+            for partition, rows in zip(partitions, replies, strict=True)
+            if rows
+        }
+
     async def newest_event_ts(self, partition: int) -> float | None:
         """The newest event time committed for ``partition``."""
         value = await self._client.hget(self.watermark_key, str(partition))

@@ -181,30 +181,36 @@ class SegmentPipeline:
         return result
 
     async def tick(self, partitions: Sequence[int] | None = None) -> BatchResult:
-        """Move on every customer due by their partition's watermark (labels, timed segments)."""
+        """Move on every customer due by their partition's watermark (labels, timed segments).
+
+        One round trip finds the due customers of every partition, one commits them all.
+        """
         result = BatchResult()
         features = self._config.step.features
+        watermarks: dict[int, float] = {}
         for partition in self.banks.owned if partitions is None else partitions:
             if partition not in self.banks.banks:
                 continue
             watermark = self.banks.watermark(
                 partition, features.allowed_lateness_seconds, self._config.idle_advance_seconds
             )
-            if watermark is None:
-                continue
-            due = await self.banks.store.due_customers(partition, watermark, TICK_BATCH)
-            if not due:
-                continue
-            await self.refresh_population()
+            if watermark is not None:
+                watermarks[partition] = watermark
+        due = await self.banks.store.due_customers_of(watermarks, TICK_BATCH)
+        moments = {cid: (p, watermarks[p]) for p, customers in due.items() for cid, _ in customers}
+        if not moments:
+            return result
+        await self.refresh_population()
 
-            def run(record: CustomerRecord, p: int = partition, w: float = watermark) -> Scored:
-                return self._tick_customer(record, p, w)
+        def run(record: CustomerRecord) -> Scored:
+            partition, watermark = moments[record.customer_id]
+            return self._tick_customer(record, partition, watermark)
 
-            committed = await self._commit_with_retries([cid for cid, _ in due], run)
-            for outcome in committed.values():
-                result.changes.extend(outcome.deliveries)
-            result.ticked += len(committed)
-            result.labels_learned += self._learn(committed.values())
+        committed = await self._commit_with_retries(list(moments), run)
+        for outcome in committed.values():
+            result.changes.extend(outcome.deliveries)
+        result.ticked += len(committed)
+        result.labels_learned += self._learn(committed.values())
         return result
 
     async def _commit_with_retries(

@@ -61,7 +61,8 @@ def test_bench_reports_every_side_and_cleans_up(stack_settings: Settings, tmp_pa
     assert only["events"] == EVENTS
     assert only["topic"] == f"segflow-bench-{report['run_id']}-r1.events"
     bare = only["bare"]
-    assert bare["events_per_s"] > 0 and bare["cpu_us_per_event"] > 0
+    # The bare consumer reads the small test workload in a few ms: CPU clocks tick in 10 ms, so 0 is possible.
+    assert bare["events_per_s"] > 0 and bare["cpu_us_per_event"] >= 0
 
     for count in (1, 2):
         side = only["workers"][str(count)]

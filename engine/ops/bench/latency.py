@@ -85,6 +85,21 @@ def new_customer_events(tag: str, count: int, ts_ms: int) -> list[Record]:
     return records
 
 
+def restamped(records: Sequence[Record], first_ts_ms: int, rate: float) -> list[Record]:
+    """``records`` with event times that advance at the wall-clock pace of a stream at ``rate``/s.
+
+    A live stream's event time moves with the wall clock; the simulated workload's moves months
+    in seconds, which would make the worker spend the latency phase moving every customer on in
+    time (labels maturing, timed segments) rather than handling the paced events.
+    """
+    out = []
+    for i, (key, value) in enumerate(records):
+        event = msgpack.unpackb(value, raw=False)
+        event["ts"] = first_ts_ms + round(i * 1000 / rate)
+        out.append((key, msgpack.packb(event)))
+    return out
+
+
 def event_time_ms(record: Record) -> int:
     """The event time of a workload record."""
     return int(msgpack.unpackb(record[1], raw=False)["ts"])

@@ -22,7 +22,13 @@ from typing import Any
 import psutil
 import redis
 
-from engine.ops.bench.latency import Record, event_time_ms, measure_latency, new_customer_events
+from engine.ops.bench.latency import (
+    Record,
+    event_time_ms,
+    measure_latency,
+    new_customer_events,
+    restamped,
+)
 from engine.ops.bench.measure import (
     APPLIED,
     DEAD,
@@ -236,7 +242,8 @@ def latency_phase(
 
     The group first handles a few first events of new customers (so it has joined, caught up
     and every process owns partitions), then for each load the next events of ``continuation``,
-    at most ``params.seconds`` of them.
+    at most ``params.seconds`` of them, with event times advancing at the live pace from where
+    the workload ended (``restamped``).
     """
     settings = r.phase_settings(f"w{count}")
     watch = _start_group(settings, count, r.work, f"r{r.number}-latency{count}")
@@ -266,6 +273,8 @@ def latency_phase(
                 )
             if not chunk:
                 continue
+            chunk = restamped(chunk, ts_ms, rate)  # event time at the live pace, from the workload's end
+            ts_ms += round(len(chunk) * 1000 / rate) + 1
             handled += len(chunk)
             result = asyncio.run(
                 measure_latency(settings, chunk, rate, _handled(watch, handled), params.timeout)
