@@ -123,6 +123,8 @@ class PredictionBook:
     last_made: dict[str, float] = field(default_factory=dict)
     held: list[tuple[float, ResolvedLabel]] = field(default_factory=list)
     """Labels that resolved before their prediction's due time, waiting for it (see on_event)."""
+    changed: bool = field(default=False, compare=False)
+    """Whether anything changed since the book was decoded (unchanged: its stored bytes stand)."""
 
     def encode(self) -> bytes:
         """Storage bytes; predictions made at one event share one stored vector."""
@@ -186,6 +188,7 @@ class PredictionBook:
             if label is None:
                 continue
             del self.pending[name]
+            self.changed = True
             if label.resolved_ts < pending.due_ts:
                 self.held.append((pending.due_ts, label))
             else:
@@ -195,11 +198,14 @@ class PredictionBook:
     def on_time(self, rules: LabelRules, watermark: float) -> list[ResolvedLabel]:
         """Labels matured by the watermark, held ones included, in due-time order."""
         ripe = [(due, label) for due, label in self.held if due <= watermark]
-        self.held = [(due, label) for due, label in self.held if due > watermark]
+        if ripe:
+            self.held = [(due, label) for due, label in self.held if due > watermark]
         for name in list(self.pending):
             label = rules.on_time(self.pending[name], watermark)
             if label is not None:
                 ripe.append((self.pending.pop(name).due_ts, label))
+        if ripe:
+            self.changed = True
         return [label for _due, label in sorted(ripe, key=lambda item: (item[0], item[1].model))]
 
     def may_predict(self, model: str, ts: float, interval_seconds: float) -> bool:
@@ -215,6 +221,7 @@ class PredictionBook:
 
     def start(self, rules: LabelRules, model: str, ts: float, x: bytes, y_pred: float, holdout: bool) -> None:
         """Keep a prediction made at ``ts`` until its label resolves."""
+        self.changed = True
         self.last_made[model] = ts
         self.pending[model] = PendingPrediction(
             model,

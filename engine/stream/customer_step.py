@@ -75,6 +75,8 @@ class _Working:
 
     def __init__(self, record: CustomerRecord, partition: int, bank: ModelBank) -> None:
         extras = record.extras
+        self._stored = extras
+        self.members_changed = False
         raw_members = decode_msgpack(extras[MEMBERSHIP_EXTRA]) if MEMBERSHIP_EXTRA in extras else {}
         self.memberships = {f: Membership(m[0], m[1]) for f, m in raw_members.items() if isinstance(m, list)}
         self.initial_segments = {f: m.segment for f, m in self.memberships.items()}
@@ -86,24 +88,36 @@ class _Working:
         )
         box_name = learn_box_extra(partition)
         self.box_name = box_name
-        self.box = [e for e in decode_learn_box(extras.get(box_name)) if e.seq > bank.checkpointed_through]
+        stored_box = decode_learn_box(extras.get(box_name))
+        self.box = [e for e in stored_box if e.seq > bank.checkpointed_through]
+        self._box_trimmed = len(self.box) != len(stored_box)
         self.new_labels: list[LearnEntry] = []
         self.group = extras.get(GROUP_EXTRA)
         self.last_variables: tuple[tuple[float, int, int], RuleVariables] | None = None
         """The variables last evaluated, keyed by (as_of, events, late events): finish reuses them."""
 
     def extras(self) -> dict[str, bytes]:
-        box = self.box + self.new_labels
-        return {
-            MEMBERSHIP_EXTRA: encode_msgpack(
-                {f: [m.segment, m.since] for f, m in sorted(self.memberships.items())}
-            ),
-            BOOK_EXTRA: self.book.encode(),
+        """The extras to write: those that changed (or were never stored); the rest stay as stored.
+
+        Encoding is deterministic, so an unchanged part's stored bytes are what re-encoding it
+        would give: skipping it changes nothing in Redis but the work.
+        """
+        stored = self._stored
+        extras = {
             SCORES_EXTRA: encode_msgpack(self.scores),
             EVALUATED_EXTRA: encode_msgpack(self.evaluated_at),
-            self.box_name: encode_learn_box(box),
-            **({GROUP_EXTRA: self.group} if self.group is not None else {}),
         }
+        if self.members_changed or MEMBERSHIP_EXTRA not in stored:
+            extras[MEMBERSHIP_EXTRA] = encode_msgpack(
+                {f: [m.segment, m.since] for f, m in sorted(self.memberships.items())}
+            )
+        if self.book.changed or BOOK_EXTRA not in stored:
+            extras[BOOK_EXTRA] = self.book.encode()
+        if self.new_labels or self._box_trimmed or self.box_name not in stored:
+            extras[self.box_name] = encode_learn_box(self.box + self.new_labels)
+        if self.group is not None and stored.get(GROUP_EXTRA) != self.group:
+            extras[GROUP_EXTRA] = self.group
+        return extras
 
     def placements(self) -> dict[str, str | None]:
         """Per family the customer is or was in, the segment they are counted in now (None: none).
@@ -229,6 +243,7 @@ class CustomerStep:
             if not decision.changed:
                 continue
             membership = decision.membership()
+            work.members_changed = True
             if membership is None:
                 work.memberships.pop(decision.family, None)
             else:
