@@ -1,8 +1,10 @@
 """The Redis feature store: one hash per customer, read and committed in pipelined batches.
 
-A batch of events for one source partition is handled in two round trips however large it is:
-``load`` reads every touched customer's hash, and ``commit`` writes each customer's new state
-with a server-side compare-and-set on the partition's applied offset (``lua/commit.lua``).
+A batch of events is handled in at most two round trips however large it is: ``load`` reads
+every touched customer's hash (not needed for customers the writer has cached), and ``commit``
+writes each customer's new state with a server-side compare-and-set on the record version
+(``lua/commit.lua``: one call for the whole batch on a single server, one per customer on a
+cluster, since a cluster script may only touch one slot).
 The offset makes redelivery harmless (events at or below it change nothing) and the
 compare-and-set makes a zombie worker's late write fail instead of overwriting newer state.
 
@@ -109,6 +111,20 @@ def decode_state(raw: bytes) -> CustomerState:
     return CustomerState(**dict(zip(_STATE_FIELDS, values[1:], strict=False)))
 
 
+def _commit_args(write: CustomerWrite) -> list[bytes | str | int]:
+    """One customer's part of a commit call: expected version, pair count, field/value pairs."""
+    pairs: list[bytes | str | int] = []
+    for partition, new in sorted(write.offsets.items()):
+        pairs += [offset_field(partition), str(new)]
+    pairs += [STATE_FIELD, write.state_bytes]
+    for name, value in write.extras.items():
+        pairs += [extra_field(name), value]
+    for entry_id, value in write.outbox.items():
+        pairs += [outbox_field(entry_id), value]
+    expected = "" if write.expected_version is None else str(write.expected_version)
+    return [expected, len(pairs) // 2, *pairs]
+
+
 def _parse_record(customer_id: str, raw: dict[bytes, bytes]) -> CustomerRecord:
     record = CustomerRecord(customer_id=customer_id)
     for key_bytes, value in raw.items():
@@ -212,26 +228,27 @@ class RedisFeatureStore:
         clear: dict[str, Sequence[str]] | None,
     ) -> list[str]:
         # EVALSHA through execute_command: redis-py's cluster pipeline refuses .evalsha() but
-        # routes a raw EVALSHA by its key, and all keys of one call share one slot.
+        # routes a raw EVALSHA by its key. On one server a single call commits the whole batch
+        # (per customer one HGET and one HSET inside); on a cluster, one call per customer.
         async with self._client.pipeline(transaction=False) as pipe:
             cleared = self._queue_clear(pipe, clear or {})
-            for write in writes:
-                expected = "" if write.expected_version is None else str(write.expected_version)
-                args: list[bytes | str | int] = [self._ttl_seconds, expected]
-                for partition, new in sorted(write.offsets.items()):
-                    args += [offset_field(partition), str(new)]
-                args += [STATE_FIELD, write.state_bytes]
-                for name, value in write.extras.items():
-                    args += [extra_field(name), value]
-                for entry_id, value in write.outbox.items():
-                    args += [outbox_field(entry_id), value]
-                pipe.execute_command("EVALSHA", sha, 1, self.key(write.customer_id), *args)
+            per_call = 1 if isinstance(self._client, RedisCluster) else max(1, len(writes))
+            calls = 0
+            for start in range(0, len(writes), per_call):
+                chunk = writes[start : start + per_call]
+                args: list[bytes | str | int] = [self._ttl_seconds]
+                for write in chunk:
+                    args += _commit_args(write)
+                keys = [self.key(write.customer_id) for write in chunk]
+                pipe.execute_command("EVALSHA", sha, len(keys), *keys, *args)
+                calls += 1
             ranked = {**unchanged, **{w.customer_id: w.state for w in writes}}
             self.population.queue_updates(pipe, ranked, self._clock(), track_seen=self._ttl_seconds > 0)
             if also is not None:
                 also(pipe)
-            replies = (await pipe.execute())[cleared : cleared + len(writes)]
-        return [w.customer_id for w, version in zip(writes, replies, strict=True) if int(version) == 0]
+            replies = (await pipe.execute())[cleared : cleared + calls]
+        versions = [int(version) for reply in replies for version in reply]
+        return [w.customer_id for w, version in zip(writes, versions, strict=True) if version == 0]
 
     def _queue_clear(self, pipe: Any, sent: dict[str, Sequence[str]]) -> int:
         queued = 0
