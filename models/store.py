@@ -108,7 +108,12 @@ class ModelStore:
         if learn:
             pipe.zadd(self.learn_key(partition), dict(learn))
         if newest_ts is not None:
-            pipe.hset(self.watermark_key, str(partition), repr(float(newest_ts)))
+            self.queue_newest(pipe, {partition: newest_ts})
+
+    def queue_newest(self, pipe: Any, newest: Mapping[int, float]) -> None:
+        """Add to a pipeline: the newest event time committed per partition (one HSET for all)."""
+        if newest:
+            pipe.hset(self.watermark_key, mapping={str(p): repr(float(ts)) for p, ts in newest.items()})
 
     async def due_customers(self, partition: int, up_to: float, limit: int = 500) -> list[tuple[str, float]]:
         """Customers of ``partition`` due at or before event time ``up_to``, earliest first."""

@@ -299,7 +299,9 @@ class SegmentPipeline:
             if outcome.learn_index is not None:
                 learn[customer_id] = outcome.learn_index
         for partition, (due, learn) in by_partition.items():
-            self.banks.store.queue_indexes(pipe, partition, due, learn, self.banks.newest_ts.get(partition))
+            self.banks.store.queue_indexes(pipe, partition, due, learn, None)
+        newest = {p: ts for p in by_partition if (ts := self.banks.newest_ts.get(p)) is not None}
+        self.banks.store.queue_newest(pipe, newest)
         moves: dict[str, list[Move]] = {family.name: [] for family in self.rules.families}
         for customer_id, outcome in outcomes.items():
             for name, segment in outcome.placements.items():
