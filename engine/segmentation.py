@@ -17,7 +17,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from features import windows
@@ -46,30 +46,46 @@ class PopulationCuts:
         recency = tuple(max(0.0, (read_at - ts) / SECONDS_PER_DAY) for ts in cuts.get("recency", []))
         return cls(recency, tuple(cuts.get("frequency", [])), tuple(cuts.get("monetary", [])))
 
+    # Plain loops: a generator per quintile cost more than the rest of the lookup.
     def r_score(self, recency_days: float | None) -> int | None:
         """R quintile (5 = bought most recently); None without a purchase or a population."""
         if recency_days is None or not self.recency_days:
             return None
-        return 1 + sum(1 for cut in self.recency_days if recency_days < cut)
+        score = 1
+        for cut in self.recency_days:
+            if recency_days < cut:
+                score += 1
+        return score
 
     def f_score(self, orders: int) -> int | None:
         """F quintile of an order count (None for a customer who never bought)."""
         if orders <= 0 or not self.frequency:
             return None
-        return 1 + sum(1 for cut in self.frequency if orders > cut)
+        score = 1
+        for cut in self.frequency:
+            if orders > cut:
+                score += 1
+        return score
 
     def m_score(self, revenue_minor: int, orders: int) -> int | None:
         """M quintile of revenue in minor units (None for a customer who never bought)."""
         if orders <= 0 or not self.monetary_minor:
             return None
-        return 1 + sum(1 for cut in self.monetary_minor if revenue_minor > cut)
+        score = 1
+        for cut in self.monetary_minor:
+            if revenue_minor > cut:
+                score += 1
+        return score
 
     def next_r_drop(self, recency_days: float | None) -> float | None:
         """Days from now until recency reaches the next cut (R drops by one), if any."""
         if recency_days is None:
             return None
-        ahead = [cut - recency_days for cut in self.recency_days if cut > recency_days]
-        return min(ahead, default=None)
+        nearest = None
+        for cut in self.recency_days:
+            if cut > recency_days and (nearest is None or cut - recency_days < nearest):
+                nearest = cut - recency_days
+        return nearest
 
 
 @dataclass(slots=True)
@@ -93,6 +109,27 @@ class RuleVariables(Mapping[str, object]):
             }
         return self._quintiles
 
+    def values_of(self, names: frozenset[str]) -> dict[str, object]:
+        """A dict in which ``get(name)`` is ``self.get(name)`` for every name in ``names``.
+
+        The rules read their variables from it once per event. It holds every feature (copying
+        the snapshot's dict is cheaper than picking the dozen the rules read), then the scores
+        and quintiles in ``names``, computed only when named.
+        """
+        scores, quintiles = _plan(names)
+        values: dict[str, object] = self.features.as_dict()
+        score = self.scores.get
+        for variable, model in scores:
+            values[variable] = score(model)
+        if quintiles:
+            try:
+                known = self.quintiles()
+            except KeyError:  # no recency feature: the quintiles read as None, as with get()
+                known = {}
+            for name in quintiles:
+                values[name] = known.get(name)
+        return values
+
     def __getitem__(self, name: str) -> object:
         if name.startswith(SCORE_PREFIX):
             return self.scores.get(name[len(SCORE_PREFIX) :])
@@ -109,7 +146,98 @@ class RuleVariables(Mapping[str, object]):
         return len(self.features) + len(self.scores) + len(QUINTILE_NAMES)
 
 
+_Plan = tuple[tuple[tuple[str, str], ...], tuple[str, ...]]
+_PLANS: dict[frozenset[str], _Plan] = {}
+MAX_PLANS = 64  # one per rule set in force; a reload adds one
+
+
+def _plan(names: frozenset[str]) -> _Plan:
+    """The ``(variable, model)`` scores and the quintiles among ``names``; the rest are features."""
+    plan = _PLANS.get(names)
+    if plan is None:
+        ordered = sorted(names)
+        scores = tuple((n, n[len(SCORE_PREFIX) :]) for n in ordered if n.startswith(SCORE_PREFIX))
+        quintiles = tuple(n for n in ordered if n in QUINTILE_NAMES)
+        if len(_PLANS) >= MAX_PLANS:
+            _PLANS.clear()
+        plan = _PLANS[names] = (scores, quintiles)
+    return plan
+
+
 AGE_FEATURES = frozenset({"recency_days", "tenure_days", "days_since_last_login", "days_since_last_activity"})
+_SCORE, _R_SCORE, _QUINTILE, _AGE, _ENGAGEMENT, _WINDOW, _OTHER = range(7)
+_WINDOW_BUCKETS = {
+    "orders": "purchase_days",
+    "revenue": "purchase_days",
+    "avg_order_value": "purchase_days",
+    "logins": "login_days",
+    "sessions": "session_days",
+    "tickets": "ticket_open_days",
+    "call_center": "call_days",
+}
+_KINDS: dict[str, tuple[int, str, int]] = {}
+
+
+def _kind(name: str) -> tuple[int, str, int]:
+    """How ``name`` moves with time alone: (kind, state field of its day buckets, window days)."""
+    kind = _KINDS.get(name)
+    if kind is None:
+        kind = (_OTHER, "", 0)
+        stem, _, suffix = name.rpartition("_")
+        if name.startswith(SCORE_PREFIX):
+            kind = (_SCORE, "", 0)
+        elif name == "r_score":
+            kind = (_R_SCORE, "", 0)
+        elif name in QUINTILE_NAMES:
+            kind = (_QUINTILE, "", 0)
+        elif name in AGE_FEATURES or name.startswith("days_since_first_use_"):
+            kind = (_AGE, "", 0)
+        elif name == "engagement_score":
+            kind = (_ENGAGEMENT, "", 0)
+        elif suffix.endswith("d") and suffix[:-1].isdigit() and stem in _WINDOW_BUCKETS:
+            kind = (_WINDOW, _WINDOW_BUCKETS[stem], int(suffix[:-1]))
+        if len(_KINDS) < 4096:  # names come from validated rules: a few dozen
+            _KINDS[name] = kind
+    return kind
+
+
+CrossingPoints = tuple[tuple[str, tuple[float | None, ...]], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _CrossingPlan:
+    """A rule set's crossing points sorted by how their variables move with time."""
+
+    points: CrossingPoints  # kept so that the id it is cached under stays theirs
+    features: tuple[str, ...]  # every name read from the snapshot
+    scores: bool
+    r_score: bool
+    ages: CrossingPoints
+    engagement: CrossingPoints
+    windows: tuple[tuple[str, str, int], ...]
+
+
+_CROSSING_PLANS: dict[int, _CrossingPlan] = {}
+
+
+def _crossing_plan(points: CrossingPoints) -> _CrossingPlan:
+    plan = _CROSSING_PLANS.get(id(points))
+    if plan is not None and plan.points is points:
+        return plan
+    kinds = [(name, thresholds, _kind(name)) for name, thresholds in points]
+    plan = _CrossingPlan(
+        points,
+        features=tuple(n for n, _, (kind, _, _) in kinds if kind not in (_SCORE, _R_SCORE, _QUINTILE)),
+        scores=any(kind == _SCORE for _, _, (kind, _, _) in kinds),
+        r_score=any(kind == _R_SCORE for _, _, (kind, _, _) in kinds),
+        ages=tuple((n, t) for n, t, (kind, _, _) in kinds if kind == _AGE),
+        engagement=tuple((n, t) for n, t, (kind, _, _) in kinds if kind == _ENGAGEMENT),
+        windows=tuple((n, buckets, days) for n, _, (kind, buckets, days) in kinds if kind == _WINDOW),
+    )
+    if len(_CROSSING_PLANS) >= MAX_PLANS:
+        _CROSSING_PLANS.clear()
+    _CROSSING_PLANS[id(points)] = plan
+    return plan
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,28 +252,65 @@ class TimeModel:
     def crossing(self, name: str, threshold: float | None) -> float | None:
         """Earliest event time > as_of at which ``name`` may cross ``threshold`` (None: never)."""
         at = self.as_of
-        if name.startswith(SCORE_PREFIX):
+        kind, buckets, days = _KINDS.get(name) or _kind(name)
+        if kind == _SCORE:
             return at + self.rescore_seconds
-        if name == "r_score":
-            days = self.variables.cuts.next_r_drop(self.variables.features["recency_days"])  # type: ignore[arg-type]
-            return None if days is None else at + days * SECONDS_PER_DAY + JUST_AFTER
-        if name in QUINTILE_NAMES:
+        if kind == _R_SCORE:
+            return self._r_drop(self.variables.features["recency_days"])  # type: ignore[arg-type]
+        if kind == _QUINTILE:
             return None
         value = self.variables.features[name]
-        if value is None:
+        if value is None or kind == _OTHER:
             return None
-        if name in AGE_FEATURES or name.startswith("days_since_first_use_"):
-            if threshold is None:
-                return at + SECONDS_PER_DAY
-            ahead = float(threshold) - float(value)
-            return at + ahead * SECONDS_PER_DAY + JUST_AFTER if ahead >= 0 else None
-        if name == "engagement_score":
-            return self._engagement_crossing(float(value), threshold)
-        window = _window_of(name, self.variables.state)
-        if window is not None:
-            buckets, days = window
-            return _next_bucket_expiry(buckets, windows.day_of(at), days)
-        return None
+        if kind == _AGE:
+            return _age_crossings(at, value, (threshold,))[0]  # type: ignore[arg-type]
+        if kind == _ENGAGEMENT:
+            return self._engagement_crossing(float(value), threshold)  # type: ignore[arg-type]
+        bucket_days = getattr(self.variables.state, buckets)
+        return _next_bucket_expiry(bucket_days, windows.day_of(at), days)
+
+    def earliest(self, points: CrossingPoints, after: float) -> float | None:
+        """The earliest ``crossing(name, t)`` later than ``after`` over ``points`` (name, thresholds).
+
+        The same as asking :meth:`crossing` point by point, in one call: each variable is read
+        once, and only ages and the engagement score are asked per threshold.
+        """
+        plan = _crossing_plan(points)
+        at = self.as_of
+        variables = self.variables
+        features = variables.features
+        values = features.as_dict()  # one copy: cheaper than the snapshot's __getitem__ per name
+        for name in plan.features:
+            if name not in values:
+                features[name]  # raises the snapshot's KeyError, as crossing() does
+        dues: list[float | None] = []
+        if plan.scores:
+            dues.append(at + self.rescore_seconds)
+        if plan.r_score:
+            dues.append(self._r_drop(values["recency_days"]))  # type: ignore[arg-type]
+        for name, thresholds in plan.ages:
+            value = values[name]
+            if value is not None:
+                dues += _age_crossings(at, value, thresholds)  # type: ignore[arg-type]
+        for name, thresholds in plan.engagement:
+            value = values[name]
+            if value is not None:
+                for threshold in thresholds:
+                    dues.append(self._engagement_crossing(float(value), threshold))  # type: ignore[arg-type]
+        if plan.windows:
+            today = windows.day_of(at)
+            for name, buckets, days in plan.windows:
+                if values[name] is not None:
+                    dues.append(_next_bucket_expiry(getattr(variables.state, buckets), today, days))
+        best: float | None = None
+        for due in dues:
+            if due is not None and due > after and (best is None or due < best):
+                best = due
+        return best
+
+    def _r_drop(self, recency_days: float | None) -> float | None:
+        days_ahead = self.variables.cuts.next_r_drop(recency_days)
+        return None if days_ahead is None else self.as_of + days_ahead * SECONDS_PER_DAY + JUST_AFTER
 
     def _engagement_crossing(self, value: float, threshold: float | None) -> float | None:
         if value <= 0.0:
@@ -158,26 +323,22 @@ class TimeModel:
         return self.as_of + half_life * math.log2(value / threshold) + JUST_AFTER
 
 
-def _window_of(name: str, state: CustomerState) -> tuple[dict[int, object], int] | None:
-    """The day buckets and window length behind a windowed feature name, if it is one."""
-    stem, _, suffix = name.rpartition("_")
-    if not suffix.endswith("d") or not suffix[:-1].isdigit():
-        return None
-    days = int(suffix[:-1])
-    if stem in ("orders", "revenue", "avg_order_value"):
-        return state.purchase_days, days  # type: ignore[return-value]
-    buckets = {
-        "logins": state.login_days,
-        "sessions": state.session_days,
-        "tickets": state.ticket_open_days,
-        "call_center": state.call_days,
-    }.get(stem)
-    return None if buckets is None else (buckets, days)  # type: ignore[return-value]
+def _age_crossings(at: float, value: float, thresholds: Iterable[float | None]) -> list[float | None]:
+    """When an age of ``value`` days at ``at`` (growing one a day) passes each threshold."""
+    dues: list[float | None] = []
+    for threshold in thresholds:
+        if threshold is None:
+            dues.append(at + SECONDS_PER_DAY)
+            continue
+        ahead = float(threshold) - float(value)
+        dues.append(at + ahead * SECONDS_PER_DAY + JUST_AFTER if ahead >= 0 else None)
+    return dues
 
 
 def _next_bucket_expiry(buckets: Mapping[int, object], today: int, days: int) -> float | None:
     """When the oldest bucket inside a ``days`` window ending ``today`` leaves it (epoch s)."""
-    inside = [day for day in buckets if today - days + 1 <= day <= today]
-    if not inside:
-        return None
-    return (min(inside) + days) * SECONDS_PER_DAY
+    first, oldest = today - days + 1, None
+    for day in buckets:
+        if first <= day <= today and (oldest is None or day < oldest):
+            oldest = day
+    return None if oldest is None else (oldest + days) * SECONDS_PER_DAY

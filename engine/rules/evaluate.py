@@ -29,6 +29,9 @@ from engine.rules.expressions import Condition, Variables
 from engine.rules.model import Family, RuleSet, Segment
 
 Crossing = Callable[[str, float | None], float | None]
+CrossingNames = tuple[tuple[str, tuple[float | None, ...]], ...]
+Earliest = Callable[[CrossingNames, float], float | None]
+_SET = object.__setattr__
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +42,7 @@ class Membership:
     since: float  # event time (epoch seconds) it entered
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, init=False)
 class FamilyDecision:
     """The segment a family puts a customer in at one moment, and why."""
 
@@ -49,6 +52,30 @@ class FamilyDecision:
     label: str | None
     since: float | None
     reason: dict[str, Any]
+
+    # One per family per event. A frozen dataclass's own __init__ calls object.__setattr__ per
+    # field (slots or not); handing the instance its whole __dict__ at once costs half as much.
+    def __init__(
+        self,
+        family: str,
+        previous: str | None,
+        segment: str | None,
+        label: str | None,
+        since: float | None,
+        reason: dict[str, Any],
+    ) -> None:
+        _SET(
+            self,
+            "__dict__",
+            {
+                "family": family,
+                "previous": previous,
+                "segment": segment,
+                "label": label,
+                "since": since,
+                "reason": reason,
+            },
+        )
 
     @property
     def changed(self) -> bool:
@@ -71,21 +98,13 @@ def _reason(rule: str, subject: str, conditions: list[Condition]) -> dict[str, A
     }
 
 
-def _first_entering(family: Family, variables: Variables, before: int) -> Segment | None:
-    for segment in family.segments:
-        if segment.priority >= before:
-            return None
-        if segment.enter.evaluate(variables):
-            return segment
-    return None
-
-
 def _enter(
     family: Family, segment: Segment, previous: str | None, v: Variables, as_of: float
 ) -> FamilyDecision:
     _, conditions = segment.enter.explain(v)
     reason = _reason(f"{family.name}.{segment.name}", f"{family.name}={segment.name}", conditions)
-    return FamilyDecision(family.name, previous, segment.name, segment.label_for(v), as_of, reason)
+    label = segment.label_of(v) if segment.labels else segment.label
+    return FamilyDecision(family.name, previous, segment.name, label, as_of, reason)
 
 
 def _stay(family: Family, segment: Segment, current: Membership, v: Variables) -> FamilyDecision:
@@ -94,9 +113,8 @@ def _stay(family: Family, segment: Segment, current: Membership, v: Variables) -
         "conditions": [],
         "text": f"{family.name}={segment.name} unchanged",
     }
-    return FamilyDecision(
-        family.name, segment.name, segment.name, segment.label_for(v), current.since, reason
-    )
+    label = segment.label_of(v) if segment.labels else segment.label
+    return FamilyDecision(family.name, segment.name, segment.name, label, current.since, reason)
 
 
 def _leave(family: Family, held: Segment | None, previous: str, v: Variables) -> FamilyDecision:
@@ -120,17 +138,20 @@ def evaluate_family(
 
     See the module docstring for the resolution rule.
     """
-    previous = current.segment if current is not None else None
-    held = family.segment(previous)
+    previous: str | None = None
+    held: Segment | None = None
+    if current is not None:
+        previous = current.segment
+        held = family.segment(previous)
     if held is not None and current is not None:
         if current.since <= as_of < current.since + held.min_dwell_seconds:
             return _stay(family, held, current, variables)
-        if not held.exit_condition.evaluate(variables):
-            candidate = _first_entering(family, variables, held.priority)
+        if not held.exit_condition.function(variables):
+            candidate = family.first_entering(variables, held.priority)
             if candidate is None:
                 return _stay(family, held, current, variables)
             return _enter(family, candidate, previous, variables, as_of)
-    candidate = _first_entering(family, variables, len(family.segments))
+    candidate = family.first_entering(variables, len(family.segments))
     if candidate is None:
         if previous is None:
             none = {"rule": f"{family.name}.none", "conditions": [], "text": f"{family.name}=none"}
@@ -144,10 +165,14 @@ def evaluate_family(
 def evaluate_rules(
     rules: RuleSet, variables: Variables, memberships: Mapping[str, Membership], as_of: float
 ) -> list[FamilyDecision]:
-    """One decision per family of ``rules``, in file order; ``memberships`` maps family -> current."""
-    return [
-        evaluate_family(family, variables, memberships.get(family.name), as_of) for family in rules.families
-    ]
+    """One decision per family of ``rules``, in file order; ``memberships`` maps family -> current.
+
+    Variables with a ``values_of(names)`` method (``engine.segmentation.RuleVariables``) are read
+    once, for the names the rules' expressions read, into a dict every family then reads from.
+    """
+    values_of = getattr(variables, "values_of", None)
+    values = variables if values_of is None else values_of(rules.expression_names)
+    return [evaluate_family(family, values, memberships.get(family.name), as_of) for family in rules.families]
 
 
 def explain_membership(family: Family, membership: Membership, variables: Variables, as_of: float) -> dict:
@@ -180,6 +205,7 @@ def next_due(
     memberships: Mapping[str, Membership],
     as_of: float,
     crossing: Crossing,
+    earliest: Earliest | None = None,
 ) -> float | None:
     """The earliest event time after ``as_of`` at which time alone could change a decision.
 
@@ -191,13 +217,21 @@ def next_due(
     for each current membership with a dwell, the dwell's end. Times <= ``as_of`` are ignored;
     None means nothing is due. ``variables`` are the values ``crossing`` is assumed to close
     over; they are not read here.
+
+    ``earliest(points, after)``, if given, must be the earliest ``crossing(name, t)`` later than
+    ``after`` over ``points``, ``(name, thresholds)`` pairs (None if none); it is then asked once,
+    for ``RuleSet.crossing_names``, instead of ``crossing`` once per point, with the same result
+    (``engine.segmentation.TimeModel.earliest``).
     """
     best: float | None = None
-    for name, threshold in rules.crossing_points:
-        due = crossing(name, threshold)
-        if due is not None and due > as_of and (best is None or due < best):
-            best = due
-    for family in rules.families:
+    if earliest is None:
+        for name, threshold in rules.crossing_points:
+            due = crossing(name, threshold)
+            if due is not None and due > as_of and (best is None or due < best):
+                best = due
+    else:
+        best = earliest(rules.crossing_names, as_of)
+    for family in rules.dwell_families:
         membership = memberships.get(family.name)
         if membership is None:
             continue

@@ -6,9 +6,12 @@ tuple or list of constants), ``+ - * /``, unary ``-``/``+``, names (variables or
 constants (int, float, str, bool, None) and the functions ``min``, ``max``, ``abs`` and
 ``coalesce`` (first non-None argument). Anything else is a :class:`RuleSyntaxError`.
 
-The text is parsed once with ``ast.parse`` and compiled into a tree of closures; nothing is ever
-passed to ``eval``/``exec``/``compile``. Evaluation reads variables with ``variables.get(name)``,
-so a variable missing from the mapping is None.
+The text is parsed once with ``ast.parse`` and checked against the whitelist into a tree of
+closures (``engine.rules.nodes``), which defines the semantics and gives the explanations. For
+evaluation that tree is turned into generated Python code (``engine.rules.codegen``): only an
+``ast`` built by that module from the tree, never the text, is passed to ``compile()``, and
+nothing to ``eval``/``exec``. Evaluation reads variables with ``variables.get(name)``, so a
+variable missing from the mapping is None.
 
 None semantics: a comparison with a None operand is False, except ``x == None`` and
 ``x != None`` (the literal None on one side), which test for None. Arithmetic with
@@ -21,11 +24,11 @@ from __future__ import annotations
 import ast
 import difflib
 import math
-import operator
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
-from engine.rules import nodes
+from engine.rules import codegen, nodes
 from engine.rules.nodes import Condition, Variables, format_value
 
 __all__ = [
@@ -35,8 +38,12 @@ __all__ = [
     "Expression",
     "RuleSyntaxError",
     "compile_expression",
+    "first_match",
     "format_value",
 ]
+
+T = TypeVar("T")
+D = TypeVar("D")
 
 FUNCTIONS: tuple[str, ...] = ("abs", "coalesce", "max", "min")
 _ARITY: dict[str, tuple[int, int | None, str]] = {
@@ -51,12 +58,7 @@ _COMPARE_OPS: dict[type[ast.cmpop], str] = {
     ast.In: "in", ast.NotIn: "not in",
 }  # fmt: skip
 _SWAPPED = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "==", "!=": "!="}
-_ARITHMETIC = {
-    ast.Add: operator.add,
-    ast.Sub: operator.sub,
-    ast.Mult: operator.mul,
-    ast.Div: operator.truediv,
-}
+_ARITHMETIC: dict[type[ast.operator], str] = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/"}
 _OPERATOR_TEXT: dict[type[ast.AST], str] = {
     ast.Pow: "**", ast.Mod: "%", ast.FloorDiv: "//", ast.MatMult: "@", ast.LShift: "<<", ast.RShift: ">>",
     ast.BitOr: "|", ast.BitAnd: "&", ast.BitXor: "^", ast.Invert: "~", ast.Is: "is", ast.IsNot: "is not",
@@ -130,17 +132,14 @@ class _Compiler:
             operand = self.compile(node.operand)
             if isinstance(node.op, ast.Not):
                 return nodes.Not(operand, src)
-            if isinstance(node.op, ast.USub):
-                return nodes.Node(nodes.negate(operand.fn), operand.names, src)
-            if isinstance(node.op, ast.UAdd):
-                return nodes.Node(nodes.positive(operand.fn), operand.names, src)
+            if isinstance(node.op, (ast.USub, ast.UAdd)):
+                return nodes.Unary("-" if isinstance(node.op, ast.USub) else "+", operand, src)
             raise self.fail(node, f"operator {_OPERATOR_TEXT.get(type(node.op), '?')!r}")
         if isinstance(node, ast.BinOp):
             if type(node.op) not in _ARITHMETIC:
                 raise self.fail(node, f"operator {_OPERATOR_TEXT.get(type(node.op), '?')!r}")
             left, right = self.compile(node.left), self.compile(node.right)
-            op = _ARITHMETIC[type(node.op)]
-            return nodes.Node(nodes.arithmetic(op, left.fn, right.fn), left.names | right.names, src)
+            return nodes.Arithmetic(_ARITHMETIC[type(node.op)], left, right, src)
         if isinstance(node, ast.Compare):
             return self._compare(node, src)
         if isinstance(node, ast.Call):
@@ -172,8 +171,7 @@ class _Compiler:
         least, most, wanted = _ARITY[name]
         if len(args) < least or (most is not None and len(args) > most):
             raise RuleSyntaxError(f"{name}() takes {wanted}, got {len(args)} ({src!r})")
-        names = frozenset().union(*(a.names for a in args))
-        return nodes.Node(nodes.function(name, tuple(a.fn for a in args)), names, src)
+        return nodes.Call(name, args, src)
 
     def _compare(self, node: ast.Compare, src: str) -> nodes.Node:
         self._compare_depth += 1
@@ -223,25 +221,38 @@ class _Compiler:
 
 
 class Expression:
-    """A compiled expression: cheap to evaluate, explainable, introspectable for schedulers."""
+    """A compiled expression: cheap to evaluate, explainable, introspectable for schedulers.
 
-    __slots__ = ("_comparisons", "_fn", "_free", "_negated", "_root", "names", "text")
+    ``function(variables)`` is the evaluator :meth:`evaluate` calls, for callers that want to
+    skip the method: generated Python code (see ``engine.rules.codegen``), or the closure tree
+    when the expression is nested too deeply for Python's compiler. ``closure(variables)`` is
+    the closure tree itself, the reference semantics (and the generated code's fallback).
+    """
+
+    __slots__ = ("_comparisons", "_free", "_negated", "_root", "closure", "function", "names", "text")
 
     def __init__(
         self, text: str, root: nodes.Node, comparisons: tuple[Comparison, ...], free: frozenset[str]
     ) -> None:
         self.text = text
         self.names: frozenset[str] = root.names
-        self._root, self._fn = root, root.fn
+        self._root = root
+        self.closure: nodes.Fn = root.fn
+        self.function: nodes.Fn = codegen.compile_node(root) or root.fn
         self._comparisons, self._free = comparisons, free
         self._negated: Expression | None = None
 
     def __repr__(self) -> str:
         return f"Expression({self.text!r})"
 
+    @property
+    def compiled(self) -> bool:
+        """Whether :meth:`evaluate` runs generated code (False: the closure tree)."""
+        return self.function is not self.closure
+
     def evaluate(self, variables: Variables) -> object:
         """The value of the expression for ``variables`` (missing names read as None)."""
-        return self._fn(variables)
+        return self.function(variables)
 
     def explain(self, variables: Variables) -> tuple[object, list[Condition]]:
         """The value and the conditions behind it.
@@ -287,6 +298,28 @@ class Expression:
             root = nodes.Not(self._root, f"not ({self.text})")
             self._negated = Expression(root.src, root, self._comparisons, self._free)
         return self._negated
+
+
+def first_match(
+    cases: Sequence[tuple[Expression, T]], default: D, bounded: bool = False
+) -> Callable[..., T | D]:
+    """One function giving the result of the first case whose expression is true, else ``default``.
+
+    ``f(variables)``; with ``bounded``, ``f(variables, before)`` tries only the first ``before``
+    cases. Same results as trying ``expression.evaluate`` case by case, in one call of generated
+    code (a loop over the cases when that cannot be compiled).
+    """
+    compiled = codegen.compile_first_match([(e._root, r) for e, r in cases], default, bounded)
+    if compiled is not None:
+        return compiled
+
+    def loop(variables: Variables, before: int = len(cases)) -> T | D:
+        for expression, result in cases[:before]:
+            if expression.function(variables):
+                return result
+        return default
+
+    return loop
 
 
 def compile_expression(

@@ -1,8 +1,10 @@
 """Internal: the compiled form of rule expressions (closures) and the facts they explain with.
 
 ``engine.rules.expressions`` builds these nodes from a parsed AST; nothing here parses text.
-Each node has ``fn`` (variables -> value, the fast path run for every event) and ``why``
-(value plus the :class:`Condition` facts behind it, run only when a reason is wanted).
+Each node has ``fn`` (variables -> value, the reference semantics of the language) and ``why``
+(value plus the :class:`Condition` facts behind it, run only when a reason is wanted). Every
+node keeps its operands, so ``engine.rules.codegen`` can turn a tree into straight-line Python;
+the closures stay the reference that code is tested against and its fallback.
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ NUMBERS = (int, float)
 ORDERING: dict[str, Callable[[Any, Any], Any]] = {
     "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge,
     "==": operator.eq, "!=": operator.ne,
+}  # fmt: skip
+ARITHMETIC: dict[str, Callable[[Any, Any], Any]] = {
+    "+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv,
 }  # fmt: skip
 INVERSE = {"<": ">=", "<=": ">", ">": "<=", ">=": "<", "==": "!=", "!=": "==", "in": "not in", "not in": "in"}
 
@@ -143,6 +148,37 @@ class BoolOp(Node):
                 return bool(value), sub
             facts += sub
         return self.is_and, facts
+
+
+class Unary(Node):
+    """``-operand`` or ``+operand``: None unless the operand is a number."""
+
+    __slots__ = ("op", "operand")
+
+    def __init__(self, op: str, operand: Node, src: str) -> None:
+        super().__init__((negate if op == "-" else positive)(operand.fn), operand.names, src)
+        self.op, self.operand = op, operand
+
+
+class Arithmetic(Node):
+    """``left op right`` for op in ``+ - * /``: None unless both are numbers, or on an error."""
+
+    __slots__ = ("left", "op", "right")
+
+    def __init__(self, op: str, left: Node, right: Node, src: str) -> None:
+        super().__init__(arithmetic(ARITHMETIC[op], left.fn, right.fn), left.names | right.names, src)
+        self.op, self.left, self.right = op, left, right
+
+
+class Call(Node):
+    """A call of one of the allowed functions (``abs``, ``coalesce``, ``min``, ``max``)."""
+
+    __slots__ = ("args", "function")
+
+    def __init__(self, function_name: str, args: list[Node], src: str) -> None:
+        names = frozenset().union(*(a.names for a in args))
+        super().__init__(function(function_name, tuple(a.fn for a in args)), names, src)
+        self.function, self.args = function_name, tuple(args)
 
 
 class Not(Node):
@@ -276,18 +312,30 @@ def function(name: str, fns: tuple[Fn, ...]) -> Fn:
     if name == "abs":
         (f,) = fns
         return lambda v: abs(x) if isinstance(x := f(v), NUMBERS) else None
-    pick = min if name == "min" else max
+    pick = least if name == "min" else greatest
+    return lambda v: pick(*[f(v) for f in fns])
 
-    def extreme(v: Variables) -> object:
-        values = [x for f in fns if (x := f(v)) is not None]
-        if not values:
-            return None
-        try:
-            return pick(values)
-        except TypeError:
-            return None
 
-    return extreme
+def least(*values: object) -> object:
+    """``min`` of the language: None arguments ignored, None if all are None or they do not compare."""
+    present = [x for x in values if x is not None]
+    if not present:
+        return None
+    try:
+        return min(present)  # type: ignore[type-var]
+    except TypeError:
+        return None
+
+
+def greatest(*values: object) -> object:
+    """``max`` of the language: None arguments ignored, None if all are None or they do not compare."""
+    present = [x for x in values if x is not None]
+    if not present:
+        return None
+    try:
+        return max(present)  # type: ignore[type-var]
+    except TypeError:
+        return None
 
 
 def negate(f: Fn) -> Fn:

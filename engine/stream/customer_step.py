@@ -216,7 +216,9 @@ class CustomerStep:
         else:
             variables = self.variables(record.customer_id, state, work.scores, as_of)
         time_model = TimeModel(variables, self.config.features, as_of, self.config.rescore_seconds)
-        rules_due = next_due(rules, variables, work.memberships, as_of, time_model.crossing)
+        rules_due = next_due(
+            rules, variables, work.memberships, as_of, time_model.crossing, time_model.earliest
+        )
         label_due = work.book.next_due()
         due = min((t for t in (rules_due, label_due) if t is not None), default=None)
         return StepResult(
@@ -323,7 +325,9 @@ class CustomerStep:
         for _ in range(MAX_TICK_STEPS):
             variables = self.variables(record.customer_id, state, work.scores, as_of)
             time_model = TimeModel(variables, self.config.features, as_of, self.config.rescore_seconds)
-            due = next_due(rules, variables, work.memberships, as_of, time_model.crossing)
+            due = next_due(
+                rules, variables, work.memberships, as_of, time_model.crossing, time_model.earliest
+            )
             if due is None or due > watermark:
                 work.last_variables = (_state_key(state, as_of), variables)
                 break
