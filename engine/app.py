@@ -193,11 +193,11 @@ def feature_config(settings: Settings) -> FeatureConfig:
     )
 
 
-def create_runtime(settings: Settings) -> Runtime:
-    """Build the Faust app, topics and pipeline; the agent is attached by engine.stream.agents."""
-    datadir = settings.stack_dir / "worker-data"
+def faust_app(settings: Settings, data_dir: str, web_enabled: bool | None = None) -> faust.App:
+    """A Faust app for ``settings``: its group, web server on loopback, data under the stack dir."""
+    datadir = settings.stack_dir / data_dir
     datadir.mkdir(parents=True, exist_ok=True)
-    app = faust.App(
+    return faust.App(
         settings.app_id,
         broker=f"kafka://{settings.kafka_bootstrap}",
         store="memory://",
@@ -209,12 +209,17 @@ def create_runtime(settings: Settings) -> Runtime:
         broker_heartbeat_interval=settings.heartbeat_interval_seconds,
         broker_commit_interval=settings.commit_interval_seconds,
         producer_acks=-1,
-        web_enabled=settings.web_enabled,
+        web_enabled=settings.web_enabled if web_enabled is None else web_enabled,
         web_port=settings.web_port,
         web_bind="127.0.0.1",
         web_host="127.0.0.1",
         datadir=str(datadir),
     )
+
+
+def create_runtime(settings: Settings) -> Runtime:
+    """Build the Faust app, topics and pipeline; the agent is attached by engine.stream.agents."""
+    app = faust_app(settings, "worker-data")
     app.boot_strategy = _WebAndTimers(app)
     pipeline = build_pipeline(settings)
     names = rule_names(settings)

@@ -34,7 +34,7 @@ import faust
 import msgpack
 from aiohttp.web import Response
 
-from engine.app import feature_config
+from engine.app import faust_app, feature_config
 from engine.codecs import encode_msgpack
 from engine.schemas import InvalidEvent, validate_event
 from engine.settings import Settings, load_settings
@@ -50,25 +50,7 @@ APPLIED, INVALID = "segflow_events_applied_total", "segflow_events_dead_lettered
 
 def build_app(settings: Settings) -> faust.App:
     """The naive Faust app for ``settings`` with its agent and metrics page attached."""
-    datadir = settings.stack_dir / "naive-data"
-    datadir.mkdir(parents=True, exist_ok=True)
-    app = faust.App(
-        settings.app_id,
-        broker=f"kafka://{settings.kafka_bootstrap}",
-        store="memory://",
-        topic_disable_leader=True,
-        topic_partitions=settings.events_partitions,
-        consumer_auto_offset_reset="earliest",
-        broker_session_timeout=settings.session_timeout_seconds,
-        broker_heartbeat_interval=settings.heartbeat_interval_seconds,
-        broker_commit_interval=settings.commit_interval_seconds,
-        producer_acks=-1,
-        web_enabled=True,
-        web_port=settings.web_port,
-        web_bind="127.0.0.1",
-        web_host="127.0.0.1",
-        datadir=str(datadir),
-    )
+    app = faust_app(settings, "naive-data", web_enabled=True)
     raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
     events = app.topic(settings.events_topic, partitions=settings.events_partitions, **raw)
     changes = app.topic(settings.changes_topic, partitions=settings.changes_partitions, **raw)
