@@ -95,10 +95,9 @@ class ModelStore:
         partition: int,
         due: Mapping[str, float | None],
         learn: Mapping[str, int],
-        newest_ts: float | None,
     ) -> None:
-        """Add index updates to a commit pipeline: due times (None: nothing due), learn boxes,
-        and the partition's newest event time. Scores are set, never incremented: idempotent."""
+        """Add index updates to a commit pipeline: due times (None: nothing due) and learn boxes.
+        Scores are set, never incremented: idempotent."""
         scheduled = {cid: ts for cid, ts in due.items() if ts is not None}
         unscheduled = [cid for cid, ts in due.items() if ts is None]
         if scheduled:
@@ -107,8 +106,6 @@ class ModelStore:
             pipe.zrem(self.due_key(partition), *unscheduled)
         if learn:
             pipe.zadd(self.learn_key(partition), dict(learn))
-        if newest_ts is not None:
-            self.queue_newest(pipe, {partition: newest_ts})
 
     def queue_newest(self, pipe: Any, newest: Mapping[int, float]) -> None:
         """Add to a pipeline: the newest event time committed per partition (one HSET for all)."""

@@ -102,7 +102,7 @@ async def handle_tick(runtime: Runtime) -> None:
     """Move on customers due by their partition's watermark; claim newly assigned partitions."""
     started = time.perf_counter()
     async with runtime.lock:
-        assigned = _assigned_partitions(runtime)
+        assigned = runtime.ingest.assignment()
         if assigned:
             await _with_retry(runtime, "claim models", partial(runtime.pipeline.banks.ensure, assigned))
         try:
@@ -121,10 +121,6 @@ async def _maybe_checkpoint(runtime: Runtime) -> None:
     if banks.checkpoint_due():
         saved = await _with_retry(runtime, "checkpoint", banks.checkpoint)
         runtime.metrics.add("segflow_model_checkpoints_total", len(saved))
-
-
-def _assigned_partitions(runtime: Runtime) -> list[int]:
-    return runtime.ingest.assignment()
 
 
 async def release_revoked(runtime: Runtime, partitions: list[int]) -> None:
@@ -154,12 +150,8 @@ def attach_agent(runtime: Runtime) -> None:
     async def revoked(partitions: list[int]) -> None:
         await release_revoked(runtime, partitions)
 
-    async def assigned(partitions: list[int]) -> None:
-        # Claimed by the next tick (under the lock), so a rebalance never waits on Redis.
-        log.info("assigned partitions %s", partitions)
-
     runtime.ingest = BatchIngest(
-        settings, handle, flush, lambda: runtime.pipeline.cleared_through, revoked, assigned, runtime.lock
+        settings, handle, flush, lambda: runtime.pipeline.cleared_through, revoked, runtime.lock
     )
     runtime.app.service(runtime.ingest)  # type: ignore[arg-type]
 

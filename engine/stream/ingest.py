@@ -47,7 +47,9 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         await self._ingest.revoked([tp.partition for tp in revoked])
 
     async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
-        await self._ingest.assigned([tp.partition for tp in assigned])
+        # Nothing to do here: the next tick claims the new partitions' models under the lock,
+        # so a rebalance never waits on Redis.
+        return
 
 
 class BatchIngest(Service):
@@ -60,7 +62,6 @@ class BatchIngest(Service):
         flush: Callable[[], Awaitable[int]],
         cleared: Callable[[], int],
         on_revoked: PartitionsHandler,
-        on_assigned: PartitionsHandler,
         lock: asyncio.Lock,
         **kwargs: object,
     ) -> None:
@@ -72,15 +73,12 @@ class BatchIngest(Service):
         self._awaiting: list[tuple[int, dict[TopicPartition, int]]] = []
         """Delivered batches whose outbox entries are not removed yet: (ticket, next offsets)."""
         self._on_revoked = on_revoked
-        self._on_assigned = on_assigned
         self._lock = lock
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
         self._delivered: dict[TopicPartition, int] = {}
         """Next offset to commit per partition: everything below it was delivered."""
         self._last_commit = time.monotonic()
-        self.batches = 0
-        self.commits = 0
 
     async def on_start(self) -> None:
         """Connect the producer, then join the consumer group."""
@@ -158,7 +156,6 @@ class BatchIngest(Service):
                 nexts = {tp: ms[-1].offset + 1 for tp, ms in fetched.items() if tp in assigned}
                 self._awaiting.append((ticket, nexts))
                 self._promote(self._cleared())
-                self.batches += 1
                 await self._commit(force=False)
             else:
                 # Not delivered (another writer owns these customers): fetch them again, so that
@@ -186,7 +183,6 @@ class BatchIngest(Service):
         self._last_commit = time.monotonic()
         try:
             await self.consumer.commit(offsets)
-            self.commits += 1
         except (CommitFailedError, RebalanceInProgressError, IllegalStateError, KafkaError) as exc:
             # A rebalance took the partitions: their new owner reprocesses from the last commit,
             # which the offset fencing in Redis makes a no-op for what was applied here.
@@ -200,10 +196,6 @@ class BatchIngest(Service):
             await self._commit(force=True)
             self._delivered, self._awaiting = {}, []
             await self._on_revoked(partitions)
-
-    async def assigned(self, partitions: list[int]) -> None:
-        """After a rebalance: let the pipeline claim the partitions now assigned."""
-        await self._on_assigned(partitions)
 
     async def send(self, topic: str, key: bytes | None, value: bytes) -> asyncio.Future[object]:
         """Queue one record for ``topic`` (batched by the producer's linger); await the result."""

@@ -31,7 +31,7 @@ from engine.stream.batch_records import (
     parse_outbox_entry,
 )
 from engine.stream.customer_step import CustomerStep, Scored, StepConfig
-from engine.stream.scoring import BankRowScorer, run_scored
+from engine.stream.scoring import run_scored
 from features.event import SECONDS_PER_DAY, PositionedEvent
 from features.record_cache import RecordCache
 from features.redis_store import CustomerRecord, CustomerWrite, RedisFeatureStore
@@ -111,7 +111,6 @@ class SegmentPipeline:
         self._cuts_read_wall = float("-inf")
         self.aggregates = SegmentAggregates(store.client, store.prefix)
         self._step = CustomerStep(config.step, lambda: self.rules, lambda: self.cuts, clock)
-        self._scorer = BankRowScorer()
         self._unclear: dict[str, list[str]] = {}
         """Delivered outbox entries not yet removed from Redis (removed by the next commit)."""
         self._deferred_seq = 0
@@ -223,7 +222,7 @@ class SegmentPipeline:
             if not pending:
                 break
             records = await self._records(pending)
-            outcomes = run_scored({cid: run(records[cid]) for cid in pending}, self._scorer)
+            outcomes = run_scored({cid: run(records[cid]) for cid in pending})
             writes = [o.write for o in outcomes.values() if o.write is not None]
             unchanged = {
                 cid: state for cid, o in outcomes.items() if o.write is None and (state := records[cid].state)
@@ -299,7 +298,7 @@ class SegmentPipeline:
             if outcome.learn_index is not None:
                 learn[customer_id] = outcome.learn_index
         for partition, (due, learn) in by_partition.items():
-            self.banks.store.queue_indexes(pipe, partition, due, learn, None)
+            self.banks.store.queue_indexes(pipe, partition, due, learn)
         newest = {p: ts for p in by_partition if (ts := self.banks.newest_ts.get(p)) is not None}
         self.banks.store.queue_newest(pipe, newest)
         moves: dict[str, list[Move]] = {family.name: [] for family in self.rules.families}
@@ -447,10 +446,6 @@ class SegmentPipeline:
         )
 
     async def confirm_sent(self, changes: Sequence[PendingChange]) -> None:
-        """Forget delivered change events from the outbox (call after the broker acked them)."""
-        sent: dict[str, list[str]] = {}
-        for change in changes:
-            sent.setdefault(change.customer_id, []).append(change.change_id)
-        await self._store.clear_outbox(sent)
-        for customer_id, entry_ids in sent.items():
-            self._cache.forget_outbox(customer_id, entry_ids)
+        """Forget delivered change events from the outbox now (call after the broker acked them)."""
+        self.defer_clear(changes)
+        await self.flush_cleared()

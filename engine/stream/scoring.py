@@ -9,30 +9,14 @@ scoring of different customers is batched, so the result equals scoring one even
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from collections.abc import Mapping
+from typing import Any
 
 from engine.stream.customer_step import Scored, ScoreRequest
 from models.bank import ModelBank
 
 
-class RowScorer(Protocol):
-    """Scores many model-input rows with one bank's models."""
-
-    def score_rows(self, bank: ModelBank, rows: Sequence[list[float]]) -> list[dict[str, float]]:
-        """Per row, model name -> score."""
-        ...
-
-
-class BankRowScorer:
-    """Scores rows with a bank's models, every linear model by one matrix product per batch."""
-
-    def score_rows(self, bank: ModelBank, rows: Sequence[list[float]]) -> list[dict[str, float]]:
-        """Per row, model name -> score (see ``ModelBank.score_rows``)."""
-        return bank.score_rows(rows)
-
-
-def run_scored(steps: Mapping[str, Scored], scorer: RowScorer) -> dict[str, Any]:
+def run_scored(steps: Mapping[str, Scored]) -> dict[str, Any]:
     """Drive every step to its end; return each one's result, keyed like ``steps``."""
     results: dict[str, Any] = {}
     waiting: dict[str, ScoreRequest] = {}
@@ -47,7 +31,7 @@ def run_scored(steps: Mapping[str, Scored], scorer: RowScorer) -> dict[str, Any]
             by_bank.setdefault(id(bank), (bank, []))[1].append(key)
         answers: dict[str, dict[str, float]] = {}
         for bank, keys in by_bank.values():
-            scored = scorer.score_rows(bank, [waiting[key][1] for key in keys])
+            scored = bank.score_rows([waiting[key][1] for key in keys])
             answers.update(zip(keys, scored, strict=True))
         resumed: dict[str, ScoreRequest] = {}
         for key, scores in answers.items():

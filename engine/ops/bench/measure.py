@@ -289,7 +289,7 @@ class GroupWindow:
     batches: int
     startup_s: float
     coarse: bool
-    """The first poll that saw progress already saw every event: the rate is a lower bound."""
+    """The first poll that saw progress already saw every event: its rate is not a measurement."""
 
 
 def group_throughput(

@@ -191,7 +191,11 @@ def render(report: dict[str, Any]) -> str:
 def _round_notes(r: dict[str, Any]) -> list[str]:
     lines = []
     for count, w in r["workers"].items():
-        coarse = " (window shorter than a poll: rate is a lower bound)" if w["window"]["coarse"] else ""
+        coarse = (
+            " (window shorter than a poll: the rate is not measured; raise --events)"
+            if w["window"]["coarse"]
+            else ""
+        )
         lines.append(
             f"round {r['round']}, {count} worker(s): applied {w['applied']:,} of {r['events']:,}, "
             f"dead-lettered {w['dead_lettered']}; window {w['window']['events']:,} events in "
