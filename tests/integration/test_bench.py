@@ -73,7 +73,8 @@ def test_bench_reports_every_side_and_cleans_up(stack_settings: Settings, tmp_pa
         assert side["events_per_s"] > 0
         assert side["ratio_bare"] == pytest.approx(side["events_per_s"] / bare["events_per_s"])
         assert side["ratio_naive"] == pytest.approx(side["events_per_s"] / only["naive"]["events_per_s"])
-        assert side["cpu_us_per_event"] > 0 and len(side["cpu_us_per_event_each"]) == count
+        # Two workers may finish the tiny workload within a few polls: a window of ms, CPU ticks of 10 ms.
+        assert side["cpu_us_per_event"] >= 0 and len(side["cpu_us_per_event_each"]) == count
         assert side["peak_rss_mb"] > 0 and side["batches"] > 0
         assert side["redis_commands_per_event"] >= 0 and side["redis_round_trips_per_batch"] >= 0
         assert all(Path(log).exists() for log in side["logs"])
