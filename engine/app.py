@@ -146,7 +146,7 @@ def pipeline_config(settings: Settings) -> PipelineConfig:
         step=step,
         currency=settings.currency,
         idle_advance_seconds=settings.idle_advance_seconds,
-        population_refresh_seconds=settings.population_refresh_seconds,
+        source_partitions=settings.events_partitions,
     )
 
 

@@ -8,7 +8,6 @@ from typing import Any
 
 from engine.app import build_pipeline, checkpoint_key
 from engine.rules.evaluate import explain_membership
-from engine.segmentation import PopulationCuts
 from engine.settings import Settings
 from engine.stream.customer_step import CustomerStep
 from features.client import connect
@@ -68,6 +67,11 @@ class Explanation:
             lines.append(f"  pending {name}: made {_iso(row['made'])}, due {_iso(row['due'])}")
         offsets = ", ".join(f"p{p}@{o}" for p, o in sorted(self.applied_offsets.items()))
         lines.append(f"applied offsets: {offsets}; pending outbox entries: {self.pending_outbox}")
+        if "population_version" in self.extra:
+            population = self.extra["population_version"] or "none sealed yet (no quintiles)"
+            lines.append(
+                f"population snapshot: {population}; models: {self.extra.get('model_version') or '-'}"
+            )
         return "\n".join(lines)
 
 
@@ -153,15 +157,21 @@ async def explain_customer(settings: Settings, customer_id: str) -> Explanation 
         partition = max(record.applied_offsets, default=0)
         blob = await banks.store.checkpoint_blob(partition)
         bank = ModelBank.restore(partition, banks.config, blob, checkpoint_key(settings)) if blob else None
-        newest = await banks.store.newest_event_ts(partition)
-        cuts = PopulationCuts.from_cuts(
-            await store.population.quintile_cuts(), newest or record.state.last_ts
-        )
+        work = pipeline.step.working(record, partition, bank or ModelBank(partition, banks.config))
+        as_of = work.evaluated_at if work.evaluated_at is not None else record.state.last_ts
+        version = pipeline.population.version_of(as_of)
+        sealed = await pipeline.population.ensure(version, version)
         quintiles = (await store.population.quintiles([customer_id]))[customer_id]
     finally:
         await client.aclose()
-    pipeline.cuts = cuts  # the step reads the pipeline's cuts
+    if not sealed:  # not sealed yet: the quintiles have no value, as for the worker
+        pipeline.population.lenient = True
     explanation = build_explanation(record, pipeline.step, pipeline.rules, bank)
+    if explanation is not None:
+        explanation.extra["population_version"] = pipeline.population.cuts_at(explanation.as_of).version_label
+        explanation.extra["model_version"] = (
+            None if bank is None else f"partition-{partition}@{bank.learned_through}"
+        )
     if explanation is not None and quintiles is not None:
         explanation.extra["rfm_rank_quintiles"] = {
             "R": quintiles.recency,

@@ -1,8 +1,8 @@
-"""Outgoing records: segment-change events (schema v1) and dead letters.
+"""Outgoing records: segment-change events (schema v2) and dead letters.
 
-Segment-change schema v1 (msgpack map; key = customer_id):
+Segment-change schema v2 (msgpack map; key = customer_id); v2 is v1 plus the two versions:
 
-    v              1
+    v              2
     change_id      stable id derived from the cause: the same cause always yields the same
                    id, so a consumer drops a redelivered duplicate by id
     customer_id    str
@@ -12,6 +12,10 @@ Segment-change schema v1 (msgpack map; key = customer_id):
     event_ts       event time of the event that caused the change (epoch ms)
     emitted_ts     wall-clock time the change was computed (epoch ms)
     rules_version  version of the rules that decided
+    population_version  the sealed population snapshot the RFM quintiles were read from: the
+                   UTC day "YYYY-MM-DD" whose cuts were used, or null when none was sealed yet
+                   (cold start: quintiles have no value)
+    model_version  the model state the scores came from
     reason         {"rule", "conditions": [{"name", "op", "threshold", "value"}], "text"}
     label          human-readable name of the new segment (enriched where the rules say so)
     features       the family's key features at the change
@@ -65,9 +69,11 @@ class SegmentChange:
     cause: dict[str, Any]
     label: str | None = None
     scores: dict[str, Any] = field(default_factory=dict)
+    population_version: str | None = None
+    model_version: str | None = None
 
     def to_wire(self) -> dict[str, Any]:
-        """The schema v1 map."""
+        """The schema v2 map."""
         return {
             "v": SEGMENT_CHANGE_SCHEMA_VERSION,
             "change_id": self.change_id,
@@ -78,6 +84,8 @@ class SegmentChange:
             "event_ts": self.event_ts_ms,
             "emitted_ts": self.emitted_ts_ms,
             "rules_version": self.rules_version,
+            "population_version": self.population_version,
+            "model_version": self.model_version,
             "reason": self.reason,
             "label": self.label,
             "features": self.features,

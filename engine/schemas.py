@@ -25,7 +25,7 @@ from typing import Any
 from features.event import EVENT_TYPES, Event
 
 EVENT_SCHEMA_VERSION = 1
-SEGMENT_CHANGE_SCHEMA_VERSION = 1
+SEGMENT_CHANGE_SCHEMA_VERSION = 2
 DEAD_LETTER_SCHEMA_VERSION = 1
 MAX_ID_LENGTH = 128
 # Event times before 2000-01-01 or after 2100-01-01 are almost certainly unit mistakes

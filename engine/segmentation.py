@@ -1,11 +1,11 @@
 """What the rules read about a customer, and when time alone could change what they decide.
 
-* ``PopulationCuts``: the RFM quintile cut points from the feature store's population sorted
-  sets. F and M quintiles compare the customer's orders and revenue with the cuts. The R cuts
-  (times of last purchase) are turned into *recency in days* at the moment they were read, so a
-  customer who stops buying slides down the R quintiles as their own recency grows, at moments
-  that can be computed, while the population's recency distribution holds still. At the moment
-  of a refresh this equals the exact rank quintile; it is refreshed every few seconds.
+* ``PopulationCuts``: the RFM quintile cut points of one sealed population snapshot (the
+  population at the end of one UTC day, ``engine.snapshots``). F and M quintiles compare the
+  customer's orders and revenue with the cuts. The R cuts (days of last purchase) are turned into
+  *recency in days* at the end of the snapshot's day, so a customer who stops buying slides down
+  the R quintiles as their own recency grows, at moments that can be computed, while the
+  population's recency distribution holds still until the next day's snapshot applies.
 * ``RuleVariables``: the flat namespace the rules see: catalogue features, ``score_<model>``
   and ``r_score``/``f_score``/``m_score``.
 * ``TimeModel.crossing``: for the rules' ``next_due``, the earliest event time at which a
@@ -17,7 +17,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Mapping
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from features import windows
@@ -39,6 +40,40 @@ class PopulationCuts:
     recency_days: tuple[float, ...] = ()
     frequency: tuple[float, ...] = ()
     monetary_minor: tuple[float, ...] = ()
+    version: int | None = None
+    """The UTC day index of the sealed snapshot these cuts come from (None: none sealed)."""
+
+    @property
+    def version_label(self) -> str | None:
+        """The snapshot's day as ``YYYY-MM-DD`` (None: no snapshot)."""
+        if self.version is None:
+            return None
+        return time.strftime("%Y-%m-%d", time.gmtime(self.version * SECONDS_PER_DAY))
+
+    @classmethod
+    def from_sealed(
+        cls,
+        day: int,
+        recency_day: Sequence[int],
+        frequency: Sequence[int],
+        monetary_units: Sequence[int],
+        lateness_seconds: float,
+    ) -> PopulationCuts:
+        """From a sealed snapshot of day ``day``: cuts on the day of last purchase, order counts
+        and revenue in whole major units (so the M quintile is exact to one unit).
+
+        A partition's population is recorded when its newest event reaches the end of ``day``
+        plus the lateness, so the R cuts are recencies as of that moment: a purchase on a later
+        day than a cut ranks above it, one on the cut's day or before does not.
+        """
+        reference = (day + 1) * SECONDS_PER_DAY + lateness_seconds
+        # A hair above the boundary: the first instant of the day after a cut ranks above it.
+        return cls(
+            tuple((reference - (cut + 1) * SECONDS_PER_DAY) / SECONDS_PER_DAY + 1e-9 for cut in recency_day),
+            tuple(float(cut) for cut in frequency),
+            tuple(float(cut * 100 + 99) for cut in monetary_units),
+            day,
+        )
 
     @classmethod
     def from_cuts(cls, cuts: Mapping[str, list[float]], read_at: float) -> PopulationCuts:

@@ -90,7 +90,6 @@ class Settings(BaseSettings):
     rules_file: Path | None = None  # None: the shipped engine/rules/default_rules.yaml
     rules_reload_seconds: float = Field(5.0, ge=0)  # 0: never reload
     idle_advance_seconds: float = Field(30.0, gt=0)
-    population_refresh_seconds: float = Field(5.0, ge=0)
 
     @field_validator("log_level")
     @classmethod

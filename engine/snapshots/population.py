@@ -184,6 +184,27 @@ class PopulationSnapshots:
                 await pipe.execute()
         return histogram
 
+    async def contribute_empty(self, partitions: Iterable[int], day: int) -> None:
+        """Record an empty population as ``partitions``' contribution to ``day`` (first write wins).
+
+        For a partition whose population was empty at the end of ``day`` (it had no event yet).
+        """
+        blob = Histogram().encode()
+        async with self._client.pipeline(transaction=False) as pipe:
+            for partition in partitions:
+                pipe.hsetnx(self.contributions_key(day), str(self._check(partition)), blob)
+            await pipe.execute()
+
+    @property
+    def client(self) -> Any:
+        """The Redis client."""
+        return self._client
+
+    @property
+    def prefix(self) -> str:
+        """The key prefix."""
+        return self._prefix
+
     async def contributors(self, day: int) -> set[int]:
         """The partitions that contributed to ``day`` so far."""
         return {int(_text(p)) for p in await self._client.hkeys(self.contributions_key(day))}

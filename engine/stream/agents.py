@@ -19,7 +19,7 @@ from redis.exceptions import RedisError
 
 from engine.app import Runtime
 from engine.pages import attach_pages
-from engine.stream.ingest import BatchIngest
+from engine.stream.ingest import BatchIngest, Handled
 from engine.stream.pipeline import DEAD_LETTER, BatchResult, OwnershipLost, RawRecord
 
 log = logging.getLogger(__name__)
@@ -76,8 +76,9 @@ async def _finish(runtime: Runtime, result: BatchResult, started: float) -> int:
     return ticket
 
 
-async def handle_batch(runtime: Runtime, records: list[RawRecord]) -> int | None:
-    """Process and deliver one batch; its outbox-clear ticket, or None when it must stay uncommitted."""
+async def handle_batch(runtime: Runtime, records: list[RawRecord]) -> Handled:
+    """Process and deliver one batch: its outbox-clear ticket (None: it must stay uncommitted)
+    and the partitions whose rest waits for a population snapshot (fetched again later)."""
     started = time.perf_counter()
     async with runtime.lock:
         try:
@@ -85,11 +86,13 @@ async def handle_batch(runtime: Runtime, records: list[RawRecord]) -> int | None
         except OwnershipLost as exc:
             # Not committed: whoever owns these customers now will (re)process them.
             log.error("%s; leaving the batch uncommitted for the new owner", exc)
-            return None
+            return Handled(None, {})
         ticket = await _finish(runtime, result, started)
         runtime.metrics.add("segflow_batches_total")
+        if result.held:
+            runtime.metrics.add("segflow_batches_held_total")
         await _maybe_checkpoint(runtime)
-    return ticket
+    return Handled(ticket, result.held)
 
 
 async def flush_cleared(runtime: Runtime) -> int:
@@ -105,6 +108,8 @@ async def handle_tick(runtime: Runtime) -> None:
         assigned = runtime.ingest.assignment()
         if assigned:
             await _with_retry(runtime, "claim models", partial(runtime.pipeline.banks.ensure, assigned))
+            await _with_retry(runtime, "load positions", partial(runtime.pipeline.clock.ensure, assigned))
+        await runtime.ingest.refresh_empty_partitions()
         try:
             result = await _with_retry(runtime, "tick", runtime.pipeline.tick)
         except OwnershipLost as exc:
@@ -128,7 +133,7 @@ async def release_revoked(runtime: Runtime, partitions: list[int]) -> None:
 
     Called by the ingest service with the runtime's lock held.
     """
-    runtime.pipeline.forget_cached()
+    runtime.pipeline.forget_partitions(partitions)
     try:
         await runtime.pipeline.banks.release(partitions)
     except (TimeoutError, RedisError, OSError) as exc:
@@ -141,7 +146,7 @@ def attach_agent(runtime: Runtime) -> None:
     """Start batch ingestion with the app; register the timer and the monitoring pages."""
     settings = runtime.settings
 
-    async def handle(records: list[RawRecord]) -> int | None:
+    async def handle(records: list[RawRecord]) -> Handled:
         return await handle_batch(runtime, records)
 
     async def flush() -> int:
@@ -154,6 +159,9 @@ def attach_agent(runtime: Runtime) -> None:
         settings, handle, flush, lambda: runtime.pipeline.cleared_through, revoked, runtime.lock
     )
     runtime.app.service(runtime.ingest)  # type: ignore[arg-type]
+    ingest = runtime.ingest
+    # Only the broker knows which partitions are empty: they must not hold snapshots back.
+    runtime.pipeline.population.empty_partitions = lambda: ingest.empty_partitions
 
     @runtime.app.timer(interval=1.0)
     async def tick() -> None:

@@ -9,6 +9,7 @@ then lets the models learn the labels it carries.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,7 +18,7 @@ from engine.codecs import decode_msgpack, encode_msgpack
 from engine.output import SegmentChange, change_id
 from engine.rules.evaluate import FamilyDecision, Membership, evaluate_rules, next_due
 from engine.rules.model import Family, RuleSet
-from engine.segmentation import SCORE_PREFIX, PopulationCuts, RuleVariables, TimeModel
+from engine.segmentation import QUINTILE_NAMES, SCORE_PREFIX, PopulationCuts, RuleVariables, TimeModel
 from features.catalogue import snapshot
 from features.config import FeatureConfig
 from features.redis_store import CustomerRecord
@@ -31,6 +32,9 @@ from models.scoring import top_contributions
 from models.store import learn_box_extra
 
 MEMBERSHIP_EXTRA, BOOK_EXTRA, SCORES_EXTRA, EVALUATED_EXTRA, GROUP_EXTRA = "m", "p", "sc", "t", "g"
+DUE_EXTRA = "d"
+UNKNOWN_DUE = object()
+"""``_Working.due_at`` of a record stored before due moments were kept in it."""
 MAX_TICK_STEPS = 64
 TOP_CONTRIBUTIONS = 3
 
@@ -86,6 +90,9 @@ class _Working:
         self.evaluated_at: float | None = (
             decode_msgpack(extras[EVALUATED_EXTRA]) if EVALUATED_EXTRA in extras else None
         )
+        self._stored_due: object = decode_msgpack(extras[DUE_EXTRA]) if DUE_EXTRA in extras else UNKNOWN_DUE
+        self.due_at: object = self._stored_due
+        """The next moment time alone may change something (None: never; UNKNOWN_DUE: not stored)."""
         box_name = learn_box_extra(partition)
         self.box_name = box_name
         stored_box = decode_learn_box(extras.get(box_name))
@@ -117,6 +124,8 @@ class _Working:
             extras[self.box_name] = encode_learn_box(self.box + self.new_labels)
         if self.group is not None and stored.get(GROUP_EXTRA) != self.group:
             extras[GROUP_EXTRA] = self.group
+        if self.due_at is not UNKNOWN_DUE and self.due_at != self._stored_due:
+            extras[DUE_EXTRA] = encode_msgpack(self.due_at)
         return extras
 
     def placements(self) -> dict[str, str | None]:
@@ -148,21 +157,24 @@ class CustomerStep:
         self,
         config: StepConfig,
         rules: Callable[[], RuleSet],
-        cuts: Callable[[], PopulationCuts],
+        cuts: Callable[[float], PopulationCuts],
         clock: Callable[[], float],
+        next_cuts_moment: Callable[[float], float] | None = None,
     ) -> None:
         self.config = config
         self._rules = rules
         self._cuts = cuts
+        self._next_cuts_moment = next_cuts_moment or (lambda moment: moment + 86_400.0)
         self._clock = clock
         self._family_models: dict[tuple[str, str], tuple[str, ...]] = {}
+        self._quintile_readers: dict[str, bool] = {}
 
     def variables(
         self, customer_id: str, state: CustomerState, scores: dict[str, float], as_of: float | None
     ):  # type: ignore[no-untyped-def]
         """The rules' variables of a customer at ``as_of`` (default: their latest event)."""
         features = snapshot(customer_id, state, self.config.features, as_of)
-        return RuleVariables(features, scores, self._cuts(), state)
+        return RuleVariables(features, scores, self._cuts(state.last_ts if as_of is None else as_of), state)
 
     def _learn(self, work: _Working, bank: ModelBank, labels: Sequence[ResolvedLabel]) -> None:
         for label in labels:
@@ -197,36 +209,66 @@ class CustomerStep:
             if work.book.may_predict(name, event.ts, self.config.prediction_interval_seconds):
                 stored_x = stored_x or pack_row(row)
                 work.book.start(self.config.labels, name, event.ts, stored_x, value, holdout)
-        variables = RuleVariables(features, scores, self._cuts(), state)
+        variables = RuleVariables(features, scores, self._cuts(state.last_ts), state)
         cause = {"event_id": event.event_id, "partition": positioned.partition, "offset": positioned.offset}
         # Out of order within the lateness, an event is judged at the customer's newest moment.
         work.evaluated_at = state.last_ts
         work.last_variables = (_state_key(state, state.last_ts), variables)
+        work.due_at = UNKNOWN_DUE
         return self._decide(cid, work, bank, variables, row, state.last_ts, cause, positioned.offset)
 
     def finish(
         self, record: CustomerRecord, state: CustomerState, work: _Working, partition: int
     ) -> StepResult:
         """The write and index updates after a customer's events or tick."""
-        rules = self._rules()
-        as_of = max(work.evaluated_at or state.last_ts, state.last_ts)
-        reused = work.last_variables
-        if reused is not None and reused[0] == _state_key(state, as_of):
-            variables = reused[1]  # the last event's or tick step's: same state, same moment
-        else:
-            variables = self.variables(record.customer_id, state, work.scores, as_of)
-        time_model = TimeModel(variables, self.config.features, as_of, self.config.rescore_seconds)
-        rules_due = next_due(
-            rules, variables, work.memberships, as_of, time_model.crossing, time_model.earliest
-        )
-        label_due = work.book.next_due()
-        due = min((t for t in (rules_due, label_due) if t is not None), default=None)
+        due = self.due_of(record.customer_id, state, work)
         return StepResult(
             partition=partition,
             labels=list(work.new_labels),
             due=due,
             learn_index=work.highest_label(),
         )
+
+    def due_of(self, customer_id: str, state: CustomerState, work: _Working) -> float | None:
+        """The customer's next moment at which time alone may change something (kept in ``work``)."""
+        rules = self._rules()
+        as_of = max(work.evaluated_at or state.last_ts, state.last_ts)
+        reused = work.last_variables
+        if reused is not None and reused[0] == _state_key(state, as_of):
+            variables = reused[1]  # the last event's or tick step's: same state, same moment
+        else:
+            variables = self.variables(customer_id, state, work.scores, as_of)
+        time_model = TimeModel(variables, self.config.features, as_of, self.config.rescore_seconds)
+        rules_due = next_due(
+            rules, variables, work.memberships, as_of, time_model.crossing, time_model.earliest
+        )
+        candidates = (rules_due, work.book.next_due(), self._cold_due(variables, as_of))
+        work.due_at = min((t for t in candidates if t is not None), default=None)
+        return work.due_at
+
+    def catch_up(
+        self,
+        customer_id: str,
+        state: CustomerState,
+        work: _Working,
+        bank: ModelBank,
+        partition: int,
+        ts: float,
+        watermark: float | None,
+    ) -> Scored:
+        """Before an event at ``ts``: move the customer on to ``ts`` as a tick would have, and
+        mature the labels due before ``watermark``, the partition's watermark before the event.
+
+        Only when something of theirs falls due by then (their stored next due moment), so an
+        event costs nothing extra unless time alone had something to change first.
+        """
+        if work.due_at is UNKNOWN_DUE:
+            self.due_of(customer_id, state, work)
+        if work.due_at is None or work.due_at > ts:  # type: ignore[operator]
+            return []
+            yield  # a generator like every step
+        labels_before = -math.inf if watermark is None else watermark
+        return (yield from self.tick(customer_id, state, work, bank, partition, ts, labels_before))
 
     def _decide(
         self,
@@ -305,6 +347,8 @@ class CustomerStep:
             event_ts_ms=round(as_of * 1000),
             emitted_ts_ms=round(self._clock() * 1000),
             rules_version=rules.version,
+            population_version=variables.cuts.version_label,
+            model_version=f"partition-{bank.partition}@{bank.learned_through}",
             reason=decision.reason,
             features=key_features,
             cause=cause,
@@ -313,17 +357,32 @@ class CustomerStep:
         )
 
     def tick(
-        self, record: CustomerRecord, work: _Working, bank: ModelBank, partition: int, watermark: float
+        self,
+        customer_id: str,
+        state: CustomerState,
+        work: _Working,
+        bank: ModelBank,
+        partition: int,
+        watermark: float,
+        labels_before: float | None = None,
     ) -> Scored:
-        """Move a customer with no new event on to ``watermark``: matured labels, due segments."""
-        state = record.state
-        assert state is not None
-        self._learn(work, bank, work.book.on_time(self.config.labels, watermark))
+        """Move a customer with no new event on to ``watermark``: matured labels, due segments.
+
+        Segments are judged at every due moment up to and including ``watermark``; labels mature
+        when due strictly before ``labels_before`` (default: ``watermark``), the partition's
+        watermark: no event that could still count towards them can be accepted any more.
+        Before each of a customer's events the pipeline moves them on the same way (to the
+        event's time, labels to the watermark before it), so whether a tick ran first never
+        changes a decision or a label.
+        """
+        mature = watermark if labels_before is None else labels_before
+        self._learn(work, bank, work.book.on_time(self.config.labels, math.nextafter(mature, -math.inf)))
+        work.due_at = UNKNOWN_DUE  # what falls due next is recomputed when asked
         rules = self._rules()
         changes: list[SegmentChange] = []
         as_of = max(work.evaluated_at or state.last_ts, state.last_ts)
         for _ in range(MAX_TICK_STEPS):
-            variables = self.variables(record.customer_id, state, work.scores, as_of)
+            variables = self.variables(customer_id, state, work.scores, as_of)
             time_model = TimeModel(variables, self.config.features, as_of, self.config.rescore_seconds)
             due = next_due(
                 rules, variables, work.memberships, as_of, time_model.crossing, time_model.earliest
@@ -332,16 +391,34 @@ class CustomerStep:
                 work.last_variables = (_state_key(state, as_of), variables)
                 break
             as_of = due
-            features, row, scores = yield from self._score(record.customer_id, state, bank, as_of)
+            features, row, scores = yield from self._score(customer_id, state, bank, as_of)
             work.scores = {name: round(value, 6) for name, value in scores.items()}
-            variables = RuleVariables(features, scores, self._cuts(), state)
+            variables = RuleVariables(features, scores, self._cuts(as_of), state)
             due_ms = round(due * 1000)
             cause = {"tick": due_ms, "partition": partition, "watermark": round(watermark * 1000)}
-            changes += self._decide(
-                record.customer_id, work, bank, variables, row, as_of, cause, f"t{due_ms}"
-            )
+            changes += self._decide(customer_id, work, bank, variables, row, as_of, cause, f"t{due_ms}")
             work.evaluated_at = as_of
         return changes
+
+    def _cold_due(self, variables: RuleVariables, as_of: float) -> float | None:
+        """When a customer judged without population cuts (none sealed yet) is judged again.
+
+        Quintiles have no value before the first sealed snapshot with a ranked customer; a
+        customer who has bought is then re-judged when the next day's snapshot applies, found
+        through the due index like every other time-driven moment.
+        """
+        if variables.cuts.frequency or variables.state.orders <= 0 or not self.reads_quintiles():
+            return None
+        return self._next_cuts_moment(as_of)
+
+    def reads_quintiles(self) -> bool:
+        """Whether the rules in force read RFM quintiles (and so population snapshots)."""
+        rules = self._rules()
+        reads = self._quintile_readers.get(rules.fingerprint)
+        if reads is None:
+            names = {n for f in rules.families for s in f.segments for e in s.expressions() for n in e.names}
+            reads = self._quintile_readers[rules.fingerprint] = bool(names & set(QUINTILE_NAMES))
+        return reads
 
     def placements(self, record: CustomerRecord) -> dict[str, str | None]:
         """Per family, the segment ``record`` is counted in (from its stored memberships)."""

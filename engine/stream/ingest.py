@@ -23,6 +23,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError, RebalanceInProgressError
@@ -33,9 +34,25 @@ from engine.stream.batch_records import RawRecord
 
 log = logging.getLogger(__name__)
 
-BatchHandler = Callable[[list[RawRecord]], Awaitable[int | None]]
-"""Processes and delivers one batch; returns its outbox-clear ticket, None when it must not be
-committed (it is fetched again). The batch may be committed once ``cleared()`` reaches the ticket."""
+HOLD_SECONDS = 0.05
+"""How long a partition whose events wait for a population snapshot is left out of fetches."""
+EMPTY_REFRESH_SECONDS = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Handled:
+    """What became of one batch.
+
+    ``ticket``: the outbox-clear ticket; the batch may be committed once ``cleared()`` reaches
+    it (None: it must not be committed and is fetched again). ``held``: partition -> first
+    offset not processed (it waits for other partitions in event time): fetched again later.
+    """
+
+    ticket: int | None
+    held: dict[int, int]
+
+
+BatchHandler = Callable[[list[RawRecord]], Awaitable[Handled]]
 PartitionsHandler = Callable[[list[int]], Awaitable[None]]
 
 
@@ -79,6 +96,11 @@ class BatchIngest(Service):
         self._delivered: dict[TopicPartition, int] = {}
         """Next offset to commit per partition: everything below it was delivered."""
         self._last_commit = time.monotonic()
+        self._paused: dict[TopicPartition, float] = {}
+        """Held partitions and when to fetch them again (monotonic time)."""
+        self.empty_partitions: set[int] = set()
+        """Partitions of the events topic whose log is empty (they hold no snapshot back)."""
+        self._empty_checked = float("-inf")
 
     async def on_start(self) -> None:
         """Connect the producer, then join the consumer group."""
@@ -130,6 +152,7 @@ class BatchIngest(Service):
         assert consumer is not None
         timeout_ms = max(1, round(self.settings.batch_within_seconds * 1000))
         while not self.should_stop:
+            self._resume_held()
             try:
                 fetched = await consumer.getmany(
                     timeout_ms=timeout_ms, max_records=self.settings.batch_max_events
@@ -149,11 +172,16 @@ class BatchIngest(Service):
                 for tp in sorted(fetched, key=lambda tp: tp.partition)
                 for m in fetched[tp]
             ]
-            ticket = await self._handle(records)
+            handled = await self._handle(records)
+            ticket = handled.ticket
             if ticket is not None:
                 assigned = consumer.assignment()
                 # Partitions revoked meanwhile are left out: their new owner commits its own progress.
                 nexts = {tp: ms[-1].offset + 1 for tp, ms in fetched.items() if tp in assigned}
+                for tp in list(nexts):
+                    if tp.partition in handled.held:
+                        nexts[tp] = handled.held[tp.partition]
+                        self._hold(tp, handled.held[tp.partition])
                 self._awaiting.append((ticket, nexts))
                 self._promote(self._cleared())
                 await self._commit(force=False)
@@ -163,6 +191,42 @@ class BatchIngest(Service):
                 for tp, messages in fetched.items():
                     if tp in consumer.assignment():
                         consumer.seek(tp, messages[0].offset)
+
+    def _hold(self, tp: TopicPartition, offset: int) -> None:
+        """Fetch ``tp`` again from ``offset``, after a short pause (it waits for other partitions)."""
+        assert self.consumer is not None
+        self.consumer.seek(tp, offset)
+        self.consumer.pause(tp)
+        self._paused[tp] = time.monotonic() + HOLD_SECONDS
+
+    def _resume_held(self) -> None:
+        if not self._paused or self.consumer is None:
+            return
+        now = time.monotonic()
+        assigned = self.consumer.assignment()
+        for tp, until in list(self._paused.items()):
+            if until <= now or tp not in assigned:
+                del self._paused[tp]
+                if tp in assigned:
+                    self.consumer.resume(tp)
+
+    async def refresh_empty_partitions(self) -> None:
+        """Ask the broker which events-topic partitions are empty (every few seconds at most)."""
+        consumer = self.consumer
+        if consumer is None or time.monotonic() - self._empty_checked < EMPTY_REFRESH_SECONDS:
+            return
+        self._empty_checked = time.monotonic()
+        topic = self.settings.events_topic
+        try:
+            tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+            if not tps:
+                return
+            first = await consumer.beginning_offsets(tps)
+            last = await consumer.end_offsets(tps)
+        except (KafkaError, IllegalStateError) as exc:
+            log.warning("could not read the events topic's offsets (%s: %s)", type(exc).__name__, exc)
+            return
+        self.empty_partitions = {tp.partition for tp in tps if last[tp] <= first[tp]}
 
     def _promote(self, cleared: int) -> None:
         """Batches whose outbox entries are gone from Redis may be committed."""

@@ -20,7 +20,7 @@ from engine.event_decoder import decode_event
 from engine.output import DeadLetter
 from engine.rules.model import RuleSet
 from engine.schemas import InvalidEvent
-from engine.segmentation import PopulationCuts
+from engine.snapshots.population import Placement, PopulationSnapshots, placement_of
 from engine.stream.aggregates import Move, SegmentAggregates
 from engine.stream.batch_records import (
     DEAD_LETTER,
@@ -31,7 +31,9 @@ from engine.stream.batch_records import (
     parse_outbox_entry,
 )
 from engine.stream.customer_step import CustomerStep, Scored, StepConfig
+from engine.stream.population_gate import PopulationGate
 from engine.stream.scoring import run_scored
+from engine.stream.watermarks import LanePlan, PartitionClock, crossed_days
 from features.event import SECONDS_PER_DAY, PositionedEvent
 from features.record_cache import RecordCache
 from features.redis_store import CustomerRecord, CustomerWrite, RedisFeatureStore
@@ -43,6 +45,7 @@ __all__ = ["DEAD_LETTER", "SEGMENT_CHANGE", "PendingChange", "RawRecord", "Segme
 log = logging.getLogger(__name__)
 
 MAX_COMMIT_ATTEMPTS = 5
+_UNPLACED = object()
 TICK_BATCH = 500
 
 
@@ -60,6 +63,8 @@ class CustomerOutcome:
     learn_index: int | None = None
     placements: dict[str, str | None] = field(default_factory=dict)
     revenue_minor: int = 0
+    population: object = None
+    """Where the customer is counted in their partition's population (``_UNPLACED``: untouched)."""
 
 
 @dataclass(slots=True)
@@ -73,6 +78,9 @@ class BatchResult:
     too_late: int = 0
     labels_learned: int = 0
     ticked: int = 0
+    held: dict[int, int] = field(default_factory=dict)
+    """Partition -> first offset not processed: it waits for a population snapshot to be sealed
+    (other partitions are behind in event time); fetch it again from there, a little later."""
 
 
 class OwnershipLost(RuntimeError):
@@ -86,7 +94,8 @@ class PipelineConfig:
     step: StepConfig
     currency: str | None = None
     idle_advance_seconds: float = 30.0
-    population_refresh_seconds: float = 5.0
+    source_partitions: int = 8
+    """How many partitions the events topic has: each contributes to every population snapshot."""
 
 
 class SegmentPipeline:
@@ -100,6 +109,7 @@ class SegmentPipeline:
         rules: RuleSet,
         clock: Callable[[], float] = time.time,
         cache_capacity: int = 0,
+        empty_partitions: Callable[[], Iterable[int]] | None = None,
     ) -> None:
         self._store = store
         self._cache = RecordCache(cache_capacity)
@@ -107,10 +117,23 @@ class SegmentPipeline:
         self._clock = clock
         self.banks = banks
         self.rules = rules
-        self.cuts = PopulationCuts()
-        self._cuts_read_wall = float("-inf")
+        lateness = config.step.features.allowed_lateness_seconds
+        self.clock = PartitionClock(store.client, store.prefix, lateness, config.idle_advance_seconds, clock)
+        snapshots = PopulationSnapshots(store.client, store.prefix, config.source_partitions)
+        self.population = PopulationGate(
+            snapshots, config.source_partitions, lateness, empty_partitions or self._never_committed
+        )
         self.aggregates = SegmentAggregates(store.client, store.prefix)
-        self._step = CustomerStep(config.step, lambda: self.rules, lambda: self.cuts, clock)
+        self._step = CustomerStep(
+            config.step,
+            lambda: self.rules,
+            self.population.cuts_at,
+            clock,
+            self.population.next_version_moment,
+        )
+        self._seen: set[int] = set()
+        self._positions: dict[int, tuple[float, int]] = {}
+        """Partition -> (newest event time, offset) the commit in flight brings it to."""
         self._unclear: dict[str, list[str]] = {}
         """Delivered outbox entries not yet removed from Redis (removed by the next commit)."""
         self._deferred_seq = 0
@@ -143,85 +166,166 @@ class SegmentPipeline:
             events.append(PositionedEvent(event, record.partition, record.offset))
         return events, dead
 
-    async def refresh_population(self, force: bool = False) -> None:
-        """Re-read the RFM quintile cuts when they are older than the refresh interval."""
-        now = self._clock()
-        if not force and now - self._cuts_read_wall < self._config.population_refresh_seconds:
-            return
-        newest = max(self.banks.newest_ts.values(), default=None)
-        if newest is None:
-            return
-        self.cuts = PopulationCuts.from_cuts(await self._store.population.quintile_cuts(), newest)
-        self._cuts_read_wall = now
+    def _never_committed(self) -> list[int]:
+        """Without a broker to ask (replays, tests): partitions that never committed an event."""
+        known = self.clock.newest
+        return [p for p in range(self._config.source_partitions) if p not in known and p not in self._seen]
 
     async def process(self, records: Sequence[RawRecord]) -> BatchResult:
-        """Decode, apply and commit one batch; return what to deliver."""
+        """Decode, apply and commit one batch; return what to deliver.
+
+        Each partition's events run in offset order, in chunks that end where the partition's
+        watermark first passes the end of a day (its population is recorded for that day's
+        snapshot there) or where an event needs a population snapshot that is not sealed yet:
+        those events are ``held`` and must be offered again later.
+        """
         events, dead = self.decode(records)
         result = BatchResult(dead_letters=dead)
-        await self.banks.ensure({p.partition for p in events})
+        by_partition: dict[int, list[PositionedEvent]] = {}
         for positioned in events:
-            self.banks.saw_events(positioned.partition, positioned.event.ts)
-        await self.refresh_population()
+            by_partition.setdefault(positioned.partition, []).append(positioned)
+        self._seen.update(by_partition)
+        await self.banks.ensure(by_partition)
+        await self.clock.ensure(by_partition)
         raw_by_position = {(r.partition, r.offset): r for r in records}
+        lanes: dict[int, LanePlan] = {}
+        again: list[PositionedEvent] = []
+        for partition, lane_events in sorted(by_partition.items()):
+            lanes[partition], redelivered = self.clock.plan(partition, lane_events)
+            again += redelivered
+        cursor = dict.fromkeys(lanes, 0)
+        contributed: set[tuple[int, int]] = set()
+        while True:
+            ends: dict[int, int] = {}
+            for partition, lane in lanes.items():
+                i = cursor[partition]
+                if i >= len(lane.events):
+                    continue
+                if lane.crossed[i] and (partition, i) not in contributed:
+                    await self.population.contribute(partition, lane.crossed[i])
+                    contributed.add((partition, i))
+                j = i
+                while j < len(lane.events) and (j == i or not lane.crossed[j]):
+                    if not await self._ready(lane.events[j].event.ts):
+                        break
+                    j += 1
+                if j > i:
+                    ends[partition] = j
+            chunk = [e for p, j in ends.items() for e in lanes[p].events[cursor[p] : j]] + again
+            if not chunk:
+                break
+            befores = {
+                (p, lanes[p].events[k].offset): lanes[p].before[k]
+                for p, j in ends.items()
+                for k in range(cursor[p], j)
+            }
+            self._positions = {
+                p: (lanes[p].newest[j - 1], lanes[p].events[j - 1].offset) for p, j in ends.items()
+            }
+            await self._run_chunk(chunk, befores, raw_by_position, result)
+            for partition, (newest, offset) in self._positions.items():
+                self.clock.advance(partition, newest, offset)
+                cursor[partition] = ends[partition]
+            self._positions, again = {}, []
+        for partition, lane in lanes.items():
+            if cursor[partition] < len(lane.events):
+                result.held[partition] = lane.events[cursor[partition]].offset
+        return result
+
+    async def _ready(self, ts: float) -> bool:
+        """Whether a decision at ``ts`` can read its population snapshot now."""
+        if not self._step.reads_quintiles():
+            return True
+        version = self.population.version_of(ts)
+        return self.population.is_sealed(version) or await self.population.ensure(version, version)
+
+    async def _run_chunk(
+        self,
+        events: list[PositionedEvent],
+        befores: dict[tuple[int, int], float | None],
+        raw_by_position: dict[tuple[int, int], RawRecord],
+        result: BatchResult,
+    ) -> None:
         by_customer: dict[str, list[PositionedEvent]] = {}
         for positioned in events:
             by_customer.setdefault(positioned.event.customer_id, []).append(positioned)
+        latest = max(e.event.ts for e in events)
 
         def run(record: CustomerRecord) -> Scored:
-            return self._apply_customer(record, by_customer[record.customer_id], raw_by_position)
+            return self._apply_customer(record, by_customer[record.customer_id], raw_by_position, befores)
 
-        committed = await self._commit_with_retries(list(by_customer), run)
+        committed = await self._commit_with_retries(list(by_customer), run, latest)
+        returned = {change.change_id for change in result.changes}
         for customer_id, outcome in committed.items():
             result.applied += outcome.applied
             result.too_late += outcome.too_late
             result.duplicates += len(by_customer[customer_id]) - outcome.applied - outcome.too_late
-            result.changes.extend(outcome.deliveries)
-        result.labels_learned = self._learn(committed.values())
-        return result
+            # An earlier chunk's entries are in the outbox until delivered: return them once.
+            result.changes.extend(d for d in outcome.deliveries if d.change_id not in returned)
+        result.labels_learned += self._learn(committed.values())
 
     async def tick(self, partitions: Sequence[int] | None = None) -> BatchResult:
         """Move on every customer due by their partition's watermark (labels, timed segments).
 
-        One round trip finds the due customers of every partition, one commits them all.
+        One round trip finds the due customers of every partition, one commits them all. Time
+        moves on only as far as sealed population snapshots reach.
         """
         result = BatchResult()
-        features = self._config.step.features
         watermarks: dict[int, float] = {}
         for partition in self.banks.owned if partitions is None else partitions:
             if partition not in self.banks.banks:
                 continue
-            watermark = self.banks.watermark(
-                partition, features.allowed_lateness_seconds, self._config.idle_advance_seconds
-            )
+            watermark = await self._tick_watermark(partition)
             if watermark is not None:
                 watermarks[partition] = watermark
         due = await self.banks.store.due_customers_of(watermarks, TICK_BATCH)
         moments = {cid: (p, watermarks[p]) for p, customers in due.items() for cid, _ in customers}
         if not moments:
             return result
-        await self.refresh_population()
 
         def run(record: CustomerRecord) -> Scored:
             partition, watermark = moments[record.customer_id]
             return self._tick_customer(record, partition, watermark)
 
-        committed = await self._commit_with_retries(list(moments), run)
+        committed = await self._commit_with_retries(list(moments), run, max(watermarks.values()))
         for outcome in committed.values():
             result.changes.extend(outcome.deliveries)
         result.ticked += len(committed)
         result.labels_learned += self._learn(committed.values())
         return result
 
+    async def _tick_watermark(self, partition: int) -> float | None:
+        """How far ``partition``'s timers may move now (None: not at all)."""
+        watermark = self.clock.tick_watermark(partition)
+        committed = self.clock.watermark(partition)
+        if watermark is None or committed is None:
+            return None
+        if watermark > committed:
+            # The idle rule moved time on: the partition's population is recorded for the days
+            # it passed now (this, and what the timers do, depends on the wall clock).
+            await self.population.contribute(partition, crossed_days(committed, watermark))
+        if not self._step.reads_quintiles():
+            return watermark
+        version = self.population.version_of(watermark)
+        if self.population.is_sealed(version) or await self.population.ensure(version, version):
+            return watermark
+        highest = self.population.highest
+        return None if highest is None else min(watermark, self.population.last_moment_of(highest))
+
     async def _commit_with_retries(
-        self, customer_ids: list[str], run: Callable[[CustomerRecord], Scored]
+        self, customer_ids: list[str], run: Callable[[CustomerRecord], Scored], latest: float
     ) -> dict[str, CustomerOutcome]:
-        """Compute and commit every customer (compare-and-set), recomputing those that lost."""
+        """Compute and commit every customer (compare-and-set), recomputing those that lost.
+
+        ``latest`` is the latest moment any of them is judged at.
+        """
         committed: dict[str, CustomerOutcome] = {}
         pending = customer_ids
         for _attempt in range(MAX_COMMIT_ATTEMPTS):
             if not pending:
                 break
             records = await self._records(pending)
+            await self._load_population(records.values(), latest)
             outcomes = run_scored({cid: run(records[cid]) for cid in pending})
             writes = [o.write for o in outcomes.values() if o.write is not None]
             unchanged = {
@@ -240,6 +344,16 @@ class SegmentPipeline:
         if pending:
             raise OwnershipLost(f"{len(pending)} customers kept changing under this worker")
         return committed
+
+    async def _load_population(self, records: Iterable[CustomerRecord], latest: float) -> None:
+        """Make sure every snapshot the customers' moments read is loaded (up to ``latest``'s)."""
+        if not self._step.reads_quintiles():
+            return
+        gate = self.population
+        versions = [gate.version_of(r.state.last_ts) for r in records if r.state is not None]
+        high = gate.version_of(latest)
+        if not await gate.ensure(min(versions, default=high), high):
+            raise RuntimeError(f"population snapshot of day {high} was sealed, but an earlier one is not")
 
     async def _commit_and_clear(
         self,
@@ -299,8 +413,14 @@ class SegmentPipeline:
                 learn[customer_id] = outcome.learn_index
         for partition, (due, learn) in by_partition.items():
             self.banks.store.queue_indexes(pipe, partition, due, learn)
-        newest = {p: ts for p in by_partition if (ts := self.banks.newest_ts.get(p)) is not None}
-        self.banks.store.queue_newest(pipe, newest)
+        placed: dict[int, dict[str, Placement | None]] = {}
+        for customer_id, outcome in outcomes.items():
+            if outcome.population is not _UNPLACED:
+                placed.setdefault(outcome.partition, {})[customer_id] = outcome.population  # type: ignore[assignment]
+        for partition, placements in placed.items():
+            self.population.queue_placements(pipe, partition, placements)
+        if self._positions:
+            self.clock.queue_positions(pipe, self._positions)
         moves: dict[str, list[Move]] = {family.name: [] for family in self.rules.families}
         for customer_id, outcome in outcomes.items():
             for name, segment in outcome.placements.items():
@@ -344,6 +464,7 @@ class SegmentPipeline:
         record: CustomerRecord,
         events: list[PositionedEvent],
         raw_by_position: dict[tuple[int, int], RawRecord],
+        befores: dict[tuple[int, int], float | None],
     ) -> Scored:
         # Entries committed earlier but not confirmed sent (a crash in between) go out again.
         outcome = CustomerOutcome(
@@ -354,6 +475,8 @@ class SegmentPipeline:
             # Redelivered: re-assert where the customer is counted, so lost aggregates heal.
             outcome.placements = self._step.placements(record)
             outcome.revenue_minor = record.state.revenue_minor if record.state is not None else 0
+            outcome.partition = events[-1].partition
+            outcome.population = placement_of(record.state)
             return outcome
         partition = fresh[-1].partition
         bank = self.banks.get(partition)
@@ -363,12 +486,20 @@ class SegmentPipeline:
         new_entries: list[PendingChange] = []
         for positioned in fresh:
             offsets[positioned.partition] = positioned.offset
-            # Once time alone moved the customer on (a tick), nothing from before that may change them.
-            ticked_to = work.ticked_to(state)
-            state, applied = apply_event(state, positioned.event, self._config.step.features, ticked_to)
+            # Older than the partition's watermark, or than a moment time alone moved the customer
+            # to: too late, whatever the timing (see engine.stream.watermarks).
+            before = befores.get((positioned.partition, positioned.offset))
+            not_before = _later(work.ticked_to(state), before)
+            if state is not None and (not_before is None or positioned.event.ts >= not_before):
+                caught = yield from self._step.catch_up(
+                    record.customer_id, state, work, bank, partition, positioned.event.ts, before
+                )
+                for change in caught:
+                    new_entries.append(PendingChange(record.customer_id, change.change_id, change.encode()))
+            state, applied = apply_event(state, positioned.event, self._config.step.features, not_before)
             if not applied:
                 outcome.too_late += 1
-                late = self._too_late_letter(state, positioned, raw_by_position, ticked_to)
+                late = self._too_late_letter(state, positioned, raw_by_position, not_before)
                 new_entries.append(
                     PendingChange(record.customer_id, late_letter_id(positioned), late.encode(), DEAD_LETTER)
                 )
@@ -389,7 +520,9 @@ class SegmentPipeline:
             yield  # a generator like every step, even when it needs no score
         bank = self.banks.get(partition)
         work = self._step.working(record, partition, bank)
-        changes = yield from self._step.tick(record, work, bank, partition, watermark)
+        changes = yield from self._step.tick(
+            record.customer_id, record.state, work, bank, partition, watermark
+        )
         entries = [PendingChange(record.customer_id, c.change_id, c.encode()) for c in changes]
         self._finish(outcome, record, record.state, work, partition, entries, {})
         return outcome
@@ -408,6 +541,7 @@ class SegmentPipeline:
         outcome.partition, outcome.due, outcome.labels = partition, step.due, step.labels
         outcome.learn_index = step.learn_index
         outcome.placements, outcome.revenue_minor = work.placements(), state.revenue_minor  # type: ignore[attr-defined]
+        outcome.population = placement_of(state)
         outcome.deliveries += new_entries
         outcome.write = CustomerWrite(
             customer_id=record.customer_id,
@@ -445,7 +579,18 @@ class SegmentPipeline:
             failed_ts_ms=round(self._clock() * 1000),
         )
 
+    def forget_partitions(self, partitions: Iterable[int]) -> None:
+        """Partitions were revoked: their next owner reloads their positions."""
+        self.clock.forget(partitions)
+        self.forget_cached()
+
     async def confirm_sent(self, changes: Sequence[PendingChange]) -> None:
         """Forget delivered change events from the outbox now (call after the broker acked them)."""
         self.defer_clear(changes)
         await self.flush_cleared()
+
+
+def _later(a: float | None, b: float | None) -> float | None:
+    if a is None:
+        return b
+    return a if b is None else max(a, b)

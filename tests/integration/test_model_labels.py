@@ -3,11 +3,13 @@
 Hand-worked stream on one partition: c1 logs in on day 0 and is never seen again; c2 only views
 pages, daily from day 1 to day 40 (a page view is not activity, so it never resolves churn).
 Every model predicts at a customer's first event; churn and the five propensities look 30 days
-ahead, clv 90. The watermark is the newest event time minus the 3-day lateness, so:
+ahead, clv 90. The watermark is the newest event time minus the 3-day lateness, and a label
+matures once the watermark is past its due time (strictly: an event exactly at the watermark is
+still accepted and could count towards it), so:
 
-* c1's predictions (day 0, due day 30) mature once c2's day-33 event is in: churn positive,
+* c1's predictions (day 0, due day 30) mature once c2's day-34 event is in: churn positive,
   propensities negative (no purchase) - 6 labels;
-* c2's predictions (day 1, due day 31) mature with its day-34 event - 6 more;
+* c2's predictions (day 1, due day 31) mature with its day-35 event - 6 more;
 * c2 predicts again on day 35 (7-day interval passed, nothing pending), due day 65: not matured;
 * clv (due day 90 / 91) never matures here. In all: 12 labels, 2 of them churn positives.
 """
@@ -79,13 +81,13 @@ def test_labels_mature_in_event_time_and_are_learned_once(isolated_settings: Set
     async def body(client: Redis) -> None:
         pipeline = build_pipeline(isolated_settings, client, clock=lambda: CLOCK, cache_capacity=0)
         day_of_offset = {i: (e["ts"] - T0) // DAY_MS for i, e in enumerate(STREAM)}
-        upto_32 = [r for r in RECORDS if day_of_offset[r.offset] <= 32]
-        await feed(pipeline, upto_32)
-        assert pipeline.banks.get(0).labels_learned == 0  # watermark day 29: nothing matured
-        await feed(pipeline, [r for r in RECORDS if day_of_offset[r.offset] == 33])
+        upto_33 = [r for r in RECORDS if day_of_offset[r.offset] <= 33]
+        first_ids = await feed(pipeline, upto_33)
+        assert pipeline.banks.get(0).labels_learned == 0  # watermark day 30: nothing is past due
+        first_ids += await feed(pipeline, [r for r in RECORDS if day_of_offset[r.offset] == 34])
         assert pipeline.banks.get(0).labels_learned == 6  # c1's six 30-day predictions
         assert labels_by_model(pipeline)["churn"] == (1, 1)
-        first_ids = await feed(pipeline, [r for r in RECORDS if day_of_offset[r.offset] > 33])
+        first_ids += await feed(pipeline, [r for r in RECORDS if day_of_offset[r.offset] > 34])
         counts = labels_by_model(pipeline)
         assert counts["churn"] == (2, 2) and counts["clv"] == (0, 0)
         assert all(
@@ -141,8 +143,8 @@ def test_a_new_owner_replays_committed_labels_and_predicts_the_same(isolated_set
 def test_a_label_resolved_early_is_learned_at_its_due_time(isolated_settings: Settings) -> None:
     # c3 logs in on day 0 and again on day 5: its day-0 churn prediction is settled negative on
     # day 5, but learned (and scored) only once the watermark passes its due time, day 30, with
-    # its five propensity labels; nothing is learned before (the watermark is day 29 after c2's
-    # day-32 page view). c3 does not predict again on day 5 (the 7-day interval has not passed).
+    # its five propensity labels; nothing is learned before (the watermark is day 30, not past
+    # the due time, after c2's day-33 page view). c3 does not predict again on day 5 (the 7-day interval has not passed).
     stream = [
         {"event_id": "c3-0", "customer_id": "c3", "type": "login", "ts": T0},
         {"event_id": "c3-5", "customer_id": "c3", "type": "login", "ts": T0 + 5 * DAY_MS},
@@ -155,7 +157,7 @@ def test_a_label_resolved_early_is_learned_at_its_due_time(isolated_settings: Se
 
     async def body(client: Redis) -> None:
         pipeline = build_pipeline(isolated_settings, client, clock=lambda: CLOCK, cache_capacity=0)
-        await feed(pipeline, [r for r in records if day[r.offset] <= 32])
+        await feed(pipeline, [r for r in records if day[r.offset] <= 33])
         assert pipeline.banks.get(0).labels_learned == 0
         record = await pipeline.store.get("c3")
         assert record is not None
@@ -163,7 +165,7 @@ def test_a_label_resolved_early_is_learned_at_its_due_time(isolated_settings: Se
         assert [(due, label.model, label.y_true) for due, label in book.held] == [
             (T0 / 1000 + 30 * 86_400, "churn", 0.0)
         ]
-        await feed(pipeline, [r for r in records if day[r.offset] == 33])
+        await feed(pipeline, [r for r in records if day[r.offset] == 34])
         counts = labels_by_model(pipeline)
         assert counts["churn"] == (1, 0) and pipeline.banks.get(0).labels_learned == 6
 

@@ -93,9 +93,12 @@ def test_state_matches_recomputation_from_raw_events(isolated_settings: Settings
 
 
 def test_transitions_are_emitted_once_per_change_in_order(isolated_settings: Settings) -> None:
-    # Hand-worked, lifecycle evaluated at each event (no ticks here): alice is new while her
-    # tenure is under 30 days (d0-d2), then active at her d70 login (0 days since activity);
-    # bob is new at d1 and active at his d40 login (tenure 39, active the same day).
+    # Hand-worked from the default lifecycle rules (new: tenure < 30 days; active: <= 14 days since
+    # the last activity; lapsing: <= 30; churned: > 30). No tick is run: before each event the
+    # customer is moved on to its time, so the moments time alone changes them are judged anyway.
+    # alice: new at d0; at d30 (+1 ms) her tenure reaches 30 with 28 days since her d2 purchase:
+    # lapsing; at d32 (+1 ms) 30 days have passed: churned; active again at her d70 login.
+    # bob: new at d1; at d31 (+1 ms) tenure 30 and 30 days (+1 ms) since d1: churned; active at d40.
     async def body(pipeline: SegmentPipeline, store: RedisFeatureStore) -> list[tuple[str, Any, Any]]:
         result = await pipeline.process(records_of(STREAM))
         return [(c.customer_id, *_from_to(c.payload)) for c in result.changes]
@@ -103,11 +106,14 @@ def test_transitions_are_emitted_once_per_change_in_order(isolated_settings: Set
     changes = [c for c in run(isolated_settings, body) if c[1] == "lifecycle"]
     assert [c for c in changes if c[0] == "alice"] == [
         ("alice", "lifecycle", None, "new"),
-        ("alice", "lifecycle", "new", "active"),
+        ("alice", "lifecycle", "new", "lapsing"),
+        ("alice", "lifecycle", "lapsing", "churned"),
+        ("alice", "lifecycle", "churned", "active"),
     ]
     assert [c for c in changes if c[0] == "bob"] == [
         ("bob", "lifecycle", None, "new"),
-        ("bob", "lifecycle", "new", "active"),
+        ("bob", "lifecycle", "new", "churned"),
+        ("bob", "lifecycle", "churned", "active"),
     ]
 
 
@@ -214,7 +220,9 @@ def test_a_stale_writer_cache_cannot_overwrite_a_newer_owner(isolated_settings: 
         assert record is not None and record.state is not None
         assert record.state.orders == 9
         assert record.state.revenue_minor == sum(1000 + 100 * i for i in range(9))
-        assert record.version == 3 and record.applied_offset(0) == 8
+        # One commit per event: each one's watermark passes the end of a day, where the partition's
+        # population is recorded for that day's snapshot, so a batch commits in chunks there.
+        assert record.version == 9 and record.applied_offset(0) == 8
         again = await pipeline_a.process(records)  # A's cache is fresh again: all duplicates
         assert again.applied == 0 and again.duplicates == 9
 

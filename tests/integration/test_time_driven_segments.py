@@ -10,12 +10,21 @@ Hand-worked quintiles (26 ranked customers; the cuts are the scores at ranks
 ceil(k * 26 / 5) - 1 = 5, 10, 15, 20 from the bottom, i.e. the oldest):
 * F: 20 cyclers have fewer orders than silent's 51 (at most 18 by day 412), the 5 heavies more:
   f = 1 + floor(5 * 20 / 26) = 4 throughout. M: nobody spent more: m = 5.
-* R: the cuts are read as recencies at N, and silent is judged at moments <= W = N - 3 days.
-  Once silent has fallen below rank 20 (from day 48 on), the cycler at rank 20 has recency
-  25 - 20 = 5 days at N, so R drops to 4 when silent's recency reaches 5.0 days (Champions ->
-  Loyal Customers; R 3 stays Loyal); below rank 10 the cut there is 25 - 10 = 15 days, so R drops
-  to 2 at recency 15.0 (-> At Risk: r <= 2, f in 3..4). Then the absolute thresholds of the
-  default rules: Hibernating once recency > 180 days, Lost once > 365 (1 ms past each).
+* R: a moment t reads the sealed snapshot of day D = day(t - 3 days) - 1, the population as it
+  was just before the first purchase of day D + 4 (00:01), when the watermark passed D's end. Its
+  R cut at rank k is the last-purchase day d_k, as a recency at the start of day D + 4 of
+  (D + 4) - (d_k + 1) days (a day counts at its end). The moment R next drops is computed with the
+  snapshot in force when silent was last judged, and the drop is judged with the one in force then:
+  - judged at the day-40 purchase (snapshot of day 36: silent's last purchase is still day 0,
+    cyclers bought on days 15..39): the rank-20 cut is day 34, recency 40 - 35 = 5 days, so
+    silent is judged again at recency 5.0: snapshot of day 41 (cyclers 20..44, silent and c15 on
+    day 40): the rank-20 cut is day 40, recency 4 < 5: R 4 (Champions -> Loyal Customers);
+  - the rank-15 cut there (day 35, recency 9) brings the next judgement at recency 9.0: snapshot
+    of day 45 (cyclers 24..48): rank-15 cut day 39, recency 9: R 3, still Loyal; its rank-10 cut
+    (day 34, recency 14) brings the next at recency 14.0: snapshot of day 50 (cyclers 29..53):
+    rank-10 cut day 39, recency 14: R 2 (-> At Risk: r <= 2, f in 3..4).
+  Then the absolute thresholds of the default rules: Hibernating once recency > 180 days, Lost
+  once > 365 (1 ms past each).
 """
 
 from __future__ import annotations
@@ -69,7 +78,7 @@ async def feed(pipeline: SegmentPipeline, batches: list[list[RawRecord]]) -> lis
 
 
 def test_silent_customer_slides_to_lost_one_change_at_a_time(isolated_settings: Settings) -> None:
-    settings = isolated_settings.model_copy(update={"population_refresh_seconds": 0.0})
+    settings = isolated_settings
     offset = 0
     batches = []
     for _day, events in sorted(stream_by_day().items()):
@@ -97,7 +106,7 @@ def test_silent_customer_slides_to_lost_one_change_at_a_time(isolated_settings: 
         assert all("tick" in c["cause"] for c in (loyal, at_risk, hibernating, lost))
         recency = [(c["event_ts"] - LAST_BUY_MS) / DAY_MS for c in (loyal, at_risk, hibernating, lost)]
         assert recency[0] == pytest.approx(5.0, abs=1e-6)
-        assert recency[1] == pytest.approx(15.0, abs=1e-6)
+        assert recency[1] == pytest.approx(14.0, abs=1e-6)
         assert hibernating["event_ts"] == LAST_BUY_MS + 180 * DAY_MS + 1  # 1 ms past the threshold
         assert lost["event_ts"] == LAST_BUY_MS + 365 * DAY_MS + 1
         assert len({c["change_id"] for c in changes}) == len(changes)

@@ -91,16 +91,18 @@ def make_change(from_segment: str | None = "new", to_segment: str | None = "acti
         cause=CAUSE_MAP,
         label="Active",
         scores=SCORES,
+        population_version="2026-03-14",
+        model_version="partition-3@120",
     )
 
 
 SCORES = {"churn": {"score": 0.25, "top": [["days_since_last_activity", -1.5]]}, "clv": {"score": 12.0}}
 
 
-def test_segment_change_encodes_to_the_v1_map() -> None:
+def test_segment_change_encodes_to_the_v2_map() -> None:
     decoded = msgpack.unpackb(make_change().encode(), raw=False)
     assert decoded == {
-        "v": 1,
+        "v": 2,
         "change_id": "0123456789abcdef0123456789abcdef",
         "customer_id": "c-1",
         "family": "lifecycle",
@@ -109,6 +111,8 @@ def test_segment_change_encodes_to_the_v1_map() -> None:
         "event_ts": 1_700_000_000_123,
         "emitted_ts": 1_700_000_005_000,
         "rules_version": "lifecycle-v1",
+        "population_version": "2026-03-14",
+        "model_version": "partition-3@120",
         "reason": REASON,
         "label": "Active",
         "features": FEATURES,
