@@ -144,7 +144,8 @@ def test_a_label_resolved_early_is_learned_at_its_due_time(isolated_settings: Se
     # c3 logs in on day 0 and again on day 5: its day-0 churn prediction is settled negative on
     # day 5, but learned (and scored) only once the watermark passes its due time, day 30, with
     # its five propensity labels; nothing is learned before (the watermark is day 30, not past
-    # the due time, after c2's day-33 page view). c3 does not predict again on day 5 (the 7-day interval has not passed).
+    # the due time, after c2's day-33 page view). c3 does not predict again on day 5 (the 7-day
+    # interval has not passed).
     stream = [
         {"event_id": "c3-0", "customer_id": "c3", "type": "login", "ts": T0},
         {"event_id": "c3-5", "customer_id": "c3", "type": "login", "ts": T0 + 5 * DAY_MS},
