@@ -17,6 +17,9 @@ COUNTER_HELP: dict[str, str] = {
     "segflow_events_too_late_total": "Events older than the allowed lateness: not applied, dead-lettered.",
     "segflow_segment_changes_sent_total": "Segment-change events delivered (re-sends included).",
     "segflow_batches_total": "Batches processed.",
+    "segflow_batches_held_total": (
+        "Batches whose rest waits for other partitions in event time (a population snapshot not sealed yet)."
+    ),
     "segflow_customers_expired_total": "Customers removed from the ranking sets after their TTL.",
     "segflow_batch_retries_total": "Batches retried after a Redis or Kafka error.",
     "segflow_labels_learned_total": "Matured labels scored and learned (holdout labels: scored only).",
