@@ -272,9 +272,9 @@ class SegmentPipeline:
         """
         result = BatchResult()
         watermarks: dict[int, float] = {}
-        for partition in self.banks.owned if partitions is None else partitions:
-            if partition not in self.banks.banks:
-                continue
+        owned = [p for p in (self.banks.owned if partitions is None else partitions) if p in self.banks.banks]
+        await self.release_idle([p for p in owned if self.clock.idle(p)])
+        for partition in owned:
             watermark = await self._tick_watermark(partition)
             if watermark is not None:
                 watermarks[partition] = watermark
@@ -294,16 +294,32 @@ class SegmentPipeline:
         result.labels_learned += self._learn(committed.values())
         return result
 
+    async def release_idle(self, partitions: Sequence[int]) -> None:
+        """Let idle ``partitions`` stop holding population snapshots back (as Flink's idleness).
+
+        A partition without events for ``idle_advance_seconds`` of wall-clock time (a replay
+        that reached its end, a quiet source) records its population, unchanged since, for every
+        day up to the furthest any partition's watermark has reached, so the others go on. This
+        depends on the wall clock: a partition whose events only came late would have recorded a
+        different population. Replays of a whole log call it at the end of the log.
+        """
+        if not partitions:
+            return
+        newest = await self.clock.furthest_newest()
+        if newest is None:
+            return
+        for partition in partitions:
+            committed = self.clock.watermark(partition)
+            if committed is not None:
+                await self.population.contribute(
+                    partition, crossed_days(committed, newest - self.clock.lateness)
+                )
+
     async def _tick_watermark(self, partition: int) -> float | None:
         """How far ``partition``'s timers may move now (None: not at all)."""
         watermark = self.clock.tick_watermark(partition)
-        committed = self.clock.watermark(partition)
-        if watermark is None or committed is None:
+        if watermark is None:
             return None
-        if watermark > committed:
-            # The idle rule moved time on: the partition's population is recorded for the days
-            # it passed now (this, and what the timers do, depends on the wall clock).
-            await self.population.contribute(partition, crossed_days(committed, watermark))
         if not self._step.reads_quintiles():
             return watermark
         version = self.population.version_of(watermark)

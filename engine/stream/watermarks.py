@@ -128,6 +128,12 @@ class PartitionClock:
         if mapping:
             pipe.hset(self.key, mapping=mapping)
 
+    async def furthest_newest(self) -> float | None:
+        """The newest event time committed by any partition (read from Redis: all workers')."""
+        stored = await self._client.hgetall(self.key)
+        values = [float(v) for k, v in stored.items() if b":" not in _bytes(k)]
+        return max(values, default=None)
+
     def watermark(self, partition: int) -> float | None:
         """The committed watermark of ``partition`` (None before its first event)."""
         newest = self.newest.get(partition)
@@ -164,3 +170,7 @@ def crossed_days(before: float | None, at: float) -> tuple[int, ...]:
         return (last,)
     first = day_of(before)  # the end of day(before) - 1 was reached already
     return tuple(range(first, last + 1))
+
+
+def _bytes(value: bytes | str) -> bytes:
+    return value if isinstance(value, bytes) else value.encode()

@@ -105,7 +105,9 @@ PHASE_A = [
     ev("a3", "alice", "purchase", 2, amount=5),  # alice: tenure 2, still new; last activity day 2
     ev("d1", "dave", "purchase", 0, amount=7.5),  # dave: -> new
     ev("d2", "dave", "purchase", 10, amount=7.5),  # dave: tenure 10, still new; last activity day 10
-    # bob: tenure 40 (not new), activity 0 days ago -> active. The watermark becomes day 37:
+    # bob: before his day-40 login he is moved on to day 40 as a tick would have: just after day
+    #   30 his tenure is 30 and his day-0 purchase over 30 days ago -> churned; then the login:
+    #   activity 0 days ago -> active. The watermark becomes day 37:
     #   alice (last activity day 2): at day 30 tenure reaches 30 with activity 28 days ago
     #     -> lapsing; at day 32 activity passes 30 days -> churned.
     #   carol (login day 0): just after day 30 tenure is 30 and activity over 30 days ago
@@ -136,7 +138,11 @@ EXPECTED_A = {
         ("new", "lapsing", tick(30), 30.0, 28.0),
         ("lapsing", "churned", tick(32), 32.0, 30.0),
     ],
-    "bob": [(None, "new", "b1", 0.0, 0.0), ("new", "active", "b2", 40.0, 0.0)],
+    "bob": [
+        (None, "new", "b1", 0.0, 0.0),
+        ("new", "churned", tick(30), 30.0, 30.0),
+        ("churned", "active", "b2", 40.0, 0.0),
+    ],
     "carol": [(None, "new", "c1", 0.0, 0.0), ("new", "churned", tick(30), 30.0, 30.0)],
     "dave": [(None, "new", "d1", 0.0, 0.0), ("new", "lapsing", tick(30), 30.0, 20.0)],
 }
