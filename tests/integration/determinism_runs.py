@@ -1,0 +1,300 @@
+"""Running one event stream through segflow in several ways, and what each run decided.
+
+Helpers of ``test_determinism.py``: worker-process runs on the real stack (clean, two workers,
+a SIGKILL, a Redis restart) and a replay of the same records straight into the pipeline
+without Kafka, each giving the run's ``Outcome`` read back from Redis and the changes topic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
+from aiokafka.partitioner import DefaultPartitioner
+from determinism_outcome import Outcome, add_change
+from helpers import wait_until
+
+from engine.app import build_pipeline
+from engine.cli.io import iter_payloads, produce_lines
+from engine.codecs import decode_msgpack
+from engine.settings import Settings
+from engine.stack import redis as redis_server
+from engine.stream.batch_records import SEGMENT_CHANGE, PendingChange, RawRecord
+from engine.stream.customer_step import MEMBERSHIP_EXTRA
+from engine.topics import ensure_topics, start_or_close
+from engine.worker_process import free_port, read_metrics, start_worker, stop_worker
+from features.client import connect
+from features.redis_store import RedisFeatureStore
+
+APPLIED, DEAD, DUPLICATE = (
+    "segflow_events_applied_total",
+    "segflow_events_dead_lettered_total",
+    "segflow_events_duplicate_total",
+)
+TICKED, RETRIES = "segflow_customers_ticked_total", "segflow_batch_retries_total"
+CATCH_UP_TIMEOUT = 150.0
+QUIET_SECONDS = 3.0
+
+
+def partition_of(key: bytes, partitions: int) -> int:
+    """The partition ``produce_lines``' producer (aiokafka's default partitioner) picks for ``key``."""
+    every = list(range(partitions))
+    return int(DefaultPartitioner()(key, every, every))
+
+
+def kafka_order(settings: Settings, path: Path, per_partition: int) -> Iterator[list[RawRecord]]:
+    """The records of ``path`` as the workers fetch them: partitioned by key, offsets in produce
+    order, each batch up to ``per_partition`` records of every partition in partition order."""
+    queues: dict[int, list[RawRecord]] = {}
+    for key, value in iter_payloads(path, "jsonl", "msgpack", False):
+        assert key is not None
+        partition = partition_of(key, settings.events_partitions)
+        queue = queues.setdefault(partition, [])
+        queue.append(RawRecord(settings.events_topic, partition, len(queue), key, value))
+    cursor = 0
+    while any(cursor < len(queue) for queue in queues.values()):
+        yield [r for p in sorted(queues) for r in queues[p][cursor : cursor + per_partition]]
+        cursor += per_partition
+
+
+async def read_store(settings: Settings, customers: Sequence[str]) -> Outcome:
+    """Every customer's state and memberships as stored under the settings' key prefix."""
+    client = connect(settings.redis_url)
+    try:
+        records = await RedisFeatureStore(client, prefix=settings.key_prefix).load(list(customers))
+    finally:
+        await client.aclose()
+    memberships = {}
+    for cid, record in records.items():
+        raw = record.extras.get(MEMBERSHIP_EXTRA)
+        members = decode_msgpack(raw) if raw is not None else {}
+        memberships[cid] = {family: (m[0], m[1]) for family, m in members.items()}
+    return Outcome({cid: r.state for cid, r in records.items()}, memberships, {})
+
+
+async def _end_offsets(consumer: AIOKafkaConsumer, topic: str, partitions: int) -> dict[TopicPartition, int]:
+    return await consumer.end_offsets([TopicPartition(topic, p) for p in range(partitions)])
+
+
+async def read_changes_topic(settings: Settings, into: Outcome) -> None:
+    """Add every change event of the settings' changes topic to ``into``, read to its end."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+    await start_or_close(consumer)
+    try:
+        ends = await _end_offsets(consumer, settings.changes_topic, settings.changes_partitions)
+        consumer.assign(list(ends))
+        await consumer.seek_to_beginning(*ends)
+        left = {tp: end for tp, end in ends.items() if end > 0}
+        while left:
+            fetched = await consumer.getmany(*left, timeout_ms=2000, max_records=5000)
+            for tp, messages in fetched.items():
+                for message in messages:
+                    add_change(into, message.value)
+                if messages and messages[-1].offset + 1 >= left[tp]:
+                    del left[tp]
+    finally:
+        await consumer.stop()
+
+
+class Fleet:
+    """The worker processes of one run: each has its own web port (metrics) and log file."""
+
+    def __init__(self, settings: Settings, logs: Path) -> None:
+        self.settings = settings
+        self.logs = logs
+        self.workers: list[tuple[Settings, subprocess.Popen[bytes]]] = []
+
+    def start(self) -> subprocess.Popen[bytes]:
+        """Start one more worker in the run's consumer group."""
+        own = self.settings.model_copy(update={"web_port": free_port()})
+        process = start_worker(own, self.logs / f"worker-{len(self.workers)}.log")
+        self.workers.append((own, process))
+        return process
+
+    def metric(self, name: str) -> int:
+        """Counter ``name`` summed over the live workers."""
+        return sum(read_metrics(s.web_port).get(name, 0) for s, p in self.workers if p.poll() is None)
+
+    def stop(self) -> None:
+        """SIGTERM every worker and wait for it."""
+        for _, process in self.workers:
+            stop_worker(process)
+
+    def log_tail(self, lines: int = 15) -> str:
+        """The last lines of every worker's log, for a failure message."""
+        tails = []
+        for index in range(len(self.workers)):
+            text = (self.logs / f"worker-{index}.log").read_text(errors="replace").splitlines()
+            tails.append(f"--- worker-{index}.log\n" + "\n".join(text[-lines:]))
+        return "\n".join(tails)
+
+
+async def _committed_all(settings: Settings, consumer: AIOKafkaConsumer) -> bool:
+    ends = await _end_offsets(consumer, settings.events_topic, settings.events_partitions)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await start_or_close(admin)
+    try:
+        committed = await admin.list_consumer_group_offsets(settings.app_id)
+    except KafkaError:  # e.g. no coordinator yet: the group has not committed anything
+        return False
+    finally:
+        await admin.close()
+    return all(tp in committed and committed[tp].offset >= end for tp, end in ends.items() if end)
+
+
+async def _wait_done(fleet: Fleet, timeout: float) -> bool:
+    """Every event committed by the group, then no new change and no tick for a while."""
+    settings = fleet.settings
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+    await start_or_close(consumer)
+    try:
+        deadline = time.monotonic() + timeout
+        while not await _committed_all(settings, consumer):
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.5)
+        # Ticks (labels, timed segments) go on after the last event: wait until they rest.
+        last: tuple[int, int] | None = None
+        quiet_since = time.monotonic()
+        while time.monotonic() - quiet_since < QUIET_SECONDS:
+            ends = await _end_offsets(consumer, settings.changes_topic, settings.changes_partitions)
+            now = (sum(ends.values()), fleet.metric(TICKED))
+            if now != last:
+                last, quiet_since = now, time.monotonic()
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.5)
+        return True
+    finally:
+        await consumer.stop()
+
+
+async def produce(settings: Settings, path: Path) -> int:
+    """Create the run's topics and publish the events file keyed by customer."""
+    await ensure_topics(settings)
+    return await produce_lines(settings, path, "jsonl", "msgpack", False, settings.events_topic)
+
+
+Disturbance = Callable[[Fleet, int], dict[str, int]]
+"""Something done to a running fleet mid-stream (given the event count); returns notes."""
+
+
+def worker_run(
+    settings: Settings,
+    path: Path,
+    customers: Sequence[str],
+    logs: Path,
+    workers: int = 1,
+    disturb: Disturbance | None = None,
+) -> Outcome:
+    """Produce the events, run ``workers`` worker processes (disturbed), collect the outcome."""
+    total = asyncio.run(produce(settings, path))
+    fleet = Fleet(settings, logs)
+    try:
+        for _ in range(workers):
+            fleet.start()
+        notes = disturb(fleet, total) if disturb is not None else {}
+        done = asyncio.run(_wait_done(fleet, CATCH_UP_TIMEOUT))
+        assert done, f"the run did not finish in {CATCH_UP_TIMEOUT:.0f}s\n{fleet.log_tail()}"
+        notes |= {name: fleet.metric(name) for name in (APPLIED, DEAD, DUPLICATE, TICKED, RETRIES)}
+        for index, (own, process) in enumerate(fleet.workers):
+            if process.poll() is None:
+                notes[f"worker{index}_applied"] = read_metrics(own.web_port).get(APPLIED, 0)
+        notes["workers_alive_at_end"] = sum(p.poll() is None for _, p in fleet.workers)
+    finally:
+        fleet.stop()
+    outcome = asyncio.run(read_store(settings, customers))
+    asyncio.run(read_changes_topic(settings, outcome))
+    outcome.notes = notes
+    return outcome
+
+
+def _wait_applied(fleet: Fleet, at_least: int) -> int:
+    reached = wait_until(lambda: fleet.metric(APPLIED) >= at_least, 90, every=0.1)
+    applied = fleet.metric(APPLIED)
+    assert reached, f"the worker never applied {at_least} events\n{fleet.log_tail()}"
+    return applied
+
+
+def kill_midway(fleet: Fleet, total: int) -> dict[str, int]:
+    """SIGKILL the worker once it applied a good part of the events; start a fresh one."""
+    applied = _wait_applied(fleet, total * 2 // 5)
+    _, first = fleet.workers[0]
+    first.send_signal(signal.SIGKILL)
+    first.wait(30)
+    fleet.start()
+    return {"applied_before_kill": applied}
+
+
+def restart_redis_midway(fleet: Fleet, total: int, down_seconds: float = 4.0) -> dict[str, int]:
+    """Stop the Redis server (the stack's own script) mid-stream, keep it down, start it again."""
+    applied = _wait_applied(fleet, total * 2 // 5)
+    redis_server.down(fleet.settings)
+    time.sleep(down_seconds)
+    redis_server.up(fleet.settings)
+    return {"applied_before_redis_stop": applied}
+
+
+async def replay(settings: Settings, path: Path, customers: Sequence[str]) -> Outcome:
+    """The same records straight into ``SegmentPipeline.process`` (no Kafka), ticking per batch."""
+    pipeline = build_pipeline(settings)
+    changes: list[PendingChange] = []
+    notes: Counter[str] = Counter()
+
+    def delivered(result_changes: list[PendingChange]) -> None:
+        changes.extend(c for c in result_changes if c.kind == SEGMENT_CHANGE)
+        pipeline.defer_clear(result_changes)  # as the worker does once the broker acked them
+
+    try:
+        per_partition = max(1, settings.batch_max_events // settings.events_partitions)
+        for batch in kafka_order(settings, path, per_partition):
+            result = await pipeline.process(batch)
+            delivered(result.changes)
+            notes["applied"] += result.applied
+            ticked = await pipeline.tick()
+            delivered(ticked.changes)
+            notes["ticked"] += ticked.ticked
+            if pipeline.banks.checkpoint_due():
+                await pipeline.banks.checkpoint()
+        # The worker's timer keeps ticking after the last event: tick until nothing is due.
+        for _ in range(100):
+            ticked = await pipeline.tick()
+            delivered(ticked.changes)
+            notes["ticked"] += ticked.ticked
+            if not ticked.ticked:
+                break
+        await pipeline.flush_cleared()
+    finally:
+        await pipeline.store.client.aclose()
+    outcome = await read_store(settings, customers)
+    for change in changes:
+        add_change(outcome, change.payload)
+    outcome.notes = dict(notes)
+    return outcome
+
+
+async def remove(settings: Settings) -> None:
+    """Delete the run's Redis keys and topics."""
+    client = connect(settings.redis_url)
+    try:
+        keys = [k async for k in client.scan_iter(match=f"{settings.key_prefix}:*", count=1000)]
+        for start in range(0, len(keys), 1000):
+            await client.delete(*keys[start : start + 1000])
+    finally:
+        await client.aclose()
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await start_or_close(admin)
+    try:
+        existing = set(await admin.list_topics())
+        names = [settings.events_topic, settings.changes_topic, settings.dlq_topic]
+        await admin.delete_topics([n for n in names if n in existing])
+    finally:
+        await admin.close()
