@@ -230,6 +230,11 @@ class SegmentPipeline:
         for partition, lane in lanes.items():
             if cursor[partition] < len(lane.events):
                 result.held[partition] = lane.events[cursor[partition]].offset
+        if result.held:  # what is fetched again is dead-lettered then
+            held = result.held
+            result.dead_letters = [
+                d for d in result.dead_letters if d.partition not in held or d.offset < held[d.partition]
+            ]
         return result
 
     async def _ready(self, ts: float) -> bool:

@@ -311,7 +311,11 @@ def test_kcat_events_in_segment_changes_and_dead_letters_out(isolated_settings: 
 
     assert lifecycle_rows(changes) == everything
     for change in changes:
-        assert change["v"] == 1 and change["rules_version"] == RULES_VERSION
+        assert change["v"] == 2 and change["rules_version"] == RULES_VERSION
+        # The population snapshot of the day before the watermark's day, as a UTC date.
+        watermark_day = (change["event_ts"] - 3 * 86_400_000) // 86_400_000
+        expected_day = time.strftime("%Y-%m-%d", time.gmtime((watermark_day - 1) * 86_400))
+        assert change["population_version"] == expected_day
         assert change["cause"]["partition"] == PARTITION
         # Every model's score is on every change; the lifecycle rules read no score, so no "top".
         assert set(change["scores"]) == MODELS
