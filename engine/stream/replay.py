@@ -33,7 +33,9 @@ class ReplayStuck(RuntimeError):
     """No partition could go on (a snapshot needs a partition that is not in the log)."""
 
 
-async def replay(pipeline: SegmentPipeline, records: Iterable[RawRecord], per_partition: int = 100) -> ReplayResult:
+async def replay(
+    pipeline: SegmentPipeline, records: Iterable[RawRecord], per_partition: int = 100
+) -> ReplayResult:
     """Feed ``records`` (in offset order per partition) through ``pipeline``; see the module doc."""
     queues: dict[int, deque[RawRecord]] = {}
     for record in records:
@@ -59,7 +61,9 @@ async def replay(pipeline: SegmentPipeline, records: Iterable[RawRecord], per_pa
         ticked = await pipeline.tick(sorted(queues))
         await _deliver(pipeline, ticked.changes, result)
         if not progressed and outcome.held and not finished:
-            raise ReplayStuck(f"partitions {sorted(outcome.held)} wait for a partition that is not in the log")
+            raise ReplayStuck(
+                f"partitions {sorted(outcome.held)} wait for a partition that is not in the log"
+            )
     return result
 
 

@@ -27,8 +27,9 @@ from engine.cli.io import iter_payloads, produce_lines
 from engine.codecs import decode_msgpack
 from engine.settings import Settings
 from engine.stack import redis as redis_server
-from engine.stream.batch_records import SEGMENT_CHANGE, PendingChange, RawRecord
+from engine.stream.batch_records import SEGMENT_CHANGE, RawRecord
 from engine.stream.customer_step import MEMBERSHIP_EXTRA
+from engine.stream.replay import replay as replay_log
 from engine.topics import ensure_topics, start_or_close
 from engine.worker_process import free_port, read_metrics, start_worker, stop_worker
 from features.client import connect
@@ -244,30 +245,21 @@ def restart_redis_midway(fleet: Fleet, total: int, down_seconds: float = 4.0) ->
 
 
 async def replay(settings: Settings, path: Path, customers: Sequence[str]) -> Outcome:
-    """The same records straight into ``SegmentPipeline.process`` (no Kafka), ticking per batch."""
+    """The same records straight through ``SegmentPipeline`` (no Kafka): ``engine.stream.replay``
+    feeds fetch-like batches, ticks after each, and offers held records again."""
     pipeline = build_pipeline(settings)
-    changes: list[PendingChange] = []
     notes: Counter[str] = Counter()
-
-    def delivered(result_changes: list[PendingChange]) -> None:
-        changes.extend(c for c in result_changes if c.kind == SEGMENT_CHANGE)
-        pipeline.defer_clear(result_changes)  # as the worker does once the broker acked them
-
     try:
         per_partition = max(1, settings.batch_max_events // settings.events_partitions)
-        for batch in kafka_order(settings, path, per_partition):
-            result = await pipeline.process(batch)
-            delivered(result.changes)
-            notes["applied"] += result.applied
-            ticked = await pipeline.tick()
-            delivered(ticked.changes)
-            notes["ticked"] += ticked.ticked
-            if pipeline.banks.checkpoint_due():
-                await pipeline.banks.checkpoint()
+        records = [r for batch in kafka_order(settings, path, per_partition) for r in batch]
+        result = await replay_log(pipeline, records, per_partition)
+        changes = list(result.delivered)
+        notes["applied"], notes["held"] = result.applied, result.held
         # The worker's timer keeps ticking after the last event: tick until nothing is due.
         for _ in range(100):
             ticked = await pipeline.tick()
-            delivered(ticked.changes)
+            changes += ticked.changes
+            pipeline.defer_clear(ticked.changes)
             notes["ticked"] += ticked.ticked
             if not ticked.ticked:
                 break
@@ -276,7 +268,8 @@ async def replay(settings: Settings, path: Path, customers: Sequence[str]) -> Ou
         await pipeline.store.client.aclose()
     outcome = await read_store(settings, customers)
     for change in changes:
-        add_change(outcome, change.payload)
+        if change.kind == SEGMENT_CHANGE:
+            add_change(outcome, change.payload)
     outcome.notes = dict(notes)
     return outcome
 
