@@ -86,10 +86,24 @@ class Settings(BaseSettings):
     checkpoint_key: str = ""  # HMAC key of model checkpoints; empty: a random key kept in stack_dir
     rescore_days: float = Field(7.0, gt=0)  # a silent customer is re-scored this often (event time)
 
+    # Learner: one model per kind for the whole population (engine/learner)
+    model_period_seconds: float = Field(86_400.0, ge=1)
+    """Event-time length of a sealed model snapshot period (the learner publishes one model
+    snapshot per period). In a replay every sealed period costs one worker->learner round trip
+    (workers publish their label frontiers, wait for the seal, load the snapshot), so a period of
+    a day keeps that to one per replayed day."""
+    learner_lease_seconds: float = Field(10.0, gt=0, le=300)
+    """How long an active learner's lease lasts unrenewed; a standby takes over after it."""
+
     # Rules and event time
     rules_file: Path | None = None  # None: the shipped engine/rules/default_rules.yaml
     rules_reload_seconds: float = Field(5.0, ge=0)  # 0: never reload
     idle_advance_seconds: float = Field(30.0, gt=0)
+
+    @property
+    def labels_topic(self) -> str:
+        """The topic of resolved labels, workers to learner: ``<app_id>.labels`` (1 partition)."""
+        return f"{self.app_id}.labels"
 
     @field_validator("log_level")
     @classmethod

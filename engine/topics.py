@@ -39,6 +39,8 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(settings.events_topic, settings.events_partitions, "behavioural events (schema v1)"),
         TopicSpec(settings.changes_topic, settings.changes_partitions, "segment changes (schema v1)"),
         TopicSpec(settings.dlq_topic, settings.events_partitions, "dead letters (schema v1)"),
+        # One partition: the learner reads every label in one order it can checkpoint as one offset.
+        TopicSpec(settings.labels_topic, 1, "resolved labels (schema v1)"),
     ]
 
 

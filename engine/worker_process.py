@@ -24,6 +24,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
 
 
 WORKER_ARGS = ("-m", "engine", "worker")
+LEARNER_ARGS = ("-m", "engine", "learner")
 
 
 def start_worker(
@@ -39,6 +40,11 @@ def start_worker(
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("wb") as log:
         return subprocess.Popen([sys.executable, *args], env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def start_learner(settings: Settings, log_path: Path, args: Sequence[str] = ()) -> subprocess.Popen[bytes]:
+    """Run ``segflow learner [args]`` in a child process with ``settings`` (as ``start_worker``)."""
+    return start_worker(settings, log_path, (*LEARNER_ARGS, *args))
 
 
 def stop_worker(process: subprocess.Popen[bytes], timeout: float = 30.0) -> int:

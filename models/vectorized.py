@@ -2,11 +2,13 @@
 
 The linear models (``models.registry.build_model(task, "linear")``) are read into a
 ``LinearSnapshot`` each: the scaler's running means and inverse standard deviations, the clip,
-the weights and the intercept as arrays in input order. ``BatchScorer`` stacks the snapshots of
-all linear models and scores n rows against all of them with one broadcasted computation: in
+the weights and the intercept as arrays in input order. ``SnapshotScorer`` stacks the snapshots
+of all linear models and scores n rows against all of them with one broadcasted computation: in
 batches of hundreds, well under a microsecond per row for all models, against tens of
 microseconds per row for River's calls. Any other model (the tree and forest kinds) is still
-scored by River, row by row.
+scored by River, row by row. ``BatchScorer`` keeps a ``SnapshotScorer`` of live River models
+up to date; a snapshot also travels without its River object (``to_dict``/``from_dict``, the
+learner's published model snapshots), and ``contributions`` explains a score from it alone.
 
 Results equal ``models.scoring.score`` to about 1e-15 (the order of float operations differs
 from River's: multiplication by an inverse standard deviation instead of a division, numpy's
@@ -18,13 +20,13 @@ from __future__ import annotations
 import math
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
-from types import NoneType
 from typing import Any, Literal
 
 import numpy as np
 from river import compose, linear_model, optim, preprocessing
 
-from models.inputs import _INDICATOR, _MONEY, _NULLABLE, _NULLABLE_MONEY, _plan, input_row
+# Re-exported: batch inputs were built here before they had their own module.
+from models.batch_inputs import input_rows as input_rows
 from models.registry import (
     MAX_LOG_REVENUE,
     SCALED_LIMIT,
@@ -36,12 +38,11 @@ from models.registry import (
 from models.scoring import score
 
 Output = Literal["logistic", "expm1_revenue", "regression"]
+_OUTPUTS: tuple[str, ...] = ("logistic", "expm1_revenue", "regression")
+_ARRAYS = ("means", "inv_std", "weights")
 # River's utils.math.sigmoid returns exactly 0 below -30 and 1 above +30.
 _SIGMOID_LIMIT = 30.0
-_ABSENT = object()
 _NO_VERSION = object()
-_Snapshot = Mapping[str, float | int | None]
-_FAST_TYPES = frozenset({float, int, bool, NoneType})
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -103,6 +104,37 @@ class LinearSnapshot:
         limit = SCALED_LIMIT if clipped else math.inf
         return cls(means, inv_std, -limit, limit, weight_vector, float(linear.intercept), output)
 
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values for msgpack: the arrays as little-endian float64 bytes (exact)."""
+        return {
+            "means": _f64_bytes(self.means),
+            "inv_std": _f64_bytes(self.inv_std),
+            "weights": _f64_bytes(self.weights),
+            "low": float(self.low),
+            "high": float(self.high),
+            "intercept": float(self.intercept),
+            "output": self.output,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LinearSnapshot:
+        """Inverse of ``to_dict``; raises ``ValueError`` for arrays of unequal length or an
+        unknown output."""
+        arrays = [np.frombuffer(bytes(data[name]), dtype="<f8").astype(np.float64) for name in _ARRAYS]
+        if len({len(array) for array in arrays}) != 1:
+            raise ValueError(f"linear snapshot arrays differ in length: {[len(a) for a in arrays]}")
+        if data["output"] not in _OUTPUTS:
+            raise ValueError(f"unknown linear snapshot output {data['output']!r}")
+        for array in arrays:
+            array.setflags(write=False)
+        means, inv_std, weights = arrays
+        low, high, intercept = float(data["low"]), float(data["high"]), float(data["intercept"])
+        return cls(means, inv_std, low, high, weights, intercept, data["output"])
+
+
+def _f64_bytes(array: np.ndarray) -> bytes:
+    return np.ascontiguousarray(array, dtype="<f8").tobytes()
+
 
 def _linear_parts(model: Any, task: str) -> tuple[Any, bool, Any, Output] | None:
     """(scaler or None, clipped, linear model, output) for a supported linear model, else None.
@@ -139,8 +171,85 @@ def _linear_parts(model: Any, task: str) -> tuple[Any, bool, Any, Output] | None
     return scaler, bool(clips), linear, output
 
 
+class SnapshotScorer:
+    """Scores n model inputs against models given as snapshots, all linear models at once.
+
+    ``models`` maps each model name to ``(task, model)``, where ``model`` is a
+    ``LinearSnapshot`` (scored with one broadcasted computation for all linear models, no River
+    object needed) or any River estimator (scored by River, row by row, in its current state).
+    ``score`` equals ``models.scoring.score`` of the River model a snapshot was read from
+    within about 1e-15.
+    """
+
+    def __init__(self, models: Mapping[str, tuple[str, Any]], input_names: Sequence[str]) -> None:
+        """Raises ``ValueError`` for an unknown task or a snapshot of another input length."""
+        self.model_names = tuple(models)
+        self.input_names = tuple(input_names)
+        d = len(self.input_names)
+        snapshots: list[LinearSnapshot] = []
+        columns: list[int] = []
+        self._fallback: list[tuple[int, str, Any]] = []
+        for j, (name, (task, model)) in enumerate(models.items()):
+            if task not in TASKS:
+                raise ValueError(f"unknown task {task!r} of model {name!r}")
+            if isinstance(model, LinearSnapshot):
+                if len(model.weights) != d:
+                    raise ValueError(f"snapshot of {name!r} has {len(model.weights)} inputs, not {d}")
+                snapshots.append(model)
+                columns.append(j)
+            else:
+                self._fallback.append((j, task, model))
+        self._linear_columns = np.array(columns, dtype=np.intp)
+        self._means = np.array([s.means for s in snapshots]).reshape(-1, d)
+        self._inv_std = np.array([s.inv_std for s in snapshots]).reshape(-1, d)
+        self._weights = np.array([s.weights for s in snapshots]).reshape(-1, d)
+        self._low = np.array([s.low for s in snapshots], dtype=np.float64)
+        self._high = np.array([s.high for s in snapshots], dtype=np.float64)
+        self._intercepts = np.array([s.intercept for s in snapshots], dtype=np.float64)
+        self._logistic = np.array([s.output == "logistic" for s in snapshots], dtype=bool)
+        self._revenue = np.array([s.output == "expm1_revenue" for s in snapshots], dtype=bool)
+
+    def score(self, X: np.ndarray) -> np.ndarray:
+        """Scores of shape (n, len(model_names)): column j is ``model_names[j]``'s score.
+
+        ``X`` is (n, len(input_names)) in ``input_names`` order, e.g. from ``input_rows``.
+        Raises ``ValueError`` for an ``X`` of another shape or with a NaN or infinity
+        (``to_model_input`` never makes those).
+        """
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim != 2 or X.shape[1] != len(self.input_names):
+            raise ValueError(f"X must have shape (n, {len(self.input_names)}), got {X.shape}")
+        if not np.isfinite(X).all():
+            raise ValueError("X has NaN or infinite values")
+        result = np.empty((X.shape[0], len(self.model_names)))
+        if len(self._linear_columns):
+            result[:, self._linear_columns] = self._linear_scores(X).T
+        if self._fallback:
+            rows = [dict(zip(self.input_names, row, strict=True)) for row in X.tolist()]
+            for j, task, model in self._fallback:
+                result[:, j] = [score(model, task, x) for x in rows]
+        return result
+
+    def _linear_scores(self, X: np.ndarray) -> np.ndarray:
+        """(linear models, n) scores: scale, clip, dot, then each model's output function."""
+        # Python floats overflow to inf silently, and River's clip then makes it the limit.
+        with np.errstate(over="ignore"):
+            scaled = X[np.newaxis, :, :] - self._means[:, np.newaxis, :]
+            scaled *= self._inv_std[:, np.newaxis, :]
+        bounds = self._low[:, np.newaxis, np.newaxis], self._high[:, np.newaxis, np.newaxis]
+        np.clip(scaled, *bounds, out=scaled)
+        raw = np.matmul(scaled, self._weights[:, :, np.newaxis])[:, :, 0]
+        raw += self._intercepts[:, np.newaxis]
+        if self._logistic.any():
+            raw[self._logistic] = _probability_of_true(raw[self._logistic])
+        if self._revenue.any():
+            revenue = np.expm1(np.minimum(raw[self._revenue], MAX_LOG_REVENUE))
+            raw[self._revenue] = np.maximum(revenue, 0.0)
+        return raw
+
+
 class BatchScorer:
-    """Scores n model inputs against a fixed list of models, all linear models at once.
+    """Scores n model inputs against a fixed list of River models, all linear models at once.
 
     ``score`` returns what ``models.scoring.score(models[name], tasks[name], x)`` returns for
     every row x and model name (within about 1e-15); the linear models are only read. Their
@@ -170,11 +279,7 @@ class BatchScorer:
                 raise ValueError(f"unknown task {task!r} of model {name!r}")
         self._version: object = _NO_VERSION
         self._models: tuple[Any, ...] = ()
-        self._linear_columns = np.zeros(0, dtype=np.intp)
-        self._fallback_columns: list[int] = []
-        self._means = self._inv_std = self._weights = np.zeros((0, len(self.input_names)))
-        self._low = self._high = self._intercepts = np.zeros(0)
-        self._logistic = self._revenue = np.zeros(0, dtype=bool)
+        self._scorer: SnapshotScorer | None = None
 
     def score(self, models: Mapping[str, Any], version: Hashable, X: np.ndarray) -> np.ndarray:
         """Scores of shape (n, len(model_names)): column j is ``model_names[j]``'s score.
@@ -183,68 +288,41 @@ class BatchScorer:
         Raises ``KeyError`` for a model missing from ``models`` and ``ValueError`` for an ``X``
         of another shape or with a NaN or infinity (``to_model_input`` never makes those).
         """
-        X = np.asarray(X, dtype=np.float64)
-        if X.ndim != 2 or X.shape[1] != len(self.input_names):
-            raise ValueError(f"X must have shape (n, {len(self.input_names)}), got {X.shape}")
-        if not np.isfinite(X).all():
-            raise ValueError("X has NaN or infinite values")
         current = tuple(models[name] for name in self.model_names)
         replaced = len(current) != len(self._models) or any(
             a is not b for a, b in zip(current, self._models, strict=True)
         )
-        if replaced or version != self._version:
-            self._refresh(current)
+        if self._scorer is None or replaced or version != self._version:
+            snapshots = {}
+            for name, model, task in zip(self.model_names, current, self.tasks, strict=True):
+                snapshot = LinearSnapshot.from_model(model, task, self.input_names)
+                snapshots[name] = (task, model if snapshot is None else snapshot)
+            self._scorer = SnapshotScorer(snapshots, self.input_names)
+            self._models = current
             self._version = version
-        result = np.empty((X.shape[0], len(self.model_names)))
-        if len(self._linear_columns):
-            result[:, self._linear_columns] = self._linear_scores(X).T
-        if self._fallback_columns:
-            rows = [dict(zip(self.input_names, row, strict=True)) for row in X.tolist()]
-            for j in self._fallback_columns:
-                model, task = current[j], self.tasks[j]
-                result[:, j] = [score(model, task, x) for x in rows]
-        return result
+        return self._scorer.score(X)
 
-    def _refresh(self, current: tuple[Any, ...]) -> None:
-        snapshots: list[LinearSnapshot] = []
-        columns: list[int] = []
-        fallback: list[int] = []
-        for j, (model, task) in enumerate(zip(current, self.tasks, strict=True)):
-            snapshot = LinearSnapshot.from_model(model, task, self.input_names)
-            if snapshot is None:
-                fallback.append(j)
-            else:
-                snapshots.append(snapshot)
-                columns.append(j)
-        d = len(self.input_names)
-        self._models = current
-        self._fallback_columns = fallback
-        self._linear_columns = np.array(columns, dtype=np.intp)
-        self._means = np.array([s.means for s in snapshots]).reshape(-1, d)
-        self._inv_std = np.array([s.inv_std for s in snapshots]).reshape(-1, d)
-        self._weights = np.array([s.weights for s in snapshots]).reshape(-1, d)
-        self._low = np.array([s.low for s in snapshots], dtype=np.float64)
-        self._high = np.array([s.high for s in snapshots], dtype=np.float64)
-        self._intercepts = np.array([s.intercept for s in snapshots], dtype=np.float64)
-        self._logistic = np.array([s.output == "logistic" for s in snapshots], dtype=bool)
-        self._revenue = np.array([s.output == "expm1_revenue" for s in snapshots], dtype=bool)
 
-    def _linear_scores(self, X: np.ndarray) -> np.ndarray:
-        """(linear models, n) scores: scale, clip, dot, then each model's output function."""
-        # Python floats overflow to inf silently, and River's clip then makes it the limit.
-        with np.errstate(over="ignore"):
-            scaled = X[np.newaxis, :, :] - self._means[:, np.newaxis, :]
-            scaled *= self._inv_std[:, np.newaxis, :]
-        bounds = self._low[:, np.newaxis, np.newaxis], self._high[:, np.newaxis, np.newaxis]
-        np.clip(scaled, *bounds, out=scaled)
-        raw = np.matmul(scaled, self._weights[:, :, np.newaxis])[:, :, 0]
-        raw += self._intercepts[:, np.newaxis]
-        if self._logistic.any():
-            raw[self._logistic] = _probability_of_true(raw[self._logistic])
-        if self._revenue.any():
-            revenue = np.expm1(np.minimum(raw[self._revenue], MAX_LOG_REVENUE))
-            raw[self._revenue] = np.maximum(revenue, 0.0)
-        return raw
+def contributions(
+    snapshot: LinearSnapshot, row: Sequence[float], input_names: Sequence[str], k: int = 3
+) -> list[tuple[str, float]]:
+    """The ``k`` inputs with the largest absolute weight x scaled value in ``row``.
+
+    What ``models.scoring.top_contributions`` answers for the River model ``snapshot`` was read
+    from (within about 1e-15 per value), without the River object: log-odds for a classifier,
+    the target space (log1p revenue) for clv; sorted by absolute value, largest first, ties by
+    name. Raises ``ValueError`` for a negative ``k`` or a row of another length.
+    """
+    if k < 0:
+        raise ValueError(f"k must not be negative, got {k}")
+    values = np.asarray(row, dtype=np.float64)
+    if values.shape != (len(input_names),) or len(snapshot.weights) != len(input_names):
+        raise ValueError(f"row and snapshot must both have {len(input_names)} inputs")
+    with np.errstate(over="ignore"):
+        scaled = (values - snapshot.means) * snapshot.inv_std
+    effect = snapshot.weights * np.clip(scaled, snapshot.low, snapshot.high)
+    ranked = sorted(zip(input_names, effect.tolist(), strict=True), key=lambda item: (-abs(item[1]), item[0]))
+    return ranked[:k]
 
 
 def _probability_of_true(logits: np.ndarray) -> np.ndarray:
@@ -254,53 +332,3 @@ def _probability_of_true(logits: np.ndarray) -> np.ndarray:
     p[logits < -_SIGMOID_LIMIT] = 0.0
     # ``score`` divides by the sum of the probabilities, which may differ from 1 in the last bit.
     return np.clip(p / ((1.0 - p) + p), 0.0, 1.0)
-
-
-def input_rows(snapshots: Sequence[Mapping[str, float | int | None]], names: Sequence[str]) -> np.ndarray:
-    """The model inputs of ``snapshots`` as an (n, len(names)) float64 array.
-
-    Row i equals ``list(to_model_input(snapshots[i], names).values())`` exactly, and a snapshot
-    that ``to_model_input`` rejects raises the same error here (the first such snapshot's).
-    Plain ints, floats and bools are read a column at a time; any other value sends the whole
-    batch through ``input_row`` one snapshot at a time.
-    """
-    plan = _plan(tuple(names))
-    result = np.empty((len(snapshots), len(plan)))
-    columns: dict[str, list[Any]] = {}
-    for j, (_, feature, role) in enumerate(plan):
-        values = columns.get(feature)
-        if values is None:
-            values = columns[feature] = [snapshot.get(feature, _ABSENT) for snapshot in snapshots]
-        column = _column(values, role)
-        if column is None:
-            return _rows_one_by_one(snapshots, names)
-        result[:, j] = column
-    return result
-
-
-def _column(values: list[Any], role: int) -> np.ndarray | list[float] | None:
-    """One input's values for all snapshots, or None when they need ``input_row``'s checks."""
-    types = set(map(type, values))
-    if not types <= _FAST_TYPES:  # also a feature missing from a snapshot (_ABSENT)
-        return None
-    if role == _INDICATOR:
-        return [1.0 if value is None else 0.0 for value in values]
-    if NoneType in types:
-        if role not in (_NULLABLE, _NULLABLE_MONEY):
-            return None
-        values = [0.0 if value is None else value for value in values]
-    try:
-        column = np.array(values, dtype=np.float64)
-    except OverflowError:  # an int beyond float range
-        return None
-    if not np.isfinite(column).all():
-        return None
-    if role in (_MONEY, _NULLABLE_MONEY):
-        # math.log1p, not np.log1p: numpy's differs in the last bit for about 1% of values.
-        return [math.copysign(math.log1p(abs(v)), v) for v in column.tolist()]
-    return column
-
-
-def _rows_one_by_one(snapshots: Sequence[_Snapshot], names: Sequence[str]) -> np.ndarray:
-    rows = [input_row(snapshot, names) for snapshot in snapshots]
-    return np.array(rows, dtype=np.float64).reshape(len(snapshots), len(names))

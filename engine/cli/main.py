@@ -14,6 +14,7 @@ from engine.cli.bench_cmd import bench
 from engine.cli.data_cmds import dashboard, explain, produce, tail
 from engine.cli.demo_cmd import demo
 from engine.cli.features_cmds import features
+from engine.cli.learner_cmd import learner
 from engine.cli.models_cmds import evaluate
 from engine.cli.rules_cmds import rules
 from engine.cli.segments_cmds import models, segments
@@ -35,6 +36,7 @@ for command in (
     topics,
     config,
     worker,
+    learner,
     produce,
     tail,
     explain,

@@ -32,7 +32,8 @@ def with_redis(settings: Settings, body: Callable[[Redis], Awaitable[T]]) -> T:
         try:
             return await body(client)
         finally:
-            keys = [k async for k in client.scan_iter(match=f"{settings.key_prefix}:*")]
+            # A large COUNT: the shared Redis holds other tests' keys, scanned 10 per round trip by default.
+            keys = [k async for k in client.scan_iter(match=f"{settings.key_prefix}:*", count=1000)]
             if keys:
                 await client.delete(*keys)
             await client.aclose()

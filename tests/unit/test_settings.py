@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from engine.settings import SettingsError, load_settings
+from engine.topics import topic_specs
 
 
 @pytest.fixture(autouse=True)
@@ -180,3 +181,19 @@ def test_settings_error_is_not_a_pydantic_error() -> None:
         load_settings(events_partitions=0)
     assert info.value.__cause__ is None
     assert info.value.__suppress_context__ is True
+
+
+def test_learner_settings_and_the_labels_topic() -> None:
+    s = load_settings()
+    assert (s.model_period_seconds, s.learner_lease_seconds) == (86_400.0, 10.0)
+    assert s.labels_topic == "segflow.labels"
+    assert load_settings(app_id="other").labels_topic == "other.labels"
+    assert "invalid setting SEGFLOW_MODEL_PERIOD_SECONDS" in error_of(model_period_seconds=0)
+    assert "invalid setting SEGFLOW_LEARNER_LEASE_SECONDS" in error_of(learner_lease_seconds=0)
+
+
+def test_the_labels_topic_has_one_partition() -> None:
+    s = load_settings(events_partitions=12)
+    specs = {spec.name: spec for spec in topic_specs(s)}
+    assert specs["segflow.labels"].partitions == 1
+    assert specs["segflow.labels"].carries == "resolved labels (schema v1)"

@@ -1,0 +1,1 @@
+"""The learner: one model per kind for the whole population, published as sealed snapshots."""
