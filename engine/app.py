@@ -24,18 +24,19 @@ from engine.rules.reload import RulesReloader
 from engine.rules.variables import known_variables
 from engine.settings import Settings, split_list
 from engine.stream.customer_step import StepConfig
+from engine.stream.model_gate import ModelGate
 from engine.stream.pipeline import PipelineConfig, SegmentPipeline
 from features.catalogue import catalogue
 from features.client import connect
 from features.config import FeatureConfig
 from features.event import SECONDS_PER_DAY
 from features.redis_store import RedisFeatureStore
-from models.bank import BankConfig
-from models.banks import ModelBanks
+from models.config import ModelConfig
 from models.inputs import input_features
 from models.labels import LabelRules
+from models.learner import Learner, encode_snapshot
 from models.registry import ModelSpec, model_specs
-from models.store import ModelStore
+from models.snapshots import DecodedSnapshot, ModelSnapshotStore, decode_snapshot
 
 DEFAULT_RULES = Path(__file__).resolve().parent / "rules" / "default_rules.yaml"
 EXCLUDED_INPUTS = ("late_events_dropped",)
@@ -118,9 +119,9 @@ def checkpoint_key(settings: Settings) -> bytes:
     return path.read_text().strip().encode()
 
 
-def bank_config(settings: Settings, features: FeatureConfig | None = None) -> BankConfig:
-    """What each partition's model bank is built from."""
-    return BankConfig(
+def model_config(settings: Settings, features: FeatureConfig | None = None) -> ModelConfig:
+    """What the population's models are built from."""
+    return ModelConfig(
         specs=tuple(specs(settings)),
         input_names=model_inputs(settings, features),
         kind=settings.model_kind,
@@ -150,6 +151,14 @@ def pipeline_config(settings: Settings) -> PipelineConfig:
     )
 
 
+def untrained_models(
+    config: ModelConfig, period_seconds: float, key: bytes
+) -> Callable[[int], DecodedSnapshot]:
+    """The snapshot of a version sealed before any label was learned (fresh models), by version."""
+    base = decode_snapshot(encode_snapshot(Learner(config, period_seconds, key).snapshot(0)), key)
+    return lambda version: replace(base, version=version)
+
+
 def build_pipeline(
     settings: Settings,
     client: object | None = None,
@@ -158,7 +167,7 @@ def build_pipeline(
     features: FeatureConfig | None = None,
     store: RedisFeatureStore | None = None,
 ) -> SegmentPipeline:
-    """The pipeline with its Redis stores, model banks and rules, from settings.
+    """The pipeline with its Redis stores, model snapshots and rules, from settings.
 
     ``clock`` is the wall clock (emission times, idle advance); ``features`` overrides the
     catalogue configuration and ``store`` the feature store (tests).
@@ -167,12 +176,13 @@ def build_pipeline(
     if store is None:
         ttl = round(settings.customer_ttl_days * SECONDS_PER_DAY)
         store = RedisFeatureStore(client, prefix=settings.key_prefix, ttl_seconds=ttl)  # type: ignore[arg-type]
-    banks = ModelBanks(
-        ModelStore(client, settings.key_prefix),  # type: ignore[arg-type]
-        bank_config(settings, features),
-        checkpoint_key(settings),
-        settings.checkpoint_interval_seconds,
-        clock,
+    key = checkpoint_key(settings)
+    lateness = settings.allowed_lateness_days * SECONDS_PER_DAY
+    models = ModelGate(
+        ModelSnapshotStore(client, settings.key_prefix, key),  # type: ignore[arg-type]
+        settings.model_period_seconds,
+        lateness,
+        untrained_models(model_config(settings, features), settings.model_period_seconds, key),
     )
     config = pipeline_config(settings)
     if features is not None:
@@ -180,7 +190,7 @@ def build_pipeline(
         config = replace(config, step=step)
     capacity = settings.record_cache_size if cache_capacity is None else cache_capacity
     rules = load_rule_set(settings, features)
-    return SegmentPipeline(store, config, banks, rules, clock=clock, cache_capacity=capacity)
+    return SegmentPipeline(store, config, models, rules, clock=clock, cache_capacity=capacity)
 
 
 def feature_config(settings: Settings) -> FeatureConfig:

@@ -123,7 +123,7 @@ WORKER_METRICS = (
     "segflow_events_duplicate_total",
     "segflow_events_dead_lettered_total",
     "segflow_segment_changes_sent_total",
-    "segflow_labels_learned_total",
+    "segflow_labels_sent_total",
     "segflow_customers_ticked_total",
 )
 

@@ -6,15 +6,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from engine.app import build_pipeline, checkpoint_key
+from engine.app import build_pipeline
 from engine.rules.evaluate import explain_membership
 from engine.settings import Settings
 from engine.stream.customer_step import CustomerStep
+from engine.stream.model_gate import VersionModels
 from features.client import connect
 from features.redis_store import CustomerRecord
-from models.bank import ModelBank
-from models.inputs import to_model_input
-from models.scoring import top_contributions
+from models.inputs import snapshot_row
 
 
 @dataclass(slots=True)
@@ -84,25 +83,26 @@ def _round(value: Any) -> Any:
 
 
 def build_explanation(
-    record: CustomerRecord, step: CustomerStep, rules: Any, bank: ModelBank | None
+    record: CustomerRecord, step: CustomerStep, rules: Any, models: VersionModels | None
 ) -> Explanation | None:
-    """Explain a stored record (pure: no I/O; quintiles from the step's population cuts)."""
+    """Explain a stored record (pure: no I/O; quintiles from the step's population cuts, score
+    contributions from ``models``, the snapshot the customer's last judgement read)."""
     state = record.state
     if state is None:
         return None
-    partition = max(record.applied_offsets, default=0)
-    work = step.working(record, partition, bank or ModelBank(partition, _dummy_config(step)))
+    work = step.working(record)
     as_of = work.evaluated_at if work.evaluated_at is not None else state.last_ts
     variables = step.variables(record.customer_id, state, work.scores, as_of)
     features = {k: _round(v) for k, v in variables.features.as_dict().items()}
     features |= {k: v for k, v in variables.quintiles().items()}
     features["campaigns"] = variables.features.campaigns
-    x = to_model_input(variables.features, step.config.input_names)
+    inputs = snapshot_row(variables.features.raw, step.config.input_names)
     scores: dict[str, Any] = {}
     for name, value in work.scores.items():
         row: dict[str, Any] = {"score": value}
-        if bank is not None and name in bank.models:
-            row["top"] = [[f, round(c, 4)] for f, c in top_contributions(bank.models[name], x, 3)]
+        top = None if models is None else models.contributions(name, inputs, 3)
+        if top is not None:
+            row["top"] = [[f, round(c, 4)] for f, c in top]
         scores[name] = row
     segments: dict[str, dict[str, Any]] = {}
     for family in rules.families:
@@ -138,14 +138,8 @@ def build_explanation(
     )
 
 
-def _dummy_config(step: CustomerStep):  # type: ignore[no-untyped-def]
-    from models.bank import BankConfig
-
-    return BankConfig(specs=(), input_names=step.config.input_names)
-
-
 async def explain_customer(settings: Settings, customer_id: str) -> Explanation | None:
-    """Load one customer from Redis and explain it (models from their partition's checkpoint)."""
+    """Load one customer from Redis and explain it, with the snapshots their last judgement read."""
     client = connect(settings.redis_url)
     try:
         pipeline = build_pipeline(settings, client)
@@ -153,25 +147,21 @@ async def explain_customer(settings: Settings, customer_id: str) -> Explanation 
         record = await store.get(customer_id)
         if record is None or record.state is None:
             return None
-        banks = pipeline.banks
-        partition = max(record.applied_offsets, default=0)
-        blob = await banks.store.checkpoint_blob(partition)
-        bank = ModelBank.restore(partition, banks.config, blob, checkpoint_key(settings)) if blob else None
-        work = pipeline.step.working(record, partition, bank or ModelBank(partition, banks.config))
+        work = pipeline.step.working(record)
         as_of = work.evaluated_at if work.evaluated_at is not None else record.state.last_ts
-        version = pipeline.population.version_of(as_of)
-        sealed = await pipeline.population.ensure(version, version)
+        day = pipeline.population.version_of(as_of)
+        sealed = await pipeline.population.ensure(day, day)
+        version = pipeline.models.version_of(as_of)
+        models = pipeline.models.loaded(version) if await pipeline.models.ensure(version, version) else None
         quintiles = (await store.population.quintiles([customer_id]))[customer_id]
     finally:
         await client.aclose()
     if not sealed:  # not sealed yet: the quintiles have no value, as for the worker
         pipeline.population.lenient = True
-    explanation = build_explanation(record, pipeline.step, pipeline.rules, bank)
+    explanation = build_explanation(record, pipeline.step, pipeline.rules, models)
     if explanation is not None:
         explanation.extra["population_version"] = pipeline.population.cuts_at(explanation.as_of).version_label
-        explanation.extra["model_version"] = (
-            None if bank is None else f"partition-{partition}@{bank.learned_through}"
-        )
+        explanation.extra["model_version"] = None if models is None else models.label
     if explanation is not None and quintiles is not None:
         explanation.extra["rfm_rank_quintiles"] = {
             "R": quintiles.recency,

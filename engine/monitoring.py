@@ -22,9 +22,8 @@ COUNTER_HELP: dict[str, str] = {
     ),
     "segflow_customers_expired_total": "Customers removed from the ranking sets after their TTL.",
     "segflow_batch_retries_total": "Batches retried after a Redis or Kafka error.",
-    "segflow_labels_learned_total": "Matured labels scored and learned (holdout labels: scored only).",
+    "segflow_labels_sent_total": "Resolved labels delivered to the labels topic (re-sends included).",
     "segflow_customers_ticked_total": "Customers moved on by event time alone (labels, timed segments).",
-    "segflow_model_checkpoints_total": "Model bank checkpoints saved.",
     "segflow_rules_reloads_total": "Rules files reloaded after a change.",
 }
 

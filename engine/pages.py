@@ -1,12 +1,13 @@
 """The worker's web pages (Faust's web server, ``SEGFLOW_WEB_PORT``).
 
-GET  /segflow/metrics         Prometheus text: counters, model quality, ownership
+GET  /segflow/metrics         Prometheus text: counters, model quality (the learner's report)
 GET  /segflow/health          JSON liveness
-GET  /segflow/models          JSON: the partitions whose models this worker owns, with their
-                              owner generation, labels learned, and merged quality reports
-POST /segflow/models/predict  JSON {"partition": p, "features": {catalogue feature: value}}
-                              -> {"partition", "scores": {model: score}}; the owned bank's
-                              current models, for operators and for the restart test
+GET  /segflow/models          JSON: the sealed model version, the learner's report (labels
+                              consumed, learned, duplicates, late, lag; prequential and holdout
+                              quality per model) and whether this worker is the active learner
+POST /segflow/models/predict  JSON {"features": {catalogue feature: value}, "version": k (optional)}
+                              -> {"version", "scores": {model: score}}: the sealed snapshot's
+                              models (the latest by default), as the worker scores with them
 """
 
 from __future__ import annotations
@@ -18,30 +19,35 @@ from aiohttp.web import Response
 from faust.web import View
 
 from engine.app import Runtime
-from models.inputs import to_model_input
-from models.report import merged_reports, prometheus_lines
+from models.inputs import input_row
+from models.report import prometheus_lines
 
 
-def models_status(runtime: Runtime) -> dict[str, Any]:
+async def models_status(runtime: Runtime) -> dict[str, Any]:
     """What the models page shows."""
-    banks = runtime.pipeline.banks
+    store = runtime.pipeline.models.store
     return {
-        "owned_partitions": banks.owned,
-        "generations": {str(p): banks.generations.get(p) for p in banks.owned},
-        "labels_learned": {str(p): banks.get(p).labels_learned for p in banks.owned},
-        "replayed_labels": banks.replayed_labels,
-        "reports": merged_reports(banks.get(p).evaluations for p in banks.owned),
+        "sealed_version": await store.sealed_version(),
+        "period_seconds": runtime.settings.model_period_seconds,
+        "learner": await store.report(),
     }
 
 
-def predict(runtime: Runtime, body: dict[str, Any]) -> dict[str, Any]:
-    """Scores of the owned bank of ``body["partition"]`` for ``body["features"]``."""
-    banks = runtime.pipeline.banks
-    partition = int(body["partition"])
-    if partition not in banks.banks:
-        raise KeyError(f"partition {partition} is not owned by this worker (owned: {banks.owned})")
-    x = to_model_input(body["features"], runtime.pipeline.step.config.input_names)
-    return {"partition": partition, "scores": banks.get(partition).score_all(x)}
+async def predict(runtime: Runtime, body: dict[str, Any]) -> dict[str, Any]:
+    """Scores of ``body["features"]`` with a sealed snapshot (``body["version"]``, default the latest)."""
+    gate = runtime.pipeline.models
+    version = body.get("version")
+    if version is None:
+        version = await gate.store.sealed_version()
+        if version is None:
+            raise KeyError("no model snapshot is sealed yet")
+    version = int(version)
+    if not await gate.ensure(version, version):
+        raise KeyError(f"model snapshot {version} is not sealed yet")
+    models = gate.loaded(version)
+    row = input_row(body["features"], runtime.pipeline.step.config.input_names)
+    [scores] = models.score_rows([row])
+    return {"version": version, "scores": scores, "trained": sorted(models.trained)}
 
 
 def attach_pages(runtime: Runtime) -> None:
@@ -50,13 +56,13 @@ def attach_pages(runtime: Runtime) -> None:
 
     @app.page("/segflow/metrics")
     async def metrics_page(web, request):  # type: ignore[no-untyped-def]
-        banks = runtime.pipeline.banks
-        reports = merged_reports(banks.get(p).evaluations for p in banks.owned)
+        status = await models_status(runtime)
+        sealed = status["sealed_version"]
         runtime.metrics.model_lines = [
-            "# HELP segflow_model_partitions_owned Partitions whose models this worker owns.",
-            "# TYPE segflow_model_partitions_owned gauge",
-            f"segflow_model_partitions_owned {len(banks.owned)}",
-            *prometheus_lines(reports),
+            "# HELP segflow_model_sealed_version The highest sealed model snapshot version.",
+            "# TYPE segflow_model_sealed_version gauge",
+            f"segflow_model_sealed_version {-1 if sealed is None else sealed}",
+            *prometheus_lines(status["learner"].get("reports") or {}),
         ]
         return Response(text=runtime.metrics.render(), content_type="text/plain")
 
@@ -66,13 +72,13 @@ def attach_pages(runtime: Runtime) -> None:
 
     @app.page("/segflow/models")
     async def models_page(web, request):  # type: ignore[no-untyped-def]
-        return web.json(models_status(runtime))
+        return web.json(await models_status(runtime))
 
     @app.page("/segflow/models/predict")
     class PredictView(View):
         async def post(self, request):  # type: ignore[no-untyped-def]
             try:
                 body = json.loads(await request.text())
-                return self.json(predict(runtime, body))
+                return self.json(await predict(runtime, body))
             except (ValueError, KeyError, TypeError) as exc:
                 return self.json({"error": str(exc).strip("'\"")}, status=400)

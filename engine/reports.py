@@ -1,7 +1,7 @@
 """Reports for analysts and operators, read from Redis: segment sizes, model quality, fairness.
 
-``segment_sizes`` reads the incrementally kept sums (no scan). ``model_report`` verifies and merges
-every partition's saved checkpoint (what the workers had learned at their last save).
+``segment_sizes`` reads the incrementally kept sums (no scan). ``model_report`` reads the
+learner's report (``engine.learner``): one model per kind, evaluated over every label.
 ``score_distribution`` is an analyst's report and the one place that scans customers: score
 quantiles per value of the configured group attribute (``SEGFLOW_GROUP_ATTRIBUTE``), so that a
 model that scores one group systematically differently can be seen.
@@ -13,14 +13,13 @@ import statistics
 from collections import defaultdict
 from typing import Any
 
-from engine.app import build_pipeline, checkpoint_key
+from engine.app import build_pipeline
 from engine.codecs import decode_msgpack
 from engine.settings import Settings
 from engine.stream.customer_step import GROUP_EXTRA, SCORES_EXTRA
 from features.client import connect
 from features.redis_store import _parse_record
-from models.bank import ModelBank
-from models.report import merged_reports
+from models.snapshots import ModelSnapshotStore
 
 
 async def segment_sizes(settings: Settings) -> dict[str, Any]:
@@ -35,27 +34,19 @@ async def segment_sizes(settings: Settings) -> dict[str, Any]:
 
 
 async def model_report(settings: Settings) -> dict[str, Any]:
-    """Merged quality of every partition's checkpointed models, and what each checkpoint holds."""
+    """The learner's report: the sealed model version, labels consumed and learned, and the
+    prequential and holdout quality of each model over every label (one model per kind)."""
     client = connect(settings.redis_url)
     try:
-        pipeline = build_pipeline(settings, client)
-        banks = pipeline.banks
-        blobs = await banks.store.partitions_with_checkpoints(range(settings.events_partitions))
-        key = checkpoint_key(settings)
-        restored = {p: ModelBank.restore(p, banks.config, blob, key) for p, blob in blobs.items()}
-        generations = {p: await banks.store.generation(p) for p in range(settings.events_partitions)}
+        store = ModelSnapshotStore(client, settings.key_prefix)  # type: ignore[arg-type]
+        sealed = await store.sealed_version()
+        report = await store.report()
     finally:
         await client.aclose()
     return {
-        "partitions": {
-            str(p): {
-                "generation": generations[p],
-                "labels_learned": restored[p].labels_learned if p in restored else 0,
-                "checkpointed": p in restored,
-            }
-            for p in range(settings.events_partitions)
-        },
-        "models": merged_reports(bank.evaluations for bank in restored.values()),
+        "sealed_version": sealed,
+        "learner": {k: v for k, v in report.items() if k != "reports"},
+        "models": report.get("reports") or {},
     }
 
 

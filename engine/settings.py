@@ -94,6 +94,10 @@ class Settings(BaseSettings):
     a day keeps that to one per replayed day."""
     learner_lease_seconds: float = Field(10.0, gt=0, le=300)
     """How long an active learner's lease lasts unrenewed; a standby takes over after it."""
+    learner_embedded: bool = True
+    """Every worker also stands by as the learner (one holds the lease and learns); set false to
+    run ``segflow learner`` processes instead (needed with Redis Cluster: the learner needs a
+    single Redis server)."""
 
     # Rules and event time
     rules_file: Path | None = None  # None: the shipped engine/rules/default_rules.yaml

@@ -31,8 +31,8 @@ from typing import Any, Literal
 
 import msgpack
 
-from models.bank import BankConfig
 from models.checkpoint import CheckpointError, dump_checkpoint, load_checkpoint
+from models.config import ModelConfig
 from models.evaluation import ModelEvaluation
 from models.label_messages import LabelMessage, MalformedLabel, decode_label, encode_label
 from models.learning import learn_label
@@ -82,7 +82,7 @@ def sealable_version(frontiers: Mapping[int, float], partitions: int, period_sec
 class Learner:
     """The population's models, their evaluations and the labels buffered for unsealed periods."""
 
-    def __init__(self, config: BankConfig, period_seconds: float, key: bytes = b"") -> None:
+    def __init__(self, config: ModelConfig, period_seconds: float, key: bytes = b"") -> None:
         """``key`` signs the models that are not linear inside snapshots (``models.checkpoint``)."""
         if not period_seconds > 0:
             raise ValueError(f"period_seconds must be positive, got {period_seconds!r}")
@@ -267,7 +267,7 @@ class Learner:
 
     @classmethod
     def restore(
-        cls, config: BankConfig, period_seconds: float, key: bytes, blob: bytes
+        cls, config: ModelConfig, period_seconds: float, key: bytes, blob: bytes
     ) -> tuple[Learner, dict[str, Any]]:
         """The learner a checkpoint holds, with the checkpoint's meta.
 

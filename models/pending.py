@@ -1,14 +1,11 @@
-"""A customer's predictions waiting for their labels, and labels waiting to be checkpointed.
+"""A customer's predictions waiting for their labels.
 
-Both live in the customer's record in Redis (committed atomically with the features), never only
-in a worker's memory, so a crash or a rebalance loses neither:
-
-* the **prediction book**: per model at most one pending prediction (the input it saw, its score,
-  when it was made and falls due) plus when the model last predicted for this customer;
-* the **learn box** of one source partition: labels that resolved (by an event or by time),
-  numbered by that partition's label sequence, kept until the partition's model checkpoint
-  covers their number. After a crash, the new owner replays the box entries above the number its
-  checkpoint reflects, so every label is learned exactly once.
+The **prediction book** lives in the customer's record in Redis (committed atomically with the
+features), never only in a worker's memory, so a crash or a rebalance loses nothing: per model
+at most one pending prediction (the input it saw, its score, when it was made and falls due),
+the labels that resolved early and wait for their due time, and when the model last predicted
+for this customer. A resolved label leaves through the customer's outbox, committed with the
+same write, for the labels topic, where the learner learns it exactly once (``engine.learner``).
 
 Inputs are stored as float32 in input-name order (a 52-input vector is 208 bytes, shared by the
 predictions made at one event). A prediction is stored, learned and replayed from the same
@@ -44,75 +41,6 @@ def unpack_input(raw: bytes, names: Sequence[str]) -> dict[str, float]:
     if len(values) != len(names):
         raise ValueError(f"stored model input has {len(values)} values, the models read {len(names)}")
     return dict(zip(names, values, strict=True))
-
-
-@dataclass(frozen=True, slots=True)
-class LearnEntry:
-    """A resolved label waiting in a learn box: its partition sequence number and what it teaches."""
-
-    seq: int
-    model: str
-    x: bytes
-    y_true: float
-    y_pred: float
-    made_ts: float
-    resolved_ts: float
-    holdout: bool
-
-    def to_row(self) -> list[object]:
-        """Storage row."""
-        return [
-            self.seq,
-            self.model,
-            self.x,
-            self.y_true,
-            self.y_pred,
-            self.made_ts,
-            self.resolved_ts,
-            self.holdout,
-        ]
-
-    @classmethod
-    def from_row(cls, row: Sequence[object]) -> LearnEntry:
-        """Inverse of ``to_row``."""
-        seq, model, x, y_true, y_pred, made, resolved, holdout = row
-        return cls(
-            int(seq),
-            str(model),
-            bytes(x),
-            float(y_true),
-            float(y_pred),
-            float(made),  # type: ignore[arg-type]
-            float(resolved),
-            bool(holdout),
-        )  # type: ignore[arg-type]
-
-    @classmethod
-    def from_label(cls, seq: int, label: ResolvedLabel) -> LearnEntry:
-        """The entry of a label just resolved (its ``x`` is the stored float32 vector)."""
-        assert isinstance(label.x, bytes)
-        return cls(
-            seq,
-            label.model,
-            label.x,
-            float(label.y_true),
-            float(label.y_pred),
-            label.made_ts,
-            label.resolved_ts,
-            label.holdout,
-        )
-
-
-def encode_learn_box(entries: Sequence[LearnEntry]) -> bytes:
-    """Storage bytes of a learn box."""
-    return msgpack.packb([entry.to_row() for entry in entries], use_bin_type=True)
-
-
-def decode_learn_box(raw: bytes | None) -> list[LearnEntry]:
-    """Inverse of ``encode_learn_box`` (empty for None or empty bytes)."""
-    if not raw:
-        return []
-    return [LearnEntry.from_row(row) for row in msgpack.unpackb(raw, raw=False)]
 
 
 @dataclass(slots=True)
@@ -172,8 +100,8 @@ class PredictionBook:
         ]
         return cls(pending, dict(data["m"]), held)
 
-    def on_event(self, rules: LabelRules, event: Event) -> list[ResolvedLabel]:
-        """Labels that ``event`` resolves at their due time; earlier ones wait in ``held``.
+    def on_event(self, rules: LabelRules, event: Event) -> list[tuple[float, ResolvedLabel]]:
+        """Labels that ``event`` resolves at their due time, with it; earlier ones wait in ``held``.
 
         A label that resolves early (churn: active again; a propensity: bought) is kept until
         its prediction's due time, so that every label is learned one horizon after its
@@ -192,11 +120,11 @@ class PredictionBook:
             if label.resolved_ts < pending.due_ts:
                 self.held.append((pending.due_ts, label))
             else:
-                resolved.append(label)
+                resolved.append((pending.due_ts, label))
         return resolved
 
-    def on_time(self, rules: LabelRules, watermark: float) -> list[ResolvedLabel]:
-        """Labels matured by the watermark, held ones included, in due-time order."""
+    def on_time(self, rules: LabelRules, watermark: float) -> list[tuple[float, ResolvedLabel]]:
+        """Labels matured by the watermark, held ones included, with their due times, in due order."""
         ripe = [(due, label) for due, label in self.held if due <= watermark]
         if ripe:
             self.held = [(due, label) for due, label in self.held if due > watermark]
@@ -206,7 +134,7 @@ class PredictionBook:
                 ripe.append((self.pending.pop(name).due_ts, label))
         if ripe:
             self.changed = True
-        return [label for _due, label in sorted(ripe, key=lambda item: (item[0], item[1].model))]
+        return sorted(ripe, key=lambda item: (item[0], item[1].model))
 
     def may_predict(self, model: str, ts: float, interval_seconds: float) -> bool:
         """Whether a new prediction of ``model`` at ``ts`` is to be kept for its label.

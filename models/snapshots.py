@@ -4,7 +4,7 @@
 key                              holds
 ===============================  ============================================================
 ``<prefix>:labels:frontier``     hash: source partition -> event time F such that every label
-                                 of that partition with due_ts <= F is on the labels topic
+                                 of that partition with due_ts < F is on the labels topic
                                  (written by workers with ``write_frontier``; never lowered)
 ``<prefix>:msnap:<k>``           the snapshot of version k (msgpack, ``models.learner``): the
                                  models after every label with due_ts < (k+1) * period
@@ -131,8 +131,8 @@ def decode_snapshot(blob: bytes, key: bytes | None = None) -> DecodedSnapshot:
 async def write_frontier(client: Client, prefix: str, frontiers: Mapping[int, float]) -> int:
     """Raise the label frontiers of source partitions (partition -> event time); never lowers one.
 
-    Call it only after every label of the partition due at or before the value was acked by
-    the labels topic. Returns how many partitions' frontiers moved. Raises ``ValueError`` for NaN.
+    Call it only after every label of the partition due before the value was acked by the
+    labels topic. Returns how many partitions' frontiers moved. Raises ``ValueError`` for NaN.
     """
     if not frontiers:
         return 0

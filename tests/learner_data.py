@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import msgspec
 
-from models.bank import BankConfig
+from models.config import ModelConfig
 from models.evaluation import is_holdout
 from models.label_messages import LabelMessage, make_label_id
 
@@ -19,7 +19,7 @@ T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z, a period boundary for a period of 
 
 
 def make_labels(
-    config: BankConfig,
+    config: ModelConfig,
     count: int,
     seed: int,
     days: float = 20.0,

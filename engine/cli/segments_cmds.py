@@ -37,7 +37,7 @@ def segments(settings: Settings, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
 def models(ctx: click.Context, as_json: bool) -> None:
-    """Model quality merged over every partition's last checkpoint (prequential and holdout)."""
+    """Model quality from the learner: one model per kind over every label (prequential, holdout)."""
     if ctx.invoked_subcommand is not None:
         return
     from engine.reports import model_report
@@ -46,11 +46,13 @@ def models(ctx: click.Context, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(report, indent=2, default=str))
         return
-    owned = report["partitions"]
-    saved = [p for p, row in owned.items() if row["checkpointed"]]
+    learner = report["learner"]
+    if report["sealed_version"] is None:
+        click.echo("no model snapshot sealed yet (is a worker or `segflow learner` running?)")
     click.echo(
-        f"checkpoints: {len(saved)} of {len(owned)} partitions; labels learned "
-        f"{sum(row['labels_learned'] for row in owned.values())}"
+        f"sealed version {report['sealed_version']}; labels consumed {learner.get('labels_consumed', 0)}, "
+        f"learned {learner.get('labels_learned', 0)}, duplicates {learner.get('duplicates', 0)}, "
+        f"late {learner.get('late', 0)}, lag {learner.get('lag', '-')}"
     )
     click.echo(
         f"{'model':28} {'group':12} {'labels':>7} {'pos':>6} {'roc_auc':>8} {'log_loss':>9} "

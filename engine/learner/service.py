@@ -36,12 +36,12 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
-from engine.app import bank_config, checkpoint_key
+from engine.app import checkpoint_key, model_config
 from engine.learner.lease import Lease, checkpoint_key_name
 from engine.settings import Settings
 from engine.topics import start_or_close
 from features.client import connect
-from models.bank import BankConfig
+from models.config import ModelConfig
 from models.learner import Learner, encode_snapshot, sealable_version
 from models.snapshots import raise_sealed, read_frontier, report_key, snapshot_key
 
@@ -63,7 +63,7 @@ class LearnerService:
         settings: Settings,
         client: Redis,
         key: bytes,
-        config: BankConfig | None = None,
+        config: ModelConfig | None = None,
         checkpoint_seconds: float = 5.0,
         poll_seconds: float = 0.05,
     ) -> None:
@@ -71,7 +71,7 @@ class LearnerService:
         self._client = client
         self._key = key
         self._prefix = settings.key_prefix
-        self.config = config or bank_config(settings)
+        self.config = config or model_config(settings)
         self.checkpoint_seconds = checkpoint_seconds
         self._poll_ms = max(1, round(poll_seconds * 1000))
         self.lease = Lease(client, self._prefix, settings.learner_lease_seconds)

@@ -9,6 +9,7 @@ which the store's offset fencing makes harmless. Batches come from ``engine.stre
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -20,7 +21,9 @@ from redis.exceptions import RedisError
 from engine.app import Runtime
 from engine.pages import attach_pages
 from engine.stream.ingest import BatchIngest, Handled
-from engine.stream.pipeline import DEAD_LETTER, BatchResult, OwnershipLost, RawRecord
+from engine.stream.pipeline import DEAD_LETTER, LABEL, BatchResult, OwnershipLost, RawRecord
+from features.client import connect
+from models.snapshots import read_frontier, write_frontier
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -46,10 +49,12 @@ async def deliver(runtime: Runtime, result: BatchResult) -> None:
     futures = []
     for dead in result.dead_letters:
         futures.append(await send(settings.dlq_topic, dead.key, dead.encode()))
+    topics = {DEAD_LETTER: settings.dlq_topic, LABEL: settings.labels_topic}
     for entry in result.changes:
-        # The outbox also holds dead letters of too-late events: they belong on the DLQ topic.
-        topic = settings.dlq_topic if entry.kind == DEAD_LETTER else settings.changes_topic
-        futures.append(await send(topic, entry.customer_id.encode(), entry.payload))
+        # The outbox holds dead letters of too-late events and resolved labels besides changes.
+        topic = topics.get(entry.kind, settings.changes_topic)
+        key = entry.change_id[2:] if entry.kind == LABEL else entry.customer_id  # a label: its id
+        futures.append(await send(topic, key.encode(), entry.payload))
     if futures:
         await asyncio.gather(*futures)
 
@@ -66,10 +71,11 @@ async def _finish(runtime: Runtime, result: BatchResult, started: float) -> int:
     metrics.add("segflow_events_applied_total", result.applied)
     metrics.add("segflow_events_duplicate_total", result.duplicates)
     late_sent = sum(1 for entry in result.changes if entry.kind == DEAD_LETTER)
+    labels_sent = sum(1 for entry in result.changes if entry.kind == LABEL)
     metrics.add("segflow_events_dead_lettered_total", len(result.dead_letters) + late_sent)
     metrics.add("segflow_events_too_late_total", result.too_late)
-    metrics.add("segflow_segment_changes_sent_total", len(result.changes) - late_sent)
-    metrics.add("segflow_labels_learned_total", result.labels_learned)
+    metrics.add("segflow_segment_changes_sent_total", len(result.changes) - late_sent - labels_sent)
+    metrics.add("segflow_labels_sent_total", labels_sent)
     metrics.add("segflow_customers_ticked_total", result.ticked)
     metrics.last_batch_seconds = time.perf_counter() - started
     metrics.last_batch_wall_ts = time.time()
@@ -91,7 +97,6 @@ async def handle_batch(runtime: Runtime, records: list[RawRecord]) -> Handled:
         runtime.metrics.add("segflow_batches_total")
         if result.held:
             runtime.metrics.add("segflow_batches_held_total")
-        await _maybe_checkpoint(runtime)
     return Handled(ticket, result.held)
 
 
@@ -105,41 +110,48 @@ async def handle_tick(runtime: Runtime) -> None:
     """Move on customers due by their partition's watermark; claim newly assigned partitions."""
     started = time.perf_counter()
     async with runtime.lock:
+        pipeline = runtime.pipeline
         assigned = runtime.ingest.assignment()
-        if assigned:
-            await _with_retry(runtime, "claim models", partial(runtime.pipeline.banks.ensure, assigned))
-            await _with_retry(runtime, "load positions", partial(runtime.pipeline.clock.ensure, assigned))
+        pipeline.owned.update(assigned)
         await runtime.ingest.refresh_empty_partitions()
         try:
-            result = await _with_retry(runtime, "tick", runtime.pipeline.tick)
+            result = await _with_retry(runtime, "tick", pipeline.tick)
         except OwnershipLost as exc:
             log.error("%s; skipping this tick", exc)
             return
         if result.ticked:
             await _finish(runtime, result, started)
-        await _maybe_checkpoint(runtime)
+        await _with_retry(runtime, "frontier", partial(publish_frontiers, runtime, result, assigned))
         runtime.reload_rules()
 
 
-async def _maybe_checkpoint(runtime: Runtime) -> None:
-    banks = runtime.pipeline.banks
-    if banks.checkpoint_due():
-        saved = await _with_retry(runtime, "checkpoint", banks.checkpoint)
-        runtime.metrics.add("segflow_model_checkpoints_total", len(saved))
+async def publish_frontiers(runtime: Runtime, result: BatchResult, assigned: list[int]) -> None:
+    """Tell the learner how far each owned partition's labels are delivered (after they were).
+
+    A partition whose log is empty, or that has been idle for ``idle_advance_seconds``, holds
+    no model snapshot back: its frontier follows the furthest one (the idle rule again).
+    """
+    frontiers = dict(result.frontiers)
+    pipeline = runtime.pipeline
+    idle = [p for p in assigned if p in runtime.ingest.empty_partitions or pipeline.clock.idle(p)]
+    if idle:
+        client = pipeline.store.client
+        furthest = max(
+            (*frontiers.values(), *(await read_frontier(client, runtime.settings.key_prefix)).values()),
+            default=None,
+        )
+        if furthest is not None:
+            frontiers.update({p: max(furthest, frontiers.get(p, furthest)) for p in idle})
+    if frontiers:
+        await write_frontier(pipeline.store.client, runtime.settings.key_prefix, frontiers)
 
 
 async def release_revoked(runtime: Runtime, partitions: list[int]) -> None:
-    """Another worker may write these customers and train these models now: save and forget.
+    """Another worker may write these customers now: forget what was known of them.
 
     Called by the ingest service with the runtime's lock held.
     """
     runtime.pipeline.forget_partitions(partitions)
-    try:
-        await runtime.pipeline.banks.release(partitions)
-    except (TimeoutError, RedisError, OSError) as exc:
-        log.warning("could not checkpoint revoked partitions %s: %s", partitions, exc)
-        for partition in partitions:
-            runtime.pipeline.banks.banks.pop(partition, None)
 
 
 def attach_agent(runtime: Runtime) -> None:
@@ -159,6 +171,8 @@ def attach_agent(runtime: Runtime) -> None:
         settings, handle, flush, lambda: runtime.pipeline.cleared_through, revoked, runtime.lock
     )
     runtime.app.service(runtime.ingest)  # type: ignore[arg-type]
+    if settings.learner_embedded:
+        _attach_learner(runtime)
     ingest = runtime.ingest
     # Only the broker knows which partitions are empty: they must not hold snapshots back.
     runtime.pipeline.population.empty_partitions = lambda: ingest.empty_partitions
@@ -181,3 +195,25 @@ def attach_agent(runtime: Runtime) -> None:
             runtime.metrics.add("segflow_customers_expired_total", removed)
 
     attach_pages(runtime)
+
+
+def _attach_learner(runtime: Runtime) -> None:
+    """Every worker stands by as the learner; the one holding the lease learns (engine.learner)."""
+    from engine.app import checkpoint_key
+    from engine.learner.service import LearnerService
+
+    settings = runtime.settings
+
+    @runtime.app.task  # type: ignore[misc]
+    async def learner() -> None:
+        client = connect(settings.redis_url)
+        if type(client).__name__ == "RedisCluster":
+            log.warning("the embedded learner needs a single Redis server; run `segflow learner` against one")
+            return
+        service = LearnerService(settings, client, checkpoint_key(settings))  # type: ignore[arg-type]
+        try:
+            await service.run(asyncio.Event())
+        finally:
+            with contextlib.suppress(Exception):
+                await service.lease.release()
+            await client.aclose()

@@ -18,12 +18,13 @@ class RawRecord:
     value: bytes | None
 
 
-SEGMENT_CHANGE, DEAD_LETTER = "c", "d"
+SEGMENT_CHANGE, DEAD_LETTER, LABEL = "c", "d", "l"
+"""Outbox entry kinds: a segment change, a too-late event's dead letter, a resolved label."""
 
 
 @dataclass(frozen=True, slots=True)
 class PendingChange:
-    """A committed output record waiting for delivery: a segment change or a too-late letter."""
+    """A committed output record waiting for delivery: a segment change, a too-late letter or a label."""
 
     customer_id: str
     change_id: str

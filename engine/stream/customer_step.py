@@ -16,30 +16,46 @@ from typing import Any
 
 from engine.codecs import decode_msgpack, encode_msgpack
 from engine.output import SegmentChange, change_id
-from engine.rules.evaluate import FamilyDecision, Membership, evaluate_rules, next_due
+from engine.rules.evaluate import FamilyDecision, evaluate_rules, next_due
 from engine.rules.model import Family, RuleSet
 from engine.segmentation import QUINTILE_NAMES, SCORE_PREFIX, PopulationCuts, RuleVariables, TimeModel
+from engine.stream.model_gate import VersionModels
+from engine.stream.working import (
+    BOOK_EXTRA,
+    DUE_EXTRA,
+    EVALUATED_EXTRA,
+    GROUP_EXTRA,
+    MEMBERSHIP_EXTRA,
+    SCORES_EXTRA,
+    UNKNOWN_DUE,
+    Working,
+)
 from features.catalogue import snapshot
 from features.config import FeatureConfig
 from features.redis_store import CustomerRecord
 from features.state import CustomerState
-from models.bank import ModelBank
 from models.evaluation import is_holdout
 from models.inputs import snapshot_row
+from models.label_messages import LabelMessage, label_message
 from models.labels import LabelRules, ResolvedLabel
-from models.pending import LearnEntry, PredictionBook, decode_learn_box, encode_learn_box, pack_row
-from models.scoring import top_contributions
-from models.store import learn_box_extra
+from models.pending import pack_row
 
-MEMBERSHIP_EXTRA, BOOK_EXTRA, SCORES_EXTRA, EVALUATED_EXTRA, GROUP_EXTRA = "m", "p", "sc", "t", "g"
-DUE_EXTRA = "d"
-UNKNOWN_DUE = object()
-"""``_Working.due_at`` of a record stored before due moments were kept in it."""
+__all__ = [
+    "BOOK_EXTRA",
+    "DUE_EXTRA",
+    "EVALUATED_EXTRA",
+    "GROUP_EXTRA",
+    "MEMBERSHIP_EXTRA",
+    "SCORES_EXTRA",
+    "CustomerStep",
+    "Scored",
+    "StepConfig",
+]
 MAX_TICK_STEPS = 64
 TOP_CONTRIBUTIONS = 3
 
-ScoreRequest = tuple[ModelBank, list[float]]
-"""What a step yields when it needs scores: the bank to score with and one model-input row."""
+ScoreRequest = tuple[VersionModels, list[float]]
+"""What a step yields when it needs scores: the model snapshot to score with and one input row."""
 Scored = Generator[ScoreRequest, dict[str, float], Any]
 """A step that yields score requests and is sent back each row's scores, model name -> score.
 
@@ -67,87 +83,9 @@ class StepConfig:
 class StepResult:
     """What one customer's step produced."""
 
-    labels: list[LearnEntry] = field(default_factory=list)
+    labels: list[LabelMessage] = field(default_factory=list)
     partition: int = 0
     due: float | None = None
-    learn_index: int | None = None
-    """The highest label number left in the learn box (None: the box is empty)."""
-
-
-class _Working:
-    """The decoded, mutable parts of one record for the length of a step."""
-
-    def __init__(self, record: CustomerRecord, partition: int, bank: ModelBank) -> None:
-        extras = record.extras
-        self._stored = extras
-        self.members_changed = False
-        raw_members = decode_msgpack(extras[MEMBERSHIP_EXTRA]) if MEMBERSHIP_EXTRA in extras else {}
-        self.memberships = {f: Membership(m[0], m[1]) for f, m in raw_members.items() if isinstance(m, list)}
-        self.initial_segments = {f: m.segment for f, m in self.memberships.items()}
-        self.initial_revenue = record.state.revenue_minor if record.state is not None else None
-        self.book = PredictionBook.decode(extras.get(BOOK_EXTRA))
-        self.scores: dict[str, float] = decode_msgpack(extras[SCORES_EXTRA]) if SCORES_EXTRA in extras else {}
-        self.evaluated_at: float | None = (
-            decode_msgpack(extras[EVALUATED_EXTRA]) if EVALUATED_EXTRA in extras else None
-        )
-        self._stored_due: object = decode_msgpack(extras[DUE_EXTRA]) if DUE_EXTRA in extras else UNKNOWN_DUE
-        self.due_at: object = self._stored_due
-        """The next moment time alone may change something (None: never; UNKNOWN_DUE: not stored)."""
-        box_name = learn_box_extra(partition)
-        self.box_name = box_name
-        stored_box = decode_learn_box(extras.get(box_name))
-        self.box = [e for e in stored_box if e.seq > bank.checkpointed_through]
-        self._box_trimmed = len(self.box) != len(stored_box)
-        self.new_labels: list[LearnEntry] = []
-        self.group = extras.get(GROUP_EXTRA)
-        self.last_variables: tuple[tuple[float, int, int], RuleVariables] | None = None
-        """The variables last evaluated, keyed by (as_of, events, late events): finish reuses them."""
-
-    def extras(self) -> dict[str, bytes]:
-        """The extras to write: those that changed (or were never stored); the rest stay as stored.
-
-        Encoding is deterministic, so an unchanged part's stored bytes are what re-encoding it
-        would give: skipping it changes nothing in Redis but the work.
-        """
-        stored = self._stored
-        extras = {
-            SCORES_EXTRA: encode_msgpack(self.scores),
-            EVALUATED_EXTRA: encode_msgpack(self.evaluated_at),
-        }
-        if self.members_changed or MEMBERSHIP_EXTRA not in stored:
-            extras[MEMBERSHIP_EXTRA] = encode_msgpack(
-                {f: [m.segment, m.since] for f, m in sorted(self.memberships.items())}
-            )
-        if self.book.changed or BOOK_EXTRA not in stored:
-            extras[BOOK_EXTRA] = self.book.encode()
-        if self.new_labels or self._box_trimmed or self.box_name not in stored:
-            extras[self.box_name] = encode_learn_box(self.box + self.new_labels)
-        if self.group is not None and stored.get(GROUP_EXTRA) != self.group:
-            extras[GROUP_EXTRA] = self.group
-        if self.due_at is not UNKNOWN_DUE and self.due_at != self._stored_due:
-            extras[DUE_EXTRA] = encode_msgpack(self.due_at)
-        return extras
-
-    def placements(self) -> dict[str, str | None]:
-        """Per family the customer is or was in, the segment they are counted in now (None: none).
-
-        Every written customer's placements go to the aggregates, changed or not: placements are
-        absolute and idempotent, so a batch whose aggregate update was lost is healed by the
-        customer's next commit.
-        """
-        placements: dict[str, str | None] = dict.fromkeys(self.initial_segments)
-        for family, membership in self.memberships.items():
-            placements[family] = membership.segment
-        return placements
-
-    def ticked_to(self, state: CustomerState | None) -> float | None:
-        """The moment a tick judged the customer at, when later than their newest event."""
-        if state is None or self.evaluated_at is None or self.evaluated_at <= state.last_ts:
-            return None
-        return self.evaluated_at
-
-    def highest_label(self) -> int | None:
-        return max((e.seq for e in (*self.box, *self.new_labels)), default=None)
 
 
 class CustomerStep:
@@ -158,12 +96,14 @@ class CustomerStep:
         config: StepConfig,
         rules: Callable[[], RuleSet],
         cuts: Callable[[float], PopulationCuts],
+        models: Callable[[float], VersionModels],
         clock: Callable[[], float],
         next_cuts_moment: Callable[[float], float] | None = None,
     ) -> None:
         self.config = config
         self._rules = rules
         self._cuts = cuts
+        self._models = models
         self._next_cuts_moment = next_cuts_moment or (lambda moment: moment + 86_400.0)
         self._clock = clock
         self._family_models: dict[tuple[str, str], tuple[str, ...]] = {}
@@ -176,60 +116,63 @@ class CustomerStep:
         features = snapshot(customer_id, state, self.config.features, as_of)
         return RuleVariables(features, scores, self._cuts(state.last_ts if as_of is None else as_of), state)
 
-    def _learn(self, work: _Working, bank: ModelBank, labels: Sequence[ResolvedLabel]) -> None:
-        for label in labels:
-            work.new_labels.append(LearnEntry.from_label(bank.take_seq(), label))
+    @staticmethod
+    def _resolved(
+        customer_id: str, work: Working, partition: int, labels: Sequence[tuple[float, ResolvedLabel]]
+    ) -> None:
+        for due, label in labels:
+            work.new_labels.append(label_message(customer_id, label, due, partition))
 
-    def _score(self, customer_id: str, state: CustomerState, bank: ModelBank, as_of: float | None) -> Scored:
+    def _score(self, customer_id: str, state: CustomerState, as_of: float) -> Scored:
         features = snapshot(customer_id, state, self.config.features, as_of)
         row = snapshot_row(features.raw, self.config.input_names)
-        scores = yield bank, row
-        return features, row, scores
+        models = self._models(as_of)
+        scores = yield models, row
+        return features, row, scores, models
 
     def apply_event(
         self,
         record: CustomerRecord,
         state: CustomerState,
-        work: _Working,
-        bank: ModelBank,
+        work: Working,
         positioned,  # type: ignore[no-untyped-def]
     ) -> Scored:
-        """Labels, scores and segments after ``positioned`` was applied to ``state``."""
+        """Labels, scores and segments after ``positioned`` was applied to ``state``.
+
+        Every model predicts for the prediction book (so that even an untrained one gets its
+        first labels); the rules and change events see the scores of trained models only.
+        """
         event = positioned.event
         cid = record.customer_id
         group_attribute = self.config.group_attribute
         if group_attribute and group_attribute in event.attrs:
             work.group = encode_msgpack(str(event.attrs[group_attribute]))
-        self._learn(work, bank, work.book.on_event(self.config.labels, event))
-        features, row, scores = yield from self._score(cid, state, bank, None)
-        work.scores = {name: round(value, 6) for name, value in scores.items()}
+        self._resolved(cid, work, positioned.partition, work.book.on_event(self.config.labels, event))
+        features, row, all_scores, models = yield from self._score(cid, state, state.last_ts)
         holdout = is_holdout(cid, self.config.holdout_fraction)
         stored_x: bytes | None = None
-        for name, value in scores.items():
+        for name, value in all_scores.items():
             if work.book.may_predict(name, event.ts, self.config.prediction_interval_seconds):
                 stored_x = stored_x or pack_row(row)
                 work.book.start(self.config.labels, name, event.ts, stored_x, value, holdout)
+        scores = _trained(all_scores, models)
+        work.scores = {name: round(value, 6) for name, value in scores.items()}
         variables = RuleVariables(features, scores, self._cuts(state.last_ts), state)
         cause = {"event_id": event.event_id, "partition": positioned.partition, "offset": positioned.offset}
         # Out of order within the lateness, an event is judged at the customer's newest moment.
         work.evaluated_at = state.last_ts
         work.last_variables = (_state_key(state, state.last_ts), variables)
         work.due_at = UNKNOWN_DUE
-        return self._decide(cid, work, bank, variables, row, state.last_ts, cause, positioned.offset)
+        return self._decide(cid, work, models, variables, row, state.last_ts, cause, positioned.offset)
 
     def finish(
-        self, record: CustomerRecord, state: CustomerState, work: _Working, partition: int
+        self, record: CustomerRecord, state: CustomerState, work: Working, partition: int
     ) -> StepResult:
         """The write and index updates after a customer's events or tick."""
         due = self.due_of(record.customer_id, state, work)
-        return StepResult(
-            partition=partition,
-            labels=list(work.new_labels),
-            due=due,
-            learn_index=work.highest_label(),
-        )
+        return StepResult(partition=partition, labels=list(work.new_labels), due=due)
 
-    def due_of(self, customer_id: str, state: CustomerState, work: _Working) -> float | None:
+    def due_of(self, customer_id: str, state: CustomerState, work: Working) -> float | None:
         """The customer's next moment at which time alone may change something (kept in ``work``)."""
         rules = self._rules()
         as_of = max(work.evaluated_at or state.last_ts, state.last_ts)
@@ -250,8 +193,7 @@ class CustomerStep:
         self,
         customer_id: str,
         state: CustomerState,
-        work: _Working,
-        bank: ModelBank,
+        work: Working,
         partition: int,
         ts: float,
         watermark: float | None,
@@ -268,13 +210,13 @@ class CustomerStep:
             return []
             yield  # a generator like every step
         labels_before = -math.inf if watermark is None else watermark
-        return (yield from self.tick(customer_id, state, work, bank, partition, ts, labels_before))
+        return (yield from self.tick(customer_id, state, work, partition, ts, labels_before))
 
     def _decide(
         self,
         customer_id: str,
-        work: _Working,
-        bank: ModelBank,
+        work: Working,
+        models: VersionModels,
         variables: RuleVariables,
         row: list[float],
         as_of: float,
@@ -296,7 +238,7 @@ class CustomerStep:
             assert family is not None
             changes.append(
                 self._change(
-                    customer_id, rules, family, decision, variables, bank, row, as_of, cause, position
+                    customer_id, rules, family, decision, variables, models, row, as_of, cause, position
                 )
             )
         return changes
@@ -317,7 +259,7 @@ class CustomerStep:
         family: Family,
         decision: FamilyDecision,
         variables: RuleVariables,
-        bank: ModelBank,
+        models: VersionModels,
         row: list[float],
         as_of: float,
         cause: dict[str, object],
@@ -327,10 +269,9 @@ class CustomerStep:
         scores: dict[str, object] = {
             name: {"score": round(value, 6)} for name, value in variables.scores.items()
         }
-        x = dict(zip(self.config.input_names, row, strict=True))  # only for a change: explanations
         for name in self._models_of(rules, family):
-            if name in bank.models:
-                top = top_contributions(bank.models[name], x, TOP_CONTRIBUTIONS)
+            top = models.contributions(name, row, TOP_CONTRIBUTIONS) if name in variables.scores else None
+            if top is not None:
                 scores[name] = {
                     "score": round(variables.scores[name], 6),
                     "top": [[feature, round(value, 6)] for feature, value in top],
@@ -348,7 +289,7 @@ class CustomerStep:
             emitted_ts_ms=round(self._clock() * 1000),
             rules_version=rules.version,
             population_version=variables.cuts.version_label,
-            model_version=f"partition-{bank.partition}@{bank.learned_through}",
+            model_version=models.label,
             reason=decision.reason,
             features=key_features,
             cause=cause,
@@ -360,8 +301,7 @@ class CustomerStep:
         self,
         customer_id: str,
         state: CustomerState,
-        work: _Working,
-        bank: ModelBank,
+        work: Working,
         partition: int,
         watermark: float,
         labels_before: float | None = None,
@@ -376,7 +316,8 @@ class CustomerStep:
         changes a decision or a label.
         """
         mature = watermark if labels_before is None else labels_before
-        self._learn(work, bank, work.book.on_time(self.config.labels, math.nextafter(mature, -math.inf)))
+        ripe = work.book.on_time(self.config.labels, math.nextafter(mature, -math.inf))
+        self._resolved(customer_id, work, partition, ripe)
         work.due_at = UNKNOWN_DUE  # what falls due next is recomputed when asked
         rules = self._rules()
         changes: list[SegmentChange] = []
@@ -391,12 +332,13 @@ class CustomerStep:
                 work.last_variables = (_state_key(state, as_of), variables)
                 break
             as_of = due
-            features, row, scores = yield from self._score(customer_id, state, bank, as_of)
+            features, row, all_scores, models = yield from self._score(customer_id, state, as_of)
+            scores = _trained(all_scores, models)
             work.scores = {name: round(value, 6) for name, value in scores.items()}
             variables = RuleVariables(features, scores, self._cuts(as_of), state)
             due_ms = round(due * 1000)
             cause = {"tick": due_ms, "partition": partition, "watermark": round(watermark * 1000)}
-            changes += self._decide(customer_id, work, bank, variables, row, as_of, cause, f"t{due_ms}")
+            changes += self._decide(customer_id, work, models, variables, row, as_of, cause, f"t{due_ms}")
             work.evaluated_at = as_of
         return changes
 
@@ -426,9 +368,9 @@ class CustomerStep:
         members = decode_msgpack(raw) if raw is not None else {}
         return {f: m[0] for f, m in members.items() if isinstance(m, list)}
 
-    def working(self, record: CustomerRecord, partition: int, bank: ModelBank) -> _Working:
-        """The decoded mutable parts of ``record`` for a step on ``partition``."""
-        return _Working(record, partition, bank)
+    def working(self, record: CustomerRecord) -> Working:
+        """The decoded mutable parts of ``record`` for one step."""
+        return Working(record)
 
 
 def _state_key(state: CustomerState, as_of: float) -> tuple[float, int, int]:
@@ -438,3 +380,9 @@ def _state_key(state: CustomerState, as_of: float) -> tuple[float, int, int]:
 
 def _plain(value: object) -> object:
     return round(value, 6) if isinstance(value, float) else value
+
+
+def _trained(scores: dict[str, float], models: VersionModels) -> dict[str, float]:
+    """The scores the rules may read: those of models that learned at least one label."""
+    trained = models.trained
+    return {name: value for name, value in scores.items() if name in trained}

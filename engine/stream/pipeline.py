@@ -9,6 +9,7 @@ but not yet confirmed sent are returned again (same ``change_id``) until ``confi
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from engine.snapshots.population import Placement, PopulationSnapshots, placemen
 from engine.stream.aggregates import Move, SegmentAggregates
 from engine.stream.batch_records import (
     DEAD_LETTER,
+    LABEL,
     SEGMENT_CHANGE,
     PendingChange,
     RawRecord,
@@ -31,6 +33,8 @@ from engine.stream.batch_records import (
     parse_outbox_entry,
 )
 from engine.stream.customer_step import CustomerStep, Scored, StepConfig
+from engine.stream.due_index import DueIndex
+from engine.stream.model_gate import ModelGate
 from engine.stream.population_gate import PopulationGate
 from engine.stream.scoring import run_scored
 from engine.stream.watermarks import LanePlan, PartitionClock, crossed_days
@@ -38,10 +42,9 @@ from features.event import SECONDS_PER_DAY, PositionedEvent
 from features.record_cache import RecordCache
 from features.redis_store import CustomerRecord, CustomerWrite, RedisFeatureStore
 from features.state import CustomerState, apply_event
-from models.banks import ModelBanks
-from models.pending import LearnEntry
+from models.label_messages import LabelMessage, encode_label
 
-__all__ = ["DEAD_LETTER", "SEGMENT_CHANGE", "PendingChange", "RawRecord", "SegmentPipeline"]
+__all__ = ["DEAD_LETTER", "LABEL", "SEGMENT_CHANGE", "PendingChange", "RawRecord", "SegmentPipeline"]
 log = logging.getLogger(__name__)
 
 MAX_COMMIT_ATTEMPTS = 5
@@ -57,10 +60,8 @@ class CustomerOutcome:
     deliveries: list[PendingChange] = field(default_factory=list)
     applied: int = 0
     too_late: int = 0
-    labels: list[LearnEntry] = field(default_factory=list)
     partition: int = 0
     due: float | None = None
-    learn_index: int | None = None
     placements: dict[str, str | None] = field(default_factory=dict)
     revenue_minor: int = 0
     population: object = None
@@ -76,8 +77,12 @@ class BatchResult:
     applied: int = 0
     duplicates: int = 0
     too_late: int = 0
-    labels_learned: int = 0
+    labels: int = 0
+    """Labels resolved (they are among ``changes``, for the labels topic)."""
     ticked: int = 0
+    frontiers: dict[int, float] = field(default_factory=dict)
+    """Partition -> every label due before this event time is among the outputs so far: publish
+    it once they are delivered (the learner seals model versions by it)."""
     held: dict[int, int] = field(default_factory=dict)
     """Partition -> first offset not processed: it waits for a population snapshot to be sealed
     (other partitions are behind in event time); fetch it again from there, a little later."""
@@ -105,7 +110,7 @@ class SegmentPipeline:
         self,
         store: RedisFeatureStore,
         config: PipelineConfig,
-        banks: ModelBanks,
+        models: ModelGate,
         rules: RuleSet,
         clock: Callable[[], float] = time.time,
         cache_capacity: int = 0,
@@ -115,7 +120,10 @@ class SegmentPipeline:
         self._cache = RecordCache(cache_capacity)
         self._config = config
         self._clock = clock
-        self.banks = banks
+        self.models = models
+        self.due = DueIndex(store.client, store.prefix)
+        self.owned: set[int] = set()
+        """The partitions this pipeline ticks (assigned to its worker, or seen in its batches)."""
         self.rules = rules
         lateness = config.step.features.allowed_lateness_seconds
         self.clock = PartitionClock(store.client, store.prefix, lateness, config.idle_advance_seconds, clock)
@@ -128,10 +136,13 @@ class SegmentPipeline:
             config.step,
             lambda: self.rules,
             self.population.cuts_at,
+            models.at,
             clock,
             self.population.next_version_moment,
         )
         self._seen: set[int] = set()
+        self._pending: dict[int, float] = {}
+        """Partition -> the watermark of its first held event (see ``process``)."""
         self._positions: dict[int, tuple[float, int]] = {}
         """Partition -> (newest event time, offset) the commit in flight brings it to."""
         self._unclear: dict[str, list[str]] = {}
@@ -185,7 +196,7 @@ class SegmentPipeline:
         for positioned in events:
             by_partition.setdefault(positioned.partition, []).append(positioned)
         self._seen.update(by_partition)
-        await self.banks.ensure(by_partition)
+        self.owned.update(by_partition)
         await self.clock.ensure(by_partition)
         raw_by_position = {(r.partition, r.offset): r for r in records}
         lanes: dict[int, LanePlan] = {}
@@ -230,6 +241,9 @@ class SegmentPipeline:
         for partition, lane in lanes.items():
             if cursor[partition] < len(lane.events):
                 result.held[partition] = lane.events[cursor[partition]].offset
+                # Time may move on to the held event's watermark before it (ticks, frontiers):
+                # nothing at or after it can be older, so this changes no decision.
+                self._pending[partition] = lane.newest[cursor[partition]] - self.clock.lateness
         if result.held:  # what is fetched again is dead-lettered then
             held = result.held
             result.dead_letters = [
@@ -238,11 +252,14 @@ class SegmentPipeline:
         return result
 
     async def _ready(self, ts: float) -> bool:
-        """Whether a decision at ``ts`` can read its population snapshot now."""
+        """Whether a decision at ``ts`` can read its model and population snapshots now."""
+        version = self.models.version_of(ts)
+        if not (self.models.is_loaded(version) or await self.models.ensure(version, version)):
+            return False
         if not self._step.reads_quintiles():
             return True
-        version = self.population.version_of(ts)
-        return self.population.is_sealed(version) or await self.population.ensure(version, version)
+        day = self.population.version_of(ts)
+        return self.population.is_sealed(day) or await self.population.ensure(day, day)
 
     async def _run_chunk(
         self,
@@ -267,7 +284,7 @@ class SegmentPipeline:
             result.duplicates += len(by_customer[customer_id]) - outcome.applied - outcome.too_late
             # An earlier chunk's entries are in the outbox until delivered: return them once.
             result.changes.extend(d for d in outcome.deliveries if d.change_id not in returned)
-        result.labels_learned += self._learn(committed.values())
+        result.labels = sum(1 for c in result.changes if c.kind == LABEL)
 
     async def tick(self, partitions: Sequence[int] | None = None) -> BatchResult:
         """Move on every customer due by their partition's watermark (labels, timed segments).
@@ -276,14 +293,32 @@ class SegmentPipeline:
         moves on only as far as sealed population snapshots reach.
         """
         result = BatchResult()
-        watermarks: dict[int, float] = {}
-        owned = [p for p in (self.banks.owned if partitions is None else partitions) if p in self.banks.banks]
+        owned = sorted(self.owned if partitions is None else set(partitions) & self.owned)
+        await self.clock.ensure(owned)
         await self.release_idle([p for p in owned if self.clock.idle(p)])
+        reached: dict[int, float] = {}
         for partition in owned:
-            watermark = await self._tick_watermark(partition)
+            watermark = self.clock.tick_watermark(partition, self._pending.get(partition))
             if watermark is not None:
-                watermarks[partition] = watermark
-        due = await self.banks.store.due_customers_of(watermarks, TICK_BATCH)
+                reached[partition] = watermark
+        due = await self.due.due_by(reached, TICK_BATCH)
+        watermarks: dict[int, float] = {}
+        for partition, watermark in reached.items():
+            customers = due.get(partition, [])
+            cap = await self._sealed_through(watermark) if customers else watermark
+            moved = [(cid, ts) for cid, ts in customers if cap is not None and ts <= cap]
+            # Every label due before the frontier is resolved once the moved customers are moved on.
+            frontier = watermark if cap is None else min(watermark, cap)
+            if len(moved) < len(customers):
+                frontier = min(frontier, customers[len(moved)][1])
+            elif len(customers) == TICK_BATCH:
+                frontier = min(frontier, customers[-1][1])
+            result.frontiers[partition] = frontier
+            if moved:
+                watermarks[partition] = min(watermark, cap)  # type: ignore[type-var]
+                due[partition] = moved
+            else:
+                due.pop(partition, None)
         moments = {cid: (p, watermarks[p]) for p, customers in due.items() for cid, _ in customers}
         if not moments:
             return result
@@ -296,7 +331,7 @@ class SegmentPipeline:
         for outcome in committed.values():
             result.changes.extend(outcome.deliveries)
         result.ticked += len(committed)
-        result.labels_learned += self._learn(committed.values())
+        result.labels = sum(1 for c in result.changes if c.kind == LABEL)
         return result
 
     async def release_idle(self, partitions: Sequence[int]) -> None:
@@ -320,18 +355,21 @@ class SegmentPipeline:
                     partition, crossed_days(committed, newest - self.clock.lateness)
                 )
 
-    async def _tick_watermark(self, partition: int) -> float | None:
-        """How far ``partition``'s timers may move now (None: not at all)."""
-        watermark = self.clock.tick_watermark(partition)
-        if watermark is None:
-            return None
-        if not self._step.reads_quintiles():
-            return watermark
-        version = self.population.version_of(watermark)
-        if self.population.is_sealed(version) or await self.population.ensure(version, version):
-            return watermark
-        highest = self.population.highest
-        return None if highest is None else min(watermark, self.population.last_moment_of(highest))
+    async def _sealed_through(self, watermark: float) -> float | None:
+        """The latest moment up to ``watermark`` whose snapshots are sealed (None: none is)."""
+        cap: float | None = watermark
+        gates: list[ModelGate | PopulationGate] = [self.models]
+        if self._step.reads_quintiles():
+            gates.append(self.population)
+        for gate in gates:
+            version = gate.version_of(watermark)
+            if gate.is_loaded(version) or await gate.ensure(version, version):
+                continue
+            highest = gate.highest
+            if highest is None or cap is None:
+                return None
+            cap = min(cap, gate.last_moment_of(highest))
+        return cap
 
     async def _commit_with_retries(
         self, customer_ids: list[str], run: Callable[[CustomerRecord], Scored], latest: float
@@ -346,7 +384,7 @@ class SegmentPipeline:
             if not pending:
                 break
             records = await self._records(pending)
-            await self._load_population(records.values(), latest)
+            await self._load_snapshots(records.values(), latest)
             outcomes = run_scored({cid: run(records[cid]) for cid in pending})
             writes = [o.write for o in outcomes.values() if o.write is not None]
             unchanged = {
@@ -366,15 +404,17 @@ class SegmentPipeline:
             raise OwnershipLost(f"{len(pending)} customers kept changing under this worker")
         return committed
 
-    async def _load_population(self, records: Iterable[CustomerRecord], latest: float) -> None:
+    async def _load_snapshots(self, records: Iterable[CustomerRecord], latest: float) -> None:
         """Make sure every snapshot the customers' moments read is loaded (up to ``latest``'s)."""
-        if not self._step.reads_quintiles():
-            return
-        gate = self.population
-        versions = [gate.version_of(r.state.last_ts) for r in records if r.state is not None]
-        high = gate.version_of(latest)
-        if not await gate.ensure(min(versions, default=high), high):
-            raise RuntimeError(f"population snapshot of day {high} was sealed, but an earlier one is not")
+        moments = [r.state.last_ts for r in records if r.state is not None]
+        earliest = min(moments, default=latest)
+        gates: list[ModelGate | PopulationGate] = [self.models]
+        if self._step.reads_quintiles():
+            gates.append(self.population)
+        for gate in gates:
+            low, high = gate.version_of(min(earliest, latest)), gate.version_of(latest)
+            if not await gate.ensure(low, high):
+                raise RuntimeError(f"snapshot {high} was sealed, but an earlier one is not")
 
     async def _commit_and_clear(
         self,
@@ -424,16 +464,13 @@ class SegmentPipeline:
             self._cleared_seq = through
 
     def _queue_indexes(self, pipe: object, *, outcomes: dict[str, CustomerOutcome]) -> None:
-        by_partition: dict[int, tuple[dict[str, float | None], dict[str, int]]] = {}
+        by_partition: dict[int, dict[str, float | None]] = {}
         for customer_id, outcome in outcomes.items():
             if outcome.write is None:
                 continue
-            due, learn = by_partition.setdefault(outcome.partition, ({}, {}))
-            due[customer_id] = outcome.due
-            if outcome.learn_index is not None:
-                learn[customer_id] = outcome.learn_index
-        for partition, (due, learn) in by_partition.items():
-            self.banks.store.queue_indexes(pipe, partition, due, learn)
+            by_partition.setdefault(outcome.partition, {})[customer_id] = outcome.due
+        for partition, due in by_partition.items():
+            self.due.queue(pipe, partition, due)
         placed: dict[int, dict[str, Placement | None]] = {}
         for customer_id, outcome in outcomes.items():
             if outcome.population is not _UNPLACED:
@@ -449,14 +486,6 @@ class SegmentPipeline:
                     moves[name].append((customer_id, segment, outcome.revenue_minor))
         for family in self.rules.families:
             self.aggregates.queue_moves(pipe, family, moves[family.name])
-
-    def _learn(self, outcomes: Iterable[CustomerOutcome]) -> int:
-        """Teach the owned models the labels of committed outcomes, in label-number order."""
-        by_partition: dict[int, list[LearnEntry]] = {}
-        for outcome in outcomes:
-            if outcome.labels:
-                by_partition.setdefault(outcome.partition, []).extend(outcome.labels)
-        return sum(self.banks.get(p).learn_all(entries) for p, entries in by_partition.items())
 
     async def _records(self, customer_ids: list[str]) -> dict[str, CustomerRecord]:
         """Records from the writer's cache where present, the rest in one round trip."""
@@ -500,8 +529,7 @@ class SegmentPipeline:
             outcome.population = placement_of(record.state)
             return outcome
         partition = fresh[-1].partition
-        bank = self.banks.get(partition)
-        work = self._step.working(record, partition, bank)
+        work = self._step.working(record)
         state: CustomerState | None = record.state
         offsets: dict[int, int] = {}
         new_entries: list[PendingChange] = []
@@ -513,7 +541,7 @@ class SegmentPipeline:
             not_before = _later(work.ticked_to(state), before)
             if state is not None and (not_before is None or positioned.event.ts >= not_before):
                 caught = yield from self._step.catch_up(
-                    record.customer_id, state, work, bank, partition, positioned.event.ts, before
+                    record.customer_id, state, work, partition, positioned.event.ts, before
                 )
                 for change in caught:
                     new_entries.append(PendingChange(record.customer_id, change.change_id, change.encode()))
@@ -526,7 +554,7 @@ class SegmentPipeline:
                 )
                 continue
             outcome.applied += 1
-            changes = yield from self._step.apply_event(record, state, work, bank, positioned)
+            changes = yield from self._step.apply_event(record, state, work, positioned)
             for change in changes:
                 new_entries.append(PendingChange(record.customer_id, change.change_id, change.encode()))
         assert state is not None
@@ -539,11 +567,8 @@ class SegmentPipeline:
             outcome.write = None
             return outcome
             yield  # a generator like every step, even when it needs no score
-        bank = self.banks.get(partition)
-        work = self._step.working(record, partition, bank)
-        changes = yield from self._step.tick(
-            record.customer_id, record.state, work, bank, partition, watermark
-        )
+        work = self._step.working(record)
+        changes = yield from self._step.tick(record.customer_id, record.state, work, partition, watermark)
         entries = [PendingChange(record.customer_id, c.change_id, c.encode()) for c in changes]
         self._finish(outcome, record, record.state, work, partition, entries, {})
         return outcome
@@ -559,8 +584,8 @@ class SegmentPipeline:
         offsets: dict[int, int],
     ) -> None:
         step = self._step.finish(record, state, work, partition)  # type: ignore[arg-type]
-        outcome.partition, outcome.due, outcome.labels = partition, step.due, step.labels
-        outcome.learn_index = step.learn_index
+        outcome.partition, outcome.due = partition, step.due
+        new_entries = new_entries + [_label_entry(record.customer_id, label) for label in step.labels]
         outcome.placements, outcome.revenue_minor = work.placements(), state.revenue_minor  # type: ignore[attr-defined]
         outcome.population = placement_of(state)
         outcome.deliveries += new_entries
@@ -603,6 +628,8 @@ class SegmentPipeline:
     def forget_partitions(self, partitions: Iterable[int]) -> None:
         """Partitions were revoked: their next owner reloads their positions."""
         self.clock.forget(partitions)
+        for partition in partitions:
+            self._pending.pop(partition, None)
         self.forget_cached()
 
     async def confirm_sent(self, changes: Sequence[PendingChange]) -> None:
@@ -615,3 +642,8 @@ def _later(a: float | None, b: float | None) -> float | None:
     if a is None:
         return b
     return a if b is None else max(a, b)
+
+
+def _label_entry(customer_id: str, label: LabelMessage) -> PendingChange:
+    """A resolved label's outbox entry (for the labels topic), under its stable label id."""
+    return PendingChange(customer_id, f"l:{label.label_id}", encode_label(label), LABEL)

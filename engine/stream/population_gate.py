@@ -68,6 +68,8 @@ class PopulationGate:
         """Whether ``version`` is sealed and loaded here."""
         return version in self._cuts
 
+    is_loaded = is_sealed
+
     def cuts_at(self, moment: float) -> PopulationCuts:
         """The cuts a decision at ``moment`` reads (the caller made sure they are sealed)."""
         version = self.version_of(moment)

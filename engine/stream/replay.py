@@ -4,8 +4,10 @@ Records keep the partition and offset they had (or would have) in the events top
 in batches that interleave partitions like a fetch, each batch followed by a tick as the
 worker's timer would; what a batch holds back (its partition waits for the others in event time)
 is offered again in a later batch, and once a partition's records are all in, it counts as idle
-(its population is final: it holds no snapshot back). The outbox is cleared as if every entry had
-been delivered. Decisions equal the worker's on the same log (``README``: what replays).
+(its population is final and it has no more labels: it holds no snapshot back). The labels go to
+an in-process learner (``engine.learner.local``) that seals model snapshots as the ticks'
+frontiers allow. The outbox is cleared as if every entry had been delivered. Decisions equal the
+worker's on the same log (``README``: what replays).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from engine.learner.local import LocalLearner
 from engine.stream.batch_records import PendingChange, RawRecord
 from engine.stream.pipeline import SegmentPipeline
 
@@ -34,21 +37,23 @@ class ReplayStuck(RuntimeError):
 
 
 async def replay(
-    pipeline: SegmentPipeline, records: Iterable[RawRecord], per_partition: int = 100
+    pipeline: SegmentPipeline, records: Iterable[RawRecord], learner: LocalLearner, per_partition: int = 100
 ) -> ReplayResult:
     """Feed ``records`` (in offset order per partition) through ``pipeline``; see the module doc."""
     queues: dict[int, deque[RawRecord]] = {}
     for record in records:
         queues.setdefault(record.partition, deque()).append(record)
+    empty = set(range(learner.settings.events_partitions)) - set(queues)
     result = ReplayResult()
     idle: set[int] = set()
+    stalled = 0
     while any(queues.values()):
         batch = [q.popleft() for q in queues.values() for _ in range(min(per_partition, len(q)))]
         outcome = await pipeline.process(batch)
         result.batches += 1
         result.applied += outcome.applied
         result.dead_lettered += len(outcome.dead_letters)
-        await _deliver(pipeline, outcome.changes, result)
+        await _deliver(pipeline, learner, outcome.changes, result)
         progressed = outcome.applied + outcome.duplicates + outcome.too_late + len(outcome.dead_letters) > 0
         for partition, offset in outcome.held.items():
             result.held += 1
@@ -59,15 +64,26 @@ async def replay(
             await pipeline.release_idle(sorted(finished))
             idle |= finished
         ticked = await pipeline.tick(sorted(queues))
-        await _deliver(pipeline, ticked.changes, result)
-        if not progressed and outcome.held and not finished:
+        await _deliver(pipeline, learner, ticked.changes, result)
+        frontiers = dict(ticked.frontiers)
+        still = idle | empty
+        if still:  # no more labels from these: they hold no model snapshot back
+            furthest = max((*frontiers.values(), (await learner.furthest()) or float("-inf")))
+            frontiers.update({p: max(furthest, frontiers.get(p, furthest)) for p in still})
+        sealed_before = learner.learner.sealed
+        await learner.advance({p: f for p, f in frontiers.items() if f != float("-inf")})
+        stalled = 0 if progressed or finished or learner.learner.sealed != sealed_before else stalled + 1
+        if stalled > 2:
             raise ReplayStuck(
                 f"partitions {sorted(outcome.held)} wait for a partition that is not in the log"
             )
     return result
 
 
-async def _deliver(pipeline: SegmentPipeline, changes: list[PendingChange], result: ReplayResult) -> None:
+async def _deliver(
+    pipeline: SegmentPipeline, learner: LocalLearner, changes: list[PendingChange], result: ReplayResult
+) -> None:
     result.delivered.extend(changes)
+    learner.offer(changes)
     pipeline.defer_clear(changes)
     await pipeline.flush_cleared()

@@ -1,10 +1,11 @@
 """Scoring a batch at once: run every customer's step up to its score request, score, resume.
 
 A customer's step (``engine.stream.customer_step``) is a generator that yields
-``(bank, model-input row)`` whenever it needs scores. ``run_scored`` advances all customers of a
-batch in lock step: it gathers the pending requests, scores them per bank in one call, and sends
-each step its row's scores. Each customer's own events still run strictly in order; only the
-scoring of different customers is batched, so the result equals scoring one event at a time.
+``(model snapshot, model-input row)`` whenever it needs scores. ``run_scored`` advances all
+customers of a batch in lock step: it gathers the pending requests, scores them per snapshot
+version in one call, and sends each step its row's scores. Each customer's own events still run
+strictly in order; only the scoring of different customers is batched, so the result equals
+scoring one event at a time.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from engine.stream.customer_step import Scored, ScoreRequest
-from models.bank import ModelBank
+from engine.stream.model_gate import VersionModels
 
 
 def run_scored(steps: Mapping[str, Scored]) -> dict[str, Any]:
@@ -26,12 +27,12 @@ def run_scored(steps: Mapping[str, Scored]) -> dict[str, Any]:
         except StopIteration as done:
             results[key] = done.value
     while waiting:
-        by_bank: dict[int, tuple[ModelBank, list[str]]] = {}
-        for key, (bank, _row) in waiting.items():
-            by_bank.setdefault(id(bank), (bank, []))[1].append(key)
+        by_version: dict[int, tuple[VersionModels, list[str]]] = {}
+        for key, (models, _row) in waiting.items():
+            by_version.setdefault(id(models), (models, []))[1].append(key)
         answers: dict[str, dict[str, float]] = {}
-        for bank, keys in by_bank.values():
-            scored = bank.score_rows([waiting[key][1] for key in keys])
+        for models, keys in by_version.values():
+            scored = models.score_rows([waiting[key][1] for key in keys])
             answers.update(zip(keys, scored, strict=True))
         resumed: dict[str, ScoreRequest] = {}
         for key, scores in answers.items():

@@ -139,14 +139,17 @@ class PartitionClock:
         newest = self.newest.get(partition)
         return None if newest is None else newest - self.lateness
 
-    def tick_watermark(self, partition: int) -> float | None:
-        """How far time has moved for ``partition``'s timers: the watermark, plus the idle advance.
+    def tick_watermark(self, partition: int, pending: float | None = None) -> float | None:
+        """How far time has moved for ``partition``'s timers: the watermark (or ``pending``, the
+        watermark of an event waiting to be processed, when later), plus the idle advance.
 
         Once the partition has had no event for ``idle_seconds`` of wall-clock time, event time
         advances with the wall clock beyond the watermark, so that a quiet partition's labels
         and timers do not freeze. This is the one decision input that depends on the clock.
         """
         watermark = self.watermark(partition)
+        if pending is not None and (watermark is None or pending > watermark):
+            watermark = pending
         if watermark is None:
             return None
         now = self._clock()

@@ -39,3 +39,11 @@ def with_redis(settings: Settings, body: Callable[[Redis], Awaitable[T]]) -> T:
             await client.aclose()
 
     return asyncio.run(main())
+
+
+async def seal_untrained_models(client: Redis, prefix: str) -> None:
+    """For pipeline tests about state, not models: every model version reads as sealed, and as
+    sealed before any label was learned (fresh models; their scores do not reach the rules)."""
+    from models.snapshots import raise_sealed
+
+    await raise_sealed(client, prefix, 10**7)

@@ -22,7 +22,7 @@ from helpers import with_redis
 from learner_data import DAY, make_labels, shuffled_with_copies
 from redis.asyncio import Redis
 
-from engine.app import bank_config
+from engine.app import model_config
 from engine.learner.lease import Lease, checkpoint_key_name, lease_key
 from engine.learner.service import LearnerService
 from engine.settings import Settings
@@ -65,7 +65,7 @@ class Stream:
 
     def __init__(self, settings: Settings, seed: int) -> None:
         self.settings = settings
-        self.config = bank_config(settings)
+        self.config = model_config(settings)
         self.labels = make_labels(self.config, 500, seed=seed, days=6, partitions=PARTITIONS)
         first = period_of(min(m.due_ts for m in self.labels), DAY)
         self.last = period_of(max(m.due_ts for m in self.labels), DAY)

@@ -1,4 +1,8 @@
-"""Delayed labels in the pipeline on a real Redis: matured in event time, learned exactly once.
+"""Delayed labels in the pipeline on a real Redis: matured in event time, sent exactly once.
+
+Resolved labels leave through the customer's outbox, committed with the customer, for the
+labels topic (the learner, ``engine.learner``, learns them; its own tests cover that); here the
+pipeline's outputs stand for the topic.
 
 Hand-worked stream on one partition: c1 logs in on day 0 and is never seen again; c2 only views
 pages, daily from day 1 to day 40 (a page view is not activity, so it never resolves churn).
@@ -12,6 +16,9 @@ still accepted and could count towards it), so:
 * c2's predictions (day 1, due day 31) mature with its day-35 event - 6 more;
 * c2 predicts again on day 35 (7-day interval passed, nothing pending), due day 65: not matured;
 * clv (due day 90 / 91) never matures here. In all: 12 labels, 2 of them churn positives.
+
+Model versions are sealed as untrained here: every model still predicts (an untrained one
+too, so that it gets its first labels), and no score reaches the rules.
 """
 
 from __future__ import annotations
@@ -20,14 +27,14 @@ from typing import Any
 
 import msgpack
 import pytest
-from helpers import with_redis
+from helpers import seal_untrained_models, with_redis
 from redis.asyncio import Redis
 
 from engine.app import build_pipeline
 from engine.settings import Settings
 from engine.stream.customer_step import BOOK_EXTRA
-from engine.stream.pipeline import RawRecord, SegmentPipeline
-from models.inputs import to_model_input
+from engine.stream.pipeline import LABEL, PendingChange, RawRecord, SegmentPipeline
+from models.label_messages import LabelMessage, decode_label
 from models.pending import PredictionBook
 
 pytestmark = pytest.mark.integration
@@ -52,95 +59,88 @@ RECORDS = [
 ]
 
 
-def labels_by_model(pipeline: SegmentPipeline) -> dict[str, tuple[int, int]]:
-    """(labels, positives) per model, prequential and holdout together."""
-    out = {}
-    for name, evaluation in pipeline.banks.get(0).evaluations.items():
-        groups = (evaluation.prequential, evaluation.holdout)
-        n = sum(g.n for g in groups)
-        positives = sum(getattr(g, "positives", 0) for g in groups)
-        out[name] = (n, positives)
+def labels_by_model(labels: list[LabelMessage]) -> dict[str, tuple[int, int]]:
+    """(labels, positives) per model."""
+    out: dict[str, tuple[int, int]] = {}
+    for label in labels:
+        n, positives = out.get(label.model, (0, 0))
+        out[label.model] = (n + 1, positives + int(label.y_true > 0))
     return out
 
 
-async def feed(pipeline: SegmentPipeline, records: list[RawRecord]) -> list[str]:
-    """One record per batch, each followed by a tick; returns the change ids emitted."""
-    ids = []
+def labels_of(outputs: list[PendingChange]) -> list[LabelMessage]:
+    """The label messages among a pipeline's outputs (what goes to the labels topic)."""
+    return [decode_label(c.payload) for c in outputs if c.kind == LABEL]
+
+
+async def feed(
+    pipeline: SegmentPipeline, records: list[RawRecord], confirm: bool = True
+) -> list[PendingChange]:
+    """One record per batch, each followed by a tick; returns the outputs (changes, labels)."""
+    out: list[PendingChange] = []
     for record in records:
         for result in (await pipeline.process([record]), await pipeline.tick()):
-            ids += [c.change_id for c in result.changes]
-            await pipeline.confirm_sent(result.changes)
-    return ids
+            assert not result.held  # every version reads as sealed here
+            out += result.changes
+            if confirm:
+                await pipeline.confirm_sent(result.changes)
+    return out
+
+
+async def fresh_pipeline(settings: Settings, client: Redis, cache: int = 0) -> SegmentPipeline:
+    await seal_untrained_models(client, settings.key_prefix)
+    return build_pipeline(settings, client, clock=lambda: CLOCK, cache_capacity=cache)
 
 
 def run(settings: Settings, body: Any) -> Any:
     return with_redis(settings, body)
 
 
-def test_labels_mature_in_event_time_and_are_learned_once(isolated_settings: Settings) -> None:
+def test_labels_mature_in_event_time_and_are_sent_once(isolated_settings: Settings) -> None:
     async def body(client: Redis) -> None:
-        pipeline = build_pipeline(isolated_settings, client, clock=lambda: CLOCK, cache_capacity=0)
+        pipeline = await fresh_pipeline(isolated_settings, client)
         day_of_offset = {i: (e["ts"] - T0) // DAY_MS for i, e in enumerate(STREAM)}
-        upto_33 = [r for r in RECORDS if day_of_offset[r.offset] <= 33]
-        first_ids = await feed(pipeline, upto_33)
-        assert pipeline.banks.get(0).labels_learned == 0  # watermark day 30: nothing is past due
-        first_ids += await feed(pipeline, [r for r in RECORDS if day_of_offset[r.offset] == 34])
-        assert pipeline.banks.get(0).labels_learned == 6  # c1's six 30-day predictions
-        assert labels_by_model(pipeline)["churn"] == (1, 1)
-        first_ids += await feed(pipeline, [r for r in RECORDS if day_of_offset[r.offset] > 34])
-        counts = labels_by_model(pipeline)
-        assert counts["churn"] == (2, 2) and counts["clv"] == (0, 0)
+        outputs = await feed(pipeline, [r for r in RECORDS if day_of_offset[r.offset] <= 33])
+        assert labels_of(outputs) == []  # watermark day 30: nothing is past due
+        outputs += await feed(pipeline, [r for r in RECORDS if day_of_offset[r.offset] == 34])
+        first = labels_of(outputs)
+        assert len(first) == 6 and {label.customer_id for label in first} == {"c1"}  # c1's six
+        assert labels_by_model(first)["churn"] == (1, 1)
+        outputs += await feed(pipeline, [r for r in RECORDS if day_of_offset[r.offset] > 34])
+        labels = labels_of(outputs)
+        counts = labels_by_model(labels)
+        assert counts["churn"] == (2, 2) and "clv" not in counts
         assert all(
             counts[f"propensity_{p}"] == (2, 0)
             for p in ("mortgage", "credit_card", "savings", "current_account", "insurance")
         )
-        assert pipeline.banks.get(0).labels_learned == 12
-        assert first_ids  # lifecycle changes at least (new, then lapsing/churned by time)
+        assert len(labels) == len({label.label_id for label in labels}) == 12
+        assert all(label.due_ts == label.made_ts + 30 * 86_400 for label in labels)
+        assert any(c.kind == "c" for c in outputs)  # lifecycle changes at least
 
-        # Kafka redelivers everything: no label is learned again, no change is emitted again.
-        again = await feed(pipeline, RECORDS)
-        assert again == [] and pipeline.banks.get(0).labels_learned == 12
+        # Kafka redelivers everything: no label and no change is emitted again.
+        assert await feed(pipeline, RECORDS) == []
 
     run(isolated_settings, body)
 
 
-def test_a_new_owner_replays_committed_labels_and_predicts_the_same(isolated_settings: Settings) -> None:
-    probe = {"features": None}
-
+def test_a_label_committed_but_not_sent_is_sent_again_with_its_id(isolated_settings: Settings) -> None:
     async def body(client: Redis) -> None:
-        old = build_pipeline(isolated_settings, client, clock=lambda: CLOCK, cache_capacity=100)
-        await feed(old, RECORDS)
-        assert old.banks.get(0).labels_learned == 12
-        record = await old.store.get("c2")
-        assert record is not None and record.state is not None
-        features = old.step.variables("c2", record.state, {}, None).features
-        probe["features"] = features
-        x = to_model_input(features, old.step.config.input_names)
-        before = old.banks.get(0).score_all(x)
+        old = await fresh_pipeline(isolated_settings, client, cache=100)
+        outputs = await feed(old, RECORDS, confirm=False)  # the worker dies before the broker acks
+        sent = {c.change_id: c.payload for c in outputs if c.kind == LABEL}
+        assert len(sent) == 12
 
-        # The old owner dies before any checkpoint: the new one replays the learn boxes.
-        new = build_pipeline(isolated_settings, client, clock=lambda: CLOCK, cache_capacity=0)
-        await new.banks.ensure([0])
-        assert new.banks.replayed_labels == 12 and new.banks.get(0).labels_learned == 12
-        assert new.banks.get(0).score_all(x) == before
-        assert labels_by_model(new) == labels_by_model(old)
-
-        # The old owner, now a zombie, cannot overwrite the new owner's checkpoint.
-        assert await old.banks.checkpoint() == [] and old.banks.owned == []
-        assert await new.banks.checkpoint() == [0]
-        assert await client.zcard(f"{isolated_settings.key_prefix}:learn:0") == 0  # boxes cleared
-
-        third = build_pipeline(isolated_settings, client, clock=lambda: CLOCK, cache_capacity=0)
-        await third.banks.ensure([0])
-        assert third.banks.replayed_labels == 0 and third.banks.get(0).labels_learned == 12
-        assert third.banks.get(0).score_all(x) == before
-        # ... and redelivery to the third owner learns nothing twice either.
-        assert await feed(third, RECORDS) == [] and third.banks.get(0).labels_learned == 12
+        new = await fresh_pipeline(isolated_settings, client)  # the next owner: Kafka redelivers
+        again = await feed(new, RECORDS)
+        resent = {c.change_id: c.payload for c in again if c.kind == LABEL}
+        assert resent == sent  # same ids, same bytes: the learner drops the copies
+        assert await feed(new, RECORDS) == []
 
     run(isolated_settings, body)
 
 
-def test_a_label_resolved_early_is_learned_at_its_due_time(isolated_settings: Settings) -> None:
+def test_a_label_resolved_early_is_sent_at_its_due_time(isolated_settings: Settings) -> None:
     # c3 logs in on day 0 and again on day 5: its day-0 churn prediction is settled negative on
     # day 5, but learned (and scored) only once the watermark passes its due time, day 30, with
     # its five propensity labels; nothing is learned before (the watermark is day 30, not past
@@ -157,17 +157,17 @@ def test_a_label_resolved_early_is_learned_at_its_due_time(isolated_settings: Se
     day = {r.offset: (e["ts"] - T0) // DAY_MS for r, e in zip(records, stream, strict=True)}
 
     async def body(client: Redis) -> None:
-        pipeline = build_pipeline(isolated_settings, client, clock=lambda: CLOCK, cache_capacity=0)
-        await feed(pipeline, [r for r in records if day[r.offset] <= 33])
-        assert pipeline.banks.get(0).labels_learned == 0
+        pipeline = await fresh_pipeline(isolated_settings, client)
+        assert labels_of(await feed(pipeline, [r for r in records if day[r.offset] <= 33])) == []
         record = await pipeline.store.get("c3")
         assert record is not None
         book = PredictionBook.decode(record.extras[BOOK_EXTRA])  # in Redis, not worker memory
         assert [(due, label.model, label.y_true) for due, label in book.held] == [
             (T0 / 1000 + 30 * 86_400, "churn", 0.0)
         ]
-        await feed(pipeline, [r for r in records if day[r.offset] == 34])
-        counts = labels_by_model(pipeline)
-        assert counts["churn"] == (1, 0) and pipeline.banks.get(0).labels_learned == 6
+        labels = labels_of(await feed(pipeline, [r for r in records if day[r.offset] == 34]))
+        assert labels_by_model(labels)["churn"] == (1, 0) and len(labels) == 6
+        [churn] = [label for label in labels if label.model == "churn"]
+        assert churn.resolved_ts == T0 / 1000 + 5 * 86_400 and churn.due_ts == T0 / 1000 + 30 * 86_400
 
     run(isolated_settings, body)

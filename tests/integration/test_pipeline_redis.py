@@ -8,12 +8,12 @@ from typing import Any, TypeVar
 
 import msgpack
 import pytest
-from helpers import with_redis
+from helpers import seal_untrained_models, with_redis
 from redis.asyncio import Redis
 
 from engine.app import build_pipeline
 from engine.settings import Settings
-from engine.stream.pipeline import DEAD_LETTER, RawRecord, SegmentPipeline
+from engine.stream.pipeline import DEAD_LETTER, SEGMENT_CHANGE, RawRecord, SegmentPipeline
 from features.redis_store import CustomerWrite, RedisFeatureStore
 from features.state import CustomerState
 
@@ -49,6 +49,7 @@ def records_of(events: list[Any], partition: int = 0, first_offset: int = 0) -> 
 
 def run(settings: Settings, body: Callable[[SegmentPipeline, RedisFeatureStore], Awaitable[T]]) -> T:
     async def with_pipeline(client: Redis) -> T:
+        await seal_untrained_models(client, settings.key_prefix)
         pipeline = build_pipeline(settings, client, clock=lambda: 1.8e9, cache_capacity=0)
         return await body(pipeline, pipeline.store)
 
@@ -101,7 +102,7 @@ def test_transitions_are_emitted_once_per_change_in_order(isolated_settings: Set
     # bob: new at d1; at d31 (+1 ms) tenure 30 and 30 days (+1 ms) since d1: churned; active at d40.
     async def body(pipeline: SegmentPipeline, store: RedisFeatureStore) -> list[tuple[str, Any, Any]]:
         result = await pipeline.process(records_of(STREAM))
-        return [(c.customer_id, *_from_to(c.payload)) for c in result.changes]
+        return [(c.customer_id, *_from_to(c.payload)) for c in result.changes if c.kind == SEGMENT_CHANGE]
 
     changes = [c for c in run(isolated_settings, body) if c[1] == "lifecycle"]
     assert [c for c in changes if c[0] == "alice"] == [

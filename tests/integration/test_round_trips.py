@@ -13,6 +13,7 @@ from typing import Any
 
 import msgpack
 import pytest
+from helpers import seal_untrained_models
 from redis.asyncio import Connection, ConnectionPool, Redis
 
 from engine.app import build_pipeline
@@ -73,6 +74,7 @@ def test_a_warm_batch_costs_one_round_trip(isolated_settings: Settings) -> None:
         pool = ConnectionPool.from_url(settings.redis_url, connection_class=CountingConnection)
         client = Redis(connection_pool=pool)
         admin = Redis.from_url(settings.redis_url)
+        await seal_untrained_models(admin, settings.key_prefix)
         pipeline = build_pipeline(settings, client, clock=lambda: 1.8e9)
         trips, cmds, changes = [], [], []
         try:

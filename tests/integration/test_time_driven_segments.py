@@ -35,6 +35,7 @@ from typing import Any
 
 import msgpack
 import pytest
+from helpers import seal_untrained_models
 from redis.asyncio import Redis
 
 from engine.app import build_pipeline
@@ -89,6 +90,7 @@ def test_silent_customer_slides_to_lost_one_change_at_a_time(isolated_settings: 
         batches.append(batch)
 
     async def body(client: Redis) -> None:
+        await seal_untrained_models(client, settings.key_prefix)
         pipeline = build_pipeline(settings, client, clock=lambda: 1.8e9, cache_capacity=0)
         changes = await feed(pipeline, batches)
         rfm = [c for c in changes if c["customer_id"] == "silent" and c["family"] == "rfm"]

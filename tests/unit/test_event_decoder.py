@@ -541,7 +541,7 @@ def test_pipeline_decodes_with_the_fast_path(no_slow_path: None) -> None:
     pipeline = SegmentPipeline(
         store=SimpleNamespace(client=None, prefix="t"),  # type: ignore[arg-type]
         config=PipelineConfig(step=step, currency="EUR"),
-        banks=object(),  # type: ignore[arg-type]
+        models=SimpleNamespace(at=None),  # type: ignore[arg-type]
         rules=object(),  # type: ignore[arg-type]
         clock=lambda: 1_700_000_000.0,
     )

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from learner_data import DAY, T0, make_labels, repartitioned, shuffled_with_copies
 
-from models.bank import BankConfig
+from models.config import ModelConfig
 from models.label_messages import LabelMessage, encode_label
 from models.learner import Learner, encode_snapshot, period_of, sealable_version
 from models.registry import build_model, model_specs
@@ -24,7 +24,7 @@ from models.snapshots import decode_snapshot
 from models.vectorized import LinearSnapshot
 
 NAMES = ("a", "b", "c", "d", "e", "f")
-CONFIG = BankConfig(
+CONFIG = ModelConfig(
     specs=tuple(model_specs(("savings",), churn_days=5, clv_days=8, propensity_days=5)),
     input_names=NAMES,
 )
@@ -212,7 +212,7 @@ def test_malformed_messages_are_counted_and_skipped() -> None:
 
 
 def test_tree_models_are_published_as_signed_river_blobs() -> None:
-    config = BankConfig(specs=CONFIG.specs, input_names=NAMES, kind="tree")
+    config = ModelConfig(specs=CONFIG.specs, input_names=NAMES, kind="tree")
     labels = random.Random(1).sample(LABELS, 150)
     learner = Learner(config, P, KEY)
     feed(learner, labels)

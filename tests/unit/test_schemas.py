@@ -459,7 +459,7 @@ def _pipeline(currency: str | None = "EUR") -> Any:
     return SegmentPipeline(
         store=SimpleNamespace(client=None, prefix="t"),  # type: ignore[arg-type]
         config=config,
-        banks=object(),  # type: ignore[arg-type]
+        models=SimpleNamespace(at=None),  # type: ignore[arg-type]
         rules=object(),  # type: ignore[arg-type]
         clock=lambda: 1_700_000_123.4567,
     )

@@ -17,7 +17,7 @@ from learner_data import DAY, make_labels
 from river import linear_model
 from test_vectorized import NAMES, _assert_close, _river, _scoring_rows, _trained, _training_rows
 
-from models.bank import BankConfig
+from models.config import ModelConfig
 from models.label_messages import encode_label
 from models.learner import Learner, encode_snapshot, period_of
 from models.registry import build_model, model_specs, scaled
@@ -106,7 +106,7 @@ def test_contributions_refuse_a_row_of_another_length() -> None:
 
 def test_a_decoded_published_snapshot_scores_like_the_learners_river_models() -> None:
     names = tuple(f"i{j}" for j in range(12))
-    config = BankConfig(specs=tuple(model_specs(("savings", "mortgage"))), input_names=names)
+    config = ModelConfig(specs=tuple(model_specs(("savings", "mortgage"))), input_names=names)
     labels = make_labels(config, 600, seed=2, days=30)
     learner = Learner(config, DAY)
     for label in labels:
