@@ -9,7 +9,6 @@ but not yet confirmed sent are returned again (same ``change_id``) until ``confi
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field

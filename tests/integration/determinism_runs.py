@@ -29,6 +29,7 @@ from engine.settings import Settings
 from engine.stack import redis as redis_server
 from engine.stream.batch_records import SEGMENT_CHANGE, RawRecord
 from engine.stream.customer_step import MEMBERSHIP_EXTRA
+from engine.learner.local import LocalLearner
 from engine.stream.replay import replay as replay_log
 from engine.topics import ensure_topics, start_or_close
 from engine.worker_process import free_port, read_metrics, start_worker, stop_worker
@@ -246,13 +247,16 @@ def restart_redis_midway(fleet: Fleet, total: int, down_seconds: float = 4.0) ->
 
 async def replay(settings: Settings, path: Path, customers: Sequence[str]) -> Outcome:
     """The same records straight through ``SegmentPipeline`` (no Kafka): ``engine.stream.replay``
-    feeds fetch-like batches, ticks after each, and offers held records again."""
+    feeds fetch-like batches, ticks after each, offers held records again, and an in-process
+    learner (``engine.learner.local``) learns the labels and seals the model snapshots."""
     pipeline = build_pipeline(settings)
     notes: Counter[str] = Counter()
     try:
         per_partition = max(1, settings.batch_max_events // settings.events_partitions)
         records = [r for batch in kafka_order(settings, path, per_partition) for r in batch]
-        result = await replay_log(pipeline, records, per_partition)
+        result = await replay_log(
+            pipeline, records, LocalLearner(settings, pipeline.store.client), per_partition
+        )
         changes = list(result.delivered)
         notes["applied"], notes["held"] = result.applied, result.held
         # The worker's timer keeps ticking after the last event: tick until nothing is due.
