@@ -25,11 +25,11 @@ from helpers import wait_until
 from engine.app import build_pipeline
 from engine.cli.io import iter_payloads, produce_lines
 from engine.codecs import decode_msgpack
+from engine.learner.local import LocalLearner
 from engine.settings import Settings
 from engine.stack import redis as redis_server
 from engine.stream.batch_records import SEGMENT_CHANGE, RawRecord
 from engine.stream.customer_step import MEMBERSHIP_EXTRA
-from engine.learner.local import LocalLearner
 from engine.stream.replay import replay as replay_log
 from engine.topics import ensure_topics, start_or_close
 from engine.worker_process import free_port, read_metrics, start_worker, stop_worker
