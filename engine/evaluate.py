@@ -1,81 +1,192 @@
-"""``segflow evaluate``: features and models over a stream in event time, metrics side by side.
+"""``segflow evaluate``: the worker's own pipeline and learner over a stream, metrics side by side.
 
-The stream is a JSON-lines file of schema-v1 events or the population simulator; the replay
-(``models.offline``) is the worker's feature code and label rules without Kafka or Redis.
+The stream (a JSON-lines file of schema-v1 events, or the population simulator) is replayed
+without Kafka through ``SegmentPipeline`` and the in-process learner (``engine.stream.replay``,
+``engine.learner.local``), on Redis under a namespace of its own that is removed afterwards: the
+same features, label rules, canonical learning order and sealed snapshots as a worker, so the
+metrics are the ones the worker's learner reports for the same stream. Each record goes to the
+partition the producer's partitioner gives its key, so the labels are the worker's too.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.app import feature_config
-from engine.event_decoder import decode_event
-from engine.schemas import InvalidEvent
-from engine.settings import Settings, split_list
-from features.event import Event
-from models.labels import LabelRules
-from models.offline import OfflineResult, OfflineRun, hindsight_auc, replay
+import msgpack
+from aiokafka.partitioner import DefaultPartitioner
+
+from engine.app import build_pipeline
+from engine.learner.local import LocalLearner
+from engine.settings import Settings, namespaced
+from engine.stream.batch_records import LABEL, RawRecord
+from engine.stream.replay import replay
+from features.client import connect
+from models.evaluation import ModelEvaluation
+from models.hindsight import LabelRow, hindsight_auc
+from models.label_messages import decode_label
+from models.pending import unpack_input
 from models.population import PopulationConfig
-from models.registry import model_specs
-from models.simulate import generate_events, to_event
+from models.simulate import generate_events
+
+TICKS_AFTER_THE_END = 100
 
 
-def file_events(path: Path, currency: str) -> Iterator[Event]:
-    """Valid events of a JSON-lines file (invalid lines stop with path:line and the reason)."""
+@dataclass(slots=True)
+class EvaluationResult:
+    """The learner's metrics per model, and the labelled rows of each model."""
+
+    evaluations: dict[str, ModelEvaluation]
+    rows: dict[str, list[LabelRow]] = field(default_factory=dict)
+    events: int = 0
+    too_late: int = 0
+    input_names: list[str] = field(default_factory=list)
+    sealed_version: int | None = None
+
+
+def file_payloads(path: Path) -> Iterator[tuple[bytes, bytes]]:
+    """(key, value) of every line of a JSON-lines file, as a producer would send them."""
     with path.open("rb") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
             try:
-                yield decode_event(line.strip(), currency)
-            except InvalidEvent as exc:
-                raise ValueError(f"{path}:{number}: {exc}") from None
+                customer = json.loads(line)["customer_id"]
+            except (ValueError, KeyError, TypeError):
+                raise ValueError(f"{path}:{number}: not an event with a customer_id") from None
+            yield str(customer).encode(), line.strip()
 
 
-def simulated_events(customers: int, days: int, seed: int) -> Iterator[Event]:
-    """The simulator's stream as typed events."""
-    return (to_event(w) for w in generate_events(PopulationConfig(customers=customers, days=days, seed=seed)))
+def simulated_payloads(customers: int, days: int, seed: int) -> Iterator[tuple[bytes, bytes]]:
+    """(key, value) of the simulator's events, msgpack as the demo produces them."""
+    for wire in generate_events(PopulationConfig(customers=customers, days=days, seed=seed)):
+        yield wire["customer_id"].encode(), msgpack.packb(wire)
+
+
+def as_records(settings: Settings, payloads: Iterator[tuple[bytes, bytes]]) -> list[RawRecord]:
+    """The records as the events topic would hold them: partition by key, offsets in order."""
+    partitions = list(range(settings.events_partitions))
+    choose = DefaultPartitioner()
+    offsets = dict.fromkeys(partitions, 0)
+    records = []
+    for key, value in payloads:
+        partition = int(choose(key, partitions, partitions))
+        records.append(RawRecord(settings.events_topic, partition, offsets[partition], key, value))
+        offsets[partition] += 1
+    return records
+
+
+async def replay_stream(settings: Settings, records: list[RawRecord]) -> tuple[LocalLearner, list[Any]]:
+    """Replay ``records`` under ``settings``' key prefix; the learner and every output entry."""
+    client = connect(settings.redis_url)
+    try:
+        pipeline = build_pipeline(settings, client)
+        learner = LocalLearner(settings, client)
+        per_partition = max(1, settings.batch_max_events // settings.events_partitions)
+        result = await replay(pipeline, records, learner, per_partition)
+        outputs = list(result.delivered)
+        for _ in range(TICKS_AFTER_THE_END):  # the worker's timer goes on after the last event
+            ticked = await pipeline.tick()
+            outputs += ticked.changes
+            learner.offer(ticked.changes)
+            pipeline.defer_clear(ticked.changes)
+            if not ticked.ticked:
+                break
+        await pipeline.flush_cleared()
+        return learner, outputs
+    finally:
+        await client.aclose()
+
+
+async def _remove(settings: Settings) -> None:
+    client = connect(settings.redis_url)
+    try:
+        keys = [k async for k in client.scan_iter(match=f"{settings.key_prefix}:*", count=1000)]
+        for start in range(0, len(keys), 1000):
+            await client.delete(*keys[start : start + 1000])
+    finally:
+        await client.aclose()
 
 
 def run_evaluation(
-    settings: Settings, events: Iterator[Event], models: list[str] | None, warmup_days: float
-) -> tuple[OfflineResult, dict[str, Any]]:
-    """Replay ``events``; return the result and the churn model's hindsight comparison."""
-    config = feature_config(settings)
-    specs = model_specs(config.products, settings.churn_days, settings.clv_days, settings.propensity_days)
+    settings: Settings, payloads: Iterator[tuple[bytes, bytes]], models: list[str] | None, warmup_days: float
+) -> tuple[EvaluationResult, dict[str, Any]]:
+    """Replay the stream; return the learner's metrics and the churn model's hindsight comparison.
+
+    ``warmup_days`` leaves the predictions of the stream's first days out of the hindsight
+    comparison only (an untrained model's guesses say nothing about it); the metrics are the
+    learner's over every label, as the worker's learner reports them.
+    """
+    tag = uuid.uuid4().hex[:10]
+    scratch = namespaced(settings, f"evaluate-{tag}", f"eval{tag}")
+    records = as_records(scratch, payloads)
+    try:
+        learner, outputs = asyncio.run(replay_stream(scratch, records))
+    finally:
+        asyncio.run(_remove(scratch))
+    core = learner.learner
+    names = list(core.config.input_names)
     if models:
-        unknown = set(models) - {spec.name for spec in specs}
+        unknown = set(models) - set(core.evaluations)
         if unknown:
             raise ValueError(
-                f"unknown model(s) {', '.join(sorted(unknown))}; known: {[s.name for s in specs]}"
+                f"unknown model(s) {', '.join(sorted(unknown))}; known: {sorted(core.evaluations)}"
             )
-        specs = [spec for spec in specs if spec.name in models]
-    rules = LabelRules(settings.churn_days, settings.clv_days, settings.propensity_days)
-    run = OfflineRun(
-        specs,
-        config,
-        rules,
-        settings.model_kind,
-        settings.holdout_fraction,
-        warmup_days,
-        settings.prediction_interval_days,
-        # Unweighted positives: weighting them cost holdout ROC AUC and calibration (models.learning).
-        balance_classes=False,
-        protected=split_list(settings.protected_attributes),
+    wanted = models or list(core.evaluations)
+    first_ts = min((_event_ts(r.value) for r in records[:1]), default=0.0)
+    rows: dict[str, list[LabelRow]] = {}
+    seen: set[str] = set()
+    for entry in outputs:
+        if entry.kind != LABEL:
+            continue
+        label = decode_label(entry.payload)
+        if label.label_id in seen or label.model not in wanted or label.due_ts >= _sealed_end(core):
+            continue
+        seen.add(label.label_id)
+        if label.made_ts < first_ts + warmup_days * 86_400:
+            continue
+        x = unpack_input(label.x, names)
+        rows.setdefault(label.model, []).append(
+            LabelRow(x, label.y_true, label.y_pred, label.holdout, label.customer_id)
+        )
+    result = EvaluationResult(
+        evaluations={name: core.evaluations[name] for name in wanted},
+        rows=rows,
+        events=len(records),
+        too_late=sum(1 for e in outputs if e.kind == "d"),
+        input_names=names,
+        sealed_version=core.sealed,
     )
-    result = replay(events, run)
-    reference = (
-        hindsight_auc(result.rows.get("churn", []), result.input_names) if "churn" in result.rows else {}
-    )
+    reference = hindsight_auc(rows["churn"], names) if "churn" in rows else {}
     return result, reference
 
 
-def render(result: OfflineResult, reference: dict[str, Any]) -> str:
+def _sealed_end(core: Any) -> float:
+    """Labels due from here on were not learned (their period is not sealed)."""
+    return float("inf") if core.sealed is None else (core.sealed + 1) * core.period_seconds
+
+
+def _event_ts(raw: bytes | None) -> float:
+    if not raw:
+        return 0.0
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        data = msgpack.unpackb(raw)
+    return float(data["ts"]) / 1000
+
+
+def render(result: EvaluationResult, reference: dict[str, Any]) -> str:
     """The metrics as a table, then the hindsight comparison."""
-    lines = [f"events {result.events} (too late: {result.too_late}); inputs {len(result.input_names)}"]
+    lines = [
+        f"events {result.events} (too late: {result.too_late}); inputs {len(result.input_names)}; "
+        f"model snapshots sealed through version {result.sealed_version}"
+    ]
     lines.append(
         f"{'model':24} {'group':12} {'labels':>7} {'pos':>6} {'roc_auc':>8} {'log_loss':>9} {'ece':>7} "
         f"{'mae':>9} {'rmse':>9}"
@@ -110,7 +221,7 @@ def render(result: OfflineResult, reference: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def as_json(result: OfflineResult, reference: dict[str, Any]) -> str:
+def as_json(result: EvaluationResult, reference: dict[str, Any]) -> str:
     """Machine-readable form of the same."""
     return json.dumps(
         {

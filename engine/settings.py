@@ -82,7 +82,6 @@ class Settings(BaseSettings):
     drift_response: str = Field("alert", pattern=r"^(alert|reset)$")
     protected_attributes: str = ""
     group_attribute: str = "region"  # event attribute whose latest value groups the fairness report
-    checkpoint_interval_seconds: float = Field(30.0, gt=0)
     checkpoint_key: str = ""  # HMAC key of model checkpoints; empty: a random key kept in stack_dir
     rescore_days: float = Field(7.0, gt=0)  # a silent customer is re-scored this often (event time)
 

@@ -1,4 +1,4 @@
-"""``segflow evaluate``: online models over a stream in event time, beside a hindsight reference."""
+"""``segflow evaluate``: the worker's pipeline and learner over a stream, beside a hindsight reference."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ from engine.settings import Settings
     type=float,
     default=90.0,
     show_default=True,
-    help="Predictions made this early are learned from but not scored.",
+    help="Predictions made this early are left out of the hindsight comparison.",
 )
 @click.option("--json", "as_json_output", is_flag=True, help="Machine-readable output.")
 @click.pass_obj
@@ -48,16 +48,18 @@ def evaluate(
     warmup_days: float,
     as_json_output: bool,
 ) -> None:
-    """Prequential and holdout metrics of the online models, and a scikit-learn hindsight reference."""
+    """Prequential and holdout metrics of the online models, and a scikit-learn hindsight reference.
+
+    The stream runs through the worker's own pipeline and learner on Redis (the local stack's,
+    under a namespace of its own, removed afterwards), so the metrics are the worker's.
+    """
     from engine import evaluate as evaluation  # imports River and the simulator
 
-    events = (
-        evaluation.file_events(path, settings.currency)
-        if path
-        else evaluation.simulated_events(customers, days, seed)
+    payloads = (
+        evaluation.file_payloads(path) if path else evaluation.simulated_payloads(customers, days, seed)
     )
     names = [n.strip() for n in model_names.split(",") if n.strip()] if model_names else None
-    result, reference = evaluation.run_evaluation(settings, events, names, warmup_days)
+    result, reference = evaluation.run_evaluation(settings, payloads, names, warmup_days)
     click.echo(
         evaluation.as_json(result, reference) if as_json_output else evaluation.render(result, reference)
     )

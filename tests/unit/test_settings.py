@@ -45,7 +45,7 @@ def test_documented_defaults() -> None:
     assert s.log_level == "warn"
     assert s.currency == "EUR"
     assert (s.rules_file, s.rules_reload_seconds, s.idle_advance_seconds) == (None, 5.0, 30.0)
-    assert (s.checkpoint_interval_seconds, s.rescore_days) == (30.0, 7.0)
+    assert (s.model_period_seconds, s.learner_embedded, s.rescore_days) == (86_400.0, True, 7.0)
 
 
 def test_env_var_overrides_default(monkeypatch: pytest.MonkeyPatch) -> None:
