@@ -16,7 +16,7 @@ this package does not interpret them.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from importlib import resources
 from typing import Any
@@ -200,6 +200,7 @@ class RedisFeatureStore:
         unchanged: dict[str, CustomerState] | None = None,
         also: Callable[[Any], None] | None = None,
         clear: dict[str, Sequence[str]] | None = None,
+        reload: Callable[[], Awaitable[None]] | None = None,
     ) -> list[str]:
         """Write every customer in one pipelined round trip; return the ids that lost the CAS.
 
@@ -207,7 +208,8 @@ class RedisFeatureStore:
         ``unchanged`` ones (e.g. redelivered), so a crash between commit and ranking heals.
         ``also`` may add idempotent commands of the caller's (e.g. index updates) to it, and
         ``clear`` names delivered outbox entries to forget first (``{customer_id: [entry ids]}``),
-        so that a steady stream of batches costs one round trip each.
+        so that a steady stream of batches costs one round trip each. ``reload`` loads the
+        scripts ``also`` runs, when Redis lost its script cache (then the round trip is redone).
         """
         if not writes and not unchanged and not clear:
             return []
@@ -217,6 +219,8 @@ class RedisFeatureStore:
             )
         except NoScriptError:  # e.g. a node restarted or failed over and lost its script cache
             sha = await self._script_sha(reload=True)
+            if reload is not None:
+                await reload()
             return await self._commit_pipelined(writes, unchanged or {}, sha, also, clear)
 
     async def _commit_pipelined(

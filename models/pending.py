@@ -51,6 +51,8 @@ class PredictionBook:
     last_made: dict[str, float] = field(default_factory=dict)
     held: list[tuple[float, ResolvedLabel]] = field(default_factory=list)
     """Labels that resolved before their prediction's due time, waiting for it (see on_event)."""
+    timed_out: dict[str, float] = field(default_factory=dict)
+    """Per model, the due time of its last prediction that resolved by time (see may_predict)."""
     changed: bool = field(default=False, compare=False)
     """Whether anything changed since the book was decoded (unchanged: its stored bytes stand)."""
 
@@ -79,7 +81,13 @@ class PredictionBook:
                 ]
             )
         return msgpack.packb(
-            {"x": list(vectors), "p": rows, "m": dict(sorted(self.last_made.items())), "h": held},
+            {
+                "x": list(vectors),
+                "p": rows,
+                "m": dict(sorted(self.last_made.items())),
+                "h": held,
+                "r": dict(sorted(self.timed_out.items())),
+            },
             use_bin_type=True,
         )
 
@@ -98,7 +106,7 @@ class PredictionBook:
             (due, ResolvedLabel(model, vectors[index], y_true, y_pred, made, resolved, bool(holdout)))
             for due, model, index, y_true, y_pred, made, resolved, holdout in data.get("h", [])
         ]
-        return cls(pending, dict(data["m"]), held)
+        return cls(pending, dict(data["m"]), held, dict(data.get("r", {})))
 
     def on_event(self, rules: LabelRules, event: Event) -> list[tuple[float, ResolvedLabel]]:
         """Labels that ``event`` resolves at their due time, with it; earlier ones wait in ``held``.
@@ -131,18 +139,26 @@ class PredictionBook:
         for name in list(self.pending):
             label = rules.on_time(self.pending[name], watermark)
             if label is not None:
-                ripe.append((self.pending.pop(name).due_ts, label))
+                due = self.pending.pop(name).due_ts
+                self.timed_out[name] = due
+                ripe.append((due, label))
         if ripe:
             self.changed = True
         return sorted(ripe, key=lambda item: (item[0], item[1].model))
 
-    def may_predict(self, model: str, ts: float, interval_seconds: float) -> bool:
+    def may_predict(self, model: str, ts: float, interval_seconds: float, lateness_seconds: float) -> bool:
         """Whether a new prediction of ``model`` at ``ts`` is to be kept for its label.
 
         Not while one is pending, and at most one per ``interval_seconds`` of event time, so a
-        very active customer does not flood the labels with near-copies of one moment.
+        very active customer does not flood the labels with near-copies of one moment. After a
+        prediction that resolved by time, not until ``ts`` is more than ``lateness_seconds`` past
+        its due time: from then on it is resolved whatever the partition's watermark did (the
+        customer's own lateness makes it final), so when the next prediction starts depends on
+        the customer's own events only, not on how the log is partitioned or batched.
         """
         if model in self.pending:
+            return False
+        if ts - lateness_seconds <= self.timed_out.get(model, float("-inf")):
             return False
         last = self.last_made.get(model)
         return last is None or ts - last >= interval_seconds

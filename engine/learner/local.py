@@ -55,7 +55,3 @@ class LocalLearner:
                 await pipe.execute()
         await raise_sealed(self._client, prefix, version)
         return self.learner.sealed
-
-    async def furthest(self) -> float | None:
-        """The furthest frontier any partition has reached."""
-        return max((await read_frontier(self._client, self.settings.key_prefix)).values(), default=None)

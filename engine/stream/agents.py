@@ -23,7 +23,7 @@ from engine.pages import attach_pages
 from engine.stream.ingest import BatchIngest, Handled
 from engine.stream.pipeline import DEAD_LETTER, LABEL, BatchResult, OwnershipLost, RawRecord
 from features.client import connect
-from models.snapshots import read_frontier, write_frontier
+from models.snapshots import write_frontier
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -126,24 +126,9 @@ async def handle_tick(runtime: Runtime) -> None:
 
 
 async def publish_frontiers(runtime: Runtime, result: BatchResult, assigned: list[int]) -> None:
-    """Tell the learner how far each owned partition's labels are delivered (after they were).
-
-    A partition whose log is empty, or that has been idle for ``idle_advance_seconds``, holds
-    no model snapshot back: its frontier follows the furthest one (the idle rule again).
-    """
-    frontiers = dict(result.frontiers)
-    pipeline = runtime.pipeline
-    idle = [p for p in assigned if p in runtime.ingest.empty_partitions or pipeline.clock.idle(p)]
-    if idle:
-        client = pipeline.store.client
-        furthest = max(
-            (*frontiers.values(), *(await read_frontier(client, runtime.settings.key_prefix)).values()),
-            default=None,
-        )
-        if furthest is not None:
-            frontiers.update({p: max(furthest, frontiers.get(p, furthest)) for p in idle})
-    if frontiers:
-        await write_frontier(pipeline.store.client, runtime.settings.key_prefix, frontiers)
+    """Tell the learner how far each owned partition's labels are delivered (after they were)."""
+    if result.frontiers:
+        await write_frontier(runtime.pipeline.store.client, runtime.settings.key_prefix, result.frontiers)
 
 
 async def release_revoked(runtime: Runtime, partitions: list[int]) -> None:

@@ -150,9 +150,10 @@ class CustomerStep:
         self._resolved(cid, work, positioned.partition, work.book.on_event(self.config.labels, event))
         features, row, all_scores, models = yield from self._score(cid, state, state.last_ts)
         holdout = is_holdout(cid, self.config.holdout_fraction)
+        lateness = self.config.features.allowed_lateness_seconds
         stored_x: bytes | None = None
         for name, value in all_scores.items():
-            if work.book.may_predict(name, event.ts, self.config.prediction_interval_seconds):
+            if work.book.may_predict(name, event.ts, self.config.prediction_interval_seconds, lateness):
                 stored_x = stored_x or pack_row(row)
                 work.book.start(self.config.labels, name, event.ts, stored_x, value, holdout)
         scores = _trained(all_scores, models)
@@ -209,7 +210,10 @@ class CustomerStep:
         if work.due_at is None or work.due_at > ts:  # type: ignore[operator]
             return []
             yield  # a generator like every step
-        labels_before = -math.inf if watermark is None else watermark
+        # Final by the partition's watermark, or by the customer's own lateness: no event of theirs
+        # older than ts minus the lateness can be accepted any more.
+        own = ts - self.config.features.allowed_lateness_seconds
+        labels_before = own if watermark is None else max(watermark, own)
         return (yield from self.tick(customer_id, state, work, partition, ts, labels_before))
 
     def _decide(

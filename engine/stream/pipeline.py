@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 
-from redis.exceptions import NoScriptError
+from redis.exceptions import RedisError
 
 from engine.event_decoder import decode_event
 from engine.output import DeadLetter
@@ -140,6 +140,10 @@ class SegmentPipeline:
             self.population.next_version_moment,
         )
         self._seen: set[int] = set()
+        self._uncertain: set[str] = set()
+        self._released: set[int] = set()
+        """Partitions released as idle by ``release_idle`` until their next events."""
+        """Customers whose commit failed with an error after it may have been applied."""
         self._pending: dict[int, float] = {}
         """Partition -> the watermark of its first held event (see ``process``)."""
         self._positions: dict[int, tuple[float, int]] = {}
@@ -191,11 +195,13 @@ class SegmentPipeline:
         """
         events, dead = self.decode(records)
         result = BatchResult(dead_letters=dead)
+        await self._resend_uncertain(result)
         by_partition: dict[int, list[PositionedEvent]] = {}
         for positioned in events:
             by_partition.setdefault(positioned.partition, []).append(positioned)
         self._seen.update(by_partition)
         self.owned.update(by_partition)
+        self._released.difference_update(by_partition)
         await self.clock.ensure(by_partition)
         raw_by_position = {(r.partition, r.offset): r for r in records}
         lanes: dict[int, LanePlan] = {}
@@ -243,6 +249,8 @@ class SegmentPipeline:
                 # Time may move on to the held event's watermark before it (ticks, frontiers):
                 # nothing at or after it can be older, so this changes no decision.
                 self._pending[partition] = lane.newest[cursor[partition]] - self.clock.lateness
+        if result.held:
+            await self.clock.hold({p: lanes[p].newest[cursor[p]] for p in result.held})
         if result.held:  # what is fetched again is dead-lettered then
             held = result.held
             result.dead_letters = [
@@ -292,12 +300,19 @@ class SegmentPipeline:
         moves on only as far as sealed population snapshots reach.
         """
         result = BatchResult()
+        await self._resend_uncertain(result)
         owned = sorted(self.owned if partitions is None else set(partitions) & self.owned)
         await self.clock.ensure(owned)
-        await self.release_idle([p for p in owned if self.clock.idle(p)])
+        idle = [p for p in owned if self.clock.idle(p) or p in self._released]
+        await self.release_idle(idle)
+        furthest = await self.clock.furthest_newest() if idle else None
         reached: dict[int, float] = {}
         for partition in owned:
             watermark = self.clock.tick_watermark(partition, self._pending.get(partition))
+            if partition in idle and furthest is not None:
+                # Idle: it holds nothing back, and its timers go as far as the furthest partition.
+                moved_on = furthest - self.clock.lateness
+                watermark = moved_on if watermark is None else max(watermark, moved_on)
             if watermark is not None:
                 reached[partition] = watermark
         due = await self.due.due_by(reached, TICK_BATCH)
@@ -334,16 +349,18 @@ class SegmentPipeline:
         return result
 
     async def release_idle(self, partitions: Sequence[int]) -> None:
-        """Let idle ``partitions`` stop holding population snapshots back (as Flink's idleness).
+        """Let idle ``partitions`` stop holding snapshots back (as Flink's idleness).
 
-        A partition without events for ``idle_advance_seconds`` of wall-clock time (a replay
-        that reached its end, a quiet source) records its population, unchanged since, for every
-        day up to the furthest any partition's watermark has reached, so the others go on. This
-        depends on the wall clock: a partition whose events only came late would have recorded a
-        different population. Replays of a whole log call it at the end of the log.
+        A partition without events for ``idle_advance_seconds`` of wall-clock time (a quiet
+        source, an empty one) records its population, unchanged since, for every day up to the
+        furthest any partition's watermark has reached, and its timers move on that far, so its
+        labels are resolved and its frontier follows: the others go on. This depends on the wall
+        clock: a partition whose events only came late would have decided differently. Replays
+        of a whole log call it for each partition once its records are all in (``engine.stream.replay``).
         """
         if not partitions:
             return
+        self._released.update(partitions)
         newest = await self.clock.furthest_newest()
         if newest is None:
             return
@@ -423,18 +440,42 @@ class SegmentPipeline:
     ) -> list[str]:
         """One round trip: forget delivered outbox entries, commit, update indexes and aggregates."""
         if not self._scripts_loaded:
-            await self.aggregates.ensure_script()
-            self._scripts_loaded = True
+            await self._load_scripts()
         clearing, through = self._unclear, self._deferred_seq
         also = partial(self._queue_indexes, outcomes=outcomes)
         try:
-            lost = await self._store.commit(writes, unchanged, also, clear=clearing)
-        except NoScriptError:  # Redis restarted: its script cache is empty (placements heal)
+            lost = await self._store.commit(
+                writes, unchanged, also, clear=clearing, reload=self._load_scripts
+            )
+        except (RedisError, OSError):
+            # The writes may have been applied with their replies lost: their outbox entries are
+            # offered again by the next batch or tick (``_resend_uncertain``), whatever comes next.
             self._scripts_loaded = False
+            self._uncertain.update(w.customer_id for w in writes if w.outbox)
             raise
         self._unclear = {}
         self._cleared_seq = through
         return lost
+
+    async def _load_scripts(self) -> None:
+        """Load every script a commit runs (after a Redis restart their cache is empty)."""
+        await self.aggregates.ensure_script()
+        await self.population.snapshots.ensure_script()
+        self._scripts_loaded = True
+
+    async def _resend_uncertain(self, result: BatchResult) -> None:
+        """Offer again the outbox entries of customers whose last commit's reply was lost."""
+        if not self._uncertain:
+            return
+        customers, self._uncertain = sorted(self._uncertain), set()
+        for customer_id in customers:
+            self._cache.discard(customer_id)
+        records = await self._records(customers)
+        returned = {c.change_id for c in result.changes}
+        for customer_id, record in records.items():
+            for entry_id, value in record.outbox.items():
+                if entry_id not in returned:
+                    result.changes.append(parse_outbox_entry(customer_id, entry_id, value))
 
     def defer_clear(self, changes: Sequence[PendingChange]) -> int:
         """Mark delivered entries to be removed from the outbox by the next commit's round trip.

@@ -45,7 +45,9 @@ async def replay(
         queues.setdefault(record.partition, deque()).append(record)
     empty = set(range(learner.settings.events_partitions)) - set(queues)
     result = ReplayResult()
-    idle: set[int] = set()
+    idle: set[int] = set(empty)
+    pipeline.owned.update(empty)
+    await pipeline.release_idle(sorted(empty))
     stalled = 0
     while any(queues.values()):
         batch = [q.popleft() for q in queues.values() for _ in range(min(per_partition, len(q)))]
@@ -63,15 +65,10 @@ async def replay(
         if finished:
             await pipeline.release_idle(sorted(finished))
             idle |= finished
-        ticked = await pipeline.tick(sorted(queues))
+        ticked = await pipeline.tick(sorted(set(queues) | empty))
         await _deliver(pipeline, learner, ticked.changes, result)
-        frontiers = dict(ticked.frontiers)
-        still = idle | empty
-        if still:  # no more labels from these: they hold no model snapshot back
-            furthest = max((*frontiers.values(), (await learner.furthest()) or float("-inf")))
-            frontiers.update({p: max(furthest, frontiers.get(p, furthest)) for p in still})
         sealed_before = learner.learner.sealed
-        await learner.advance({p: f for p, f in frontiers.items() if f != float("-inf")})
+        await learner.advance(ticked.frontiers)
         stalled = 0 if progressed or finished or learner.learner.sealed != sealed_before else stalled + 1
         if stalled > 2:
             raise ReplayStuck(

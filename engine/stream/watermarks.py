@@ -4,7 +4,8 @@ The watermark of partition p *before* its event at offset o is the newest event 
 events at offsets below o, minus the allowed lateness; *at* o it includes o's own time. Both
 depend only on the log, never on how it was batched, when it was fetched or whether a worker
 crashed in between, because the newest time is committed in Redis together with the offset it
-reflects (``<prefix>:wm``: field ``<p>`` the newest event time, ``<p>:o`` the offset), in the
+reflects (``<prefix>:wm``: field ``<p>`` the newest event time, ``<p>:o`` the offset; ``<p>:h`` the
+newest time of events held back, for the idle rule), in the
 same round trip as the customers of that offset range:
 
 * an event older than its partition's watermark before it is too late for everyone (a tick may
@@ -129,10 +130,16 @@ class PartitionClock:
             pipe.hset(self.key, mapping=mapping)
 
     async def furthest_newest(self) -> float | None:
-        """The newest event time committed by any partition (read from Redis: all workers')."""
+        """The newest event time any partition committed or holds (read from Redis: all workers')."""
         stored = await self._client.hgetall(self.key)
-        values = [float(v) for k, v in stored.items() if b":" not in _bytes(k)]
+        values = [float(v) for k, v in stored.items() if not _bytes(k).endswith(b":o")]
         return max(values, default=None)
+
+    async def hold(self, newest: Mapping[int, float]) -> None:
+        """Record the newest event time of each partition's held events (``<p>:h``): an idle
+        partition then lets the others get that far (``SegmentPipeline.release_idle``)."""
+        if newest:
+            await self._client.hset(self.key, mapping={f"{p}:h": repr(float(ts)) for p, ts in newest.items()})
 
     def watermark(self, partition: int) -> float | None:
         """The committed watermark of ``partition`` (None before its first event)."""
