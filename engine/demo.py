@@ -126,9 +126,13 @@ def _segments_and_models(echo: Callable[[str], None], settings: Settings) -> Non
         shown = {s: f"{r['customers']} ({r['revenue']:,.0f} EUR)" for s, r in rows.items() if r["customers"]}
         echo(f"  {family}: " + json.dumps(shown))
     status = models_status_of(settings)
-    if status:
-        echo(f"[demo] models on the worker (owned partitions {status['owned_partitions']}):")
-        for name, model in status["reports"].items():
+    learner = status.get("learner") or {}
+    if learner:
+        echo(
+            f"[demo] the population's models (segflow models): snapshot version {status['sealed_version']}, "
+            f"{learner.get('labels_learned', 0)} labels learned of {learner.get('labels_consumed', 0)}"
+        )
+        for name, model in (learner.get("reports") or {}).items():
             pre, hold = model["prequential"], model["holdout"]
             metric = "roc_auc" if model["task"] == "classification" else "mae"
             echo(
