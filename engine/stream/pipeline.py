@@ -20,7 +20,7 @@ from engine.event_decoder import decode_event
 from engine.output import DeadLetter
 from engine.rules.model import RuleSet
 from engine.schemas import InvalidEvent
-from engine.snapshots.population import Placement, PopulationSnapshots, placement_of
+from engine.snapshots.population import Placement, PopulationSnapshots
 from engine.stream.aggregates import Move, SegmentAggregates
 from engine.stream.batch_records import (
     DEAD_LETTER,
@@ -28,43 +28,26 @@ from engine.stream.batch_records import (
     SEGMENT_CHANGE,
     PendingChange,
     RawRecord,
-    late_letter_id,
     parse_outbox_entry,
 )
+from engine.stream.customer_run import UNPLACED, CustomerOutcome, CustomerRun
 from engine.stream.customer_step import CustomerStep, Scored, StepConfig
 from engine.stream.due_index import DueIndex
 from engine.stream.model_gate import ModelGate
+from engine.stream.outbox_clearing import OutboxClearing
 from engine.stream.population_gate import PopulationGate
 from engine.stream.scoring import run_scored
-from engine.stream.watermarks import LanePlan, PartitionClock, crossed_days
-from features.event import SECONDS_PER_DAY, PositionedEvent
+from engine.stream.time_driven import TimeDriven
+from engine.stream.watermarks import LanePlan, PartitionClock
+from features.event import PositionedEvent
 from features.record_cache import RecordCache
 from features.redis_store import CustomerRecord, CustomerWrite, RedisFeatureStore
-from features.state import CustomerState, apply_event
-from models.label_messages import LabelMessage, encode_label
+from features.state import CustomerState
 
 __all__ = ["DEAD_LETTER", "LABEL", "SEGMENT_CHANGE", "PendingChange", "RawRecord", "SegmentPipeline"]
 log = logging.getLogger(__name__)
 
 MAX_COMMIT_ATTEMPTS = 5
-_UNPLACED = object()
-TICK_BATCH = 500
-
-
-@dataclass(slots=True)
-class CustomerOutcome:
-    """What one customer's events (or a tick) did in one batch."""
-
-    write: CustomerWrite | None = None
-    deliveries: list[PendingChange] = field(default_factory=list)
-    applied: int = 0
-    too_late: int = 0
-    partition: int = 0
-    due: float | None = None
-    placements: dict[str, str | None] = field(default_factory=dict)
-    revenue_minor: int = 0
-    population: object = None
-    """Where the customer is counted in their partition's population (``_UNPLACED``: untouched)."""
 
 
 @dataclass(slots=True)
@@ -102,7 +85,7 @@ class PipelineConfig:
     """How many partitions the events topic has: each contributes to every population snapshot."""
 
 
-class SegmentPipeline:
+class SegmentPipeline(TimeDriven, OutboxClearing):
     """Applies batches of raw records to the store, scores, segments and derives changes."""
 
     def __init__(
@@ -139,19 +122,17 @@ class SegmentPipeline:
             clock,
             self.population.next_version_moment,
         )
+        self._run = CustomerRun(self._step, config.step.features, clock)
         self._seen: set[int] = set()
         self._uncertain: set[str] = set()
+        """Customers whose commit failed with an error after it may have been applied."""
         self._released: set[int] = set()
         """Partitions released as idle by ``release_idle`` until their next events."""
-        """Customers whose commit failed with an error after it may have been applied."""
         self._pending: dict[int, float] = {}
         """Partition -> the watermark of its first held event (see ``process``)."""
         self._positions: dict[int, tuple[float, int]] = {}
         """Partition -> (newest event time, offset) the commit in flight brings it to."""
-        self._unclear: dict[str, list[str]] = {}
-        """Delivered outbox entries not yet removed from Redis (removed by the next commit)."""
-        self._deferred_seq = 0
-        self._cleared_seq = 0
+        self._init_clears()
         self._scripts_loaded = False
 
     @property
@@ -175,10 +156,14 @@ class SegmentPipeline:
                 if key is not None and key != event.customer_id:
                     raise InvalidEvent(f"message key {key!r} differs from customer_id {event.customer_id!r}")
             except InvalidEvent as exc:
-                dead.append(self._dead_letter(str(exc), record))
+                dead.append(self._run.dead_letter(str(exc), record))
                 continue
             events.append(PositionedEvent(event, record.partition, record.offset))
         return events, dead
+
+    @staticmethod
+    def _result() -> BatchResult:
+        return BatchResult()
 
     def _never_committed(self) -> list[int]:
         """Without a broker to ask (replays, tests): partitions that never committed an event."""
@@ -281,7 +266,7 @@ class SegmentPipeline:
         latest = max(e.event.ts for e in events)
 
         def run(record: CustomerRecord) -> Scored:
-            return self._apply_customer(record, by_customer[record.customer_id], raw_by_position, befores)
+            return self._run.apply(record, by_customer[record.customer_id], raw_by_position, befores)
 
         committed = await self._commit_with_retries(list(by_customer), run, latest)
         returned = {change.change_id for change in result.changes}
@@ -292,100 +277,6 @@ class SegmentPipeline:
             # An earlier chunk's entries are in the outbox until delivered: return them once.
             result.changes.extend(d for d in outcome.deliveries if d.change_id not in returned)
         result.labels = sum(1 for c in result.changes if c.kind == LABEL)
-
-    async def tick(self, partitions: Sequence[int] | None = None) -> BatchResult:
-        """Move on every customer due by their partition's watermark (labels, timed segments).
-
-        One round trip finds the due customers of every partition, one commits them all. Time
-        moves on only as far as sealed population snapshots reach.
-        """
-        result = BatchResult()
-        await self._resend_uncertain(result)
-        owned = sorted(self.owned if partitions is None else set(partitions) & self.owned)
-        await self.clock.ensure(owned)
-        idle = [p for p in owned if self.clock.idle(p) or p in self._released]
-        await self.release_idle(idle)
-        furthest = await self.clock.furthest_newest() if idle else None
-        reached: dict[int, float] = {}
-        for partition in owned:
-            watermark = self.clock.tick_watermark(partition, self._pending.get(partition))
-            if partition in idle and furthest is not None:
-                # Idle: it holds nothing back, and its timers go as far as the furthest partition.
-                moved_on = furthest - self.clock.lateness
-                watermark = moved_on if watermark is None else max(watermark, moved_on)
-            if watermark is not None:
-                reached[partition] = watermark
-        due = await self.due.due_by(reached, TICK_BATCH)
-        watermarks: dict[int, float] = {}
-        for partition, watermark in reached.items():
-            customers = due.get(partition, [])
-            cap = await self._sealed_through(watermark) if customers else watermark
-            moved = [(cid, ts) for cid, ts in customers if cap is not None and ts <= cap]
-            # Every label due before the frontier is resolved once the moved customers are moved on.
-            frontier = watermark if cap is None else min(watermark, cap)
-            if len(moved) < len(customers):
-                frontier = min(frontier, customers[len(moved)][1])
-            elif len(customers) == TICK_BATCH:
-                frontier = min(frontier, customers[-1][1])
-            result.frontiers[partition] = frontier
-            if moved:
-                watermarks[partition] = min(watermark, cap)  # type: ignore[type-var]
-                due[partition] = moved
-            else:
-                due.pop(partition, None)
-        moments = {cid: (p, watermarks[p]) for p, customers in due.items() for cid, _ in customers}
-        if not moments:
-            return result
-
-        def run(record: CustomerRecord) -> Scored:
-            partition, watermark = moments[record.customer_id]
-            return self._tick_customer(record, partition, watermark)
-
-        committed = await self._commit_with_retries(list(moments), run, max(watermarks.values()))
-        for outcome in committed.values():
-            result.changes.extend(outcome.deliveries)
-        result.ticked += len(committed)
-        result.labels = sum(1 for c in result.changes if c.kind == LABEL)
-        return result
-
-    async def release_idle(self, partitions: Sequence[int]) -> None:
-        """Let idle ``partitions`` stop holding snapshots back (as Flink's idleness).
-
-        A partition without events for ``idle_advance_seconds`` of wall-clock time (a quiet
-        source, an empty one) records its population, unchanged since, for every day up to the
-        furthest any partition's watermark has reached, and its timers move on that far, so its
-        labels are resolved and its frontier follows: the others go on. This depends on the wall
-        clock: a partition whose events only came late would have decided differently. Replays
-        of a whole log call it for each partition once its records are all in (``engine.stream.replay``).
-        """
-        if not partitions:
-            return
-        self._released.update(partitions)
-        newest = await self.clock.furthest_newest()
-        if newest is None:
-            return
-        for partition in partitions:
-            committed = self.clock.watermark(partition)
-            if committed is not None:
-                await self.population.contribute(
-                    partition, crossed_days(committed, newest - self.clock.lateness)
-                )
-
-    async def _sealed_through(self, watermark: float) -> float | None:
-        """The latest moment up to ``watermark`` whose snapshots are sealed (None: none is)."""
-        cap: float | None = watermark
-        gates: list[ModelGate | PopulationGate] = [self.models]
-        if self._step.reads_quintiles():
-            gates.append(self.population)
-        for gate in gates:
-            version = gate.version_of(watermark)
-            if gate.is_loaded(version) or await gate.ensure(version, version):
-                continue
-            highest = gate.highest
-            if highest is None or cap is None:
-                return None
-            cap = min(cap, gate.last_moment_of(highest))
-        return cap
 
     async def _commit_with_retries(
         self, customer_ids: list[str], run: Callable[[CustomerRecord], Scored], latest: float
@@ -477,32 +368,6 @@ class SegmentPipeline:
                 if entry_id not in returned:
                     result.changes.append(parse_outbox_entry(customer_id, entry_id, value))
 
-    def defer_clear(self, changes: Sequence[PendingChange]) -> int:
-        """Mark delivered entries to be removed from the outbox by the next commit's round trip.
-
-        Returns a ticket: once ``cleared_through`` reaches it, the entries are gone from Redis.
-        """
-        if not changes:
-            return self._cleared_seq if not self._unclear else self._deferred_seq
-        for change in changes:
-            self._unclear.setdefault(change.customer_id, []).append(change.change_id)
-            self._cache.forget_outbox(change.customer_id, [change.change_id])
-        self._deferred_seq += 1
-        return self._deferred_seq
-
-    @property
-    def cleared_through(self) -> int:
-        """The highest ``defer_clear`` ticket whose entries were removed from Redis."""
-        return self._cleared_seq
-
-    async def flush_cleared(self) -> None:
-        """Remove every deferred outbox entry now, in one round trip (when no commit comes soon)."""
-        if self._unclear:
-            through = self._deferred_seq
-            await self._store.clear_outbox(self._unclear)
-            self._unclear = {}
-            self._cleared_seq = through
-
     def _queue_indexes(self, pipe: object, *, outcomes: dict[str, CustomerOutcome]) -> None:
         by_partition: dict[int, dict[str, float | None]] = {}
         for customer_id, outcome in outcomes.items():
@@ -513,7 +378,7 @@ class SegmentPipeline:
             self.due.queue(pipe, partition, due)
         placed: dict[int, dict[str, Placement | None]] = {}
         for customer_id, outcome in outcomes.items():
-            if outcome.population is not _UNPLACED:
+            if outcome.population is not UNPLACED:
                 placed.setdefault(outcome.partition, {})[customer_id] = outcome.population  # type: ignore[assignment]
         for partition, placements in placed.items():
             self.population.queue_placements(pipe, partition, placements)
@@ -549,141 +414,9 @@ class SegmentPipeline:
         """Drop every cached record (call when partitions are revoked)."""
         self._cache.clear()
 
-    def _apply_customer(
-        self,
-        record: CustomerRecord,
-        events: list[PositionedEvent],
-        raw_by_position: dict[tuple[int, int], RawRecord],
-        befores: dict[tuple[int, int], float | None],
-    ) -> Scored:
-        # Entries committed earlier but not confirmed sent (a crash in between) go out again.
-        outcome = CustomerOutcome(
-            deliveries=[parse_outbox_entry(record.customer_id, k, v) for k, v in record.outbox.items()]
-        )
-        fresh = record.fresh(events)
-        if not fresh:
-            # Redelivered: re-assert where the customer is counted, so lost aggregates heal.
-            outcome.placements = self._step.placements(record)
-            outcome.revenue_minor = record.state.revenue_minor if record.state is not None else 0
-            outcome.partition = events[-1].partition
-            outcome.population = placement_of(record.state)
-            return outcome
-        partition = fresh[-1].partition
-        work = self._step.working(record)
-        state: CustomerState | None = record.state
-        offsets: dict[int, int] = {}
-        new_entries: list[PendingChange] = []
-        for positioned in fresh:
-            offsets[positioned.partition] = positioned.offset
-            # Older than the partition's watermark, or than a moment time alone moved the customer
-            # to: too late, whatever the timing (see engine.stream.watermarks).
-            before = befores.get((positioned.partition, positioned.offset))
-            not_before = _later(work.ticked_to(state), before)
-            if state is not None and (not_before is None or positioned.event.ts >= not_before):
-                caught = yield from self._step.catch_up(
-                    record.customer_id, state, work, partition, positioned.event.ts, before
-                )
-                for change in caught:
-                    new_entries.append(PendingChange(record.customer_id, change.change_id, change.encode()))
-            state, applied = apply_event(state, positioned.event, self._config.step.features, not_before)
-            if not applied:
-                outcome.too_late += 1
-                late = self._too_late_letter(state, positioned, raw_by_position, not_before)
-                new_entries.append(
-                    PendingChange(record.customer_id, late_letter_id(positioned), late.encode(), DEAD_LETTER)
-                )
-                continue
-            outcome.applied += 1
-            changes = yield from self._step.apply_event(record, state, work, positioned)
-            for change in changes:
-                new_entries.append(PendingChange(record.customer_id, change.change_id, change.encode()))
-        assert state is not None
-        self._finish(outcome, record, state, work, partition, new_entries, offsets)
-        return outcome
-
-    def _tick_customer(self, record: CustomerRecord, partition: int, watermark: float) -> Scored:
-        outcome = CustomerOutcome(partition=partition)
-        if record.state is None:  # expired or removed: nothing to move on
-            outcome.write = None
-            return outcome
-            yield  # a generator like every step, even when it needs no score
-        work = self._step.working(record)
-        changes = yield from self._step.tick(record.customer_id, record.state, work, partition, watermark)
-        entries = [PendingChange(record.customer_id, c.change_id, c.encode()) for c in changes]
-        self._finish(outcome, record, record.state, work, partition, entries, {})
-        return outcome
-
-    def _finish(
-        self,
-        outcome: CustomerOutcome,
-        record: CustomerRecord,
-        state: CustomerState,
-        work: object,
-        partition: int,
-        new_entries: list[PendingChange],
-        offsets: dict[int, int],
-    ) -> None:
-        step = self._step.finish(record, state, work, partition)  # type: ignore[arg-type]
-        outcome.partition, outcome.due = partition, step.due
-        new_entries = new_entries + [_label_entry(record.customer_id, label) for label in step.labels]
-        outcome.placements, outcome.revenue_minor = work.placements(), state.revenue_minor  # type: ignore[attr-defined]
-        outcome.population = placement_of(state)
-        outcome.deliveries += new_entries
-        outcome.write = CustomerWrite(
-            customer_id=record.customer_id,
-            expected_version=record.version,
-            offsets=offsets,
-            state=state,
-            extras=work.extras(),  # type: ignore[attr-defined]
-            outbox={entry.change_id: entry.outbox_value() for entry in new_entries},
-        )
-
-    def _too_late_letter(
-        self,
-        state: CustomerState,
-        positioned: PositionedEvent,
-        raw_by_position: dict[tuple[int, int], RawRecord],
-        ticked_to: float | None,
-    ) -> DeadLetter:
-        raw = raw_by_position[(positioned.partition, positioned.offset)]
-        behind = (state.last_ts - positioned.event.ts) / SECONDS_PER_DAY
-        allowed = self._config.step.features.allowed_lateness_seconds / SECONDS_PER_DAY
-        reason = f"too late: {behind:.3f} days behind the customer's newest event (allowed {allowed:g})"
-        if behind <= allowed and ticked_to is not None:
-            judged = (ticked_to - positioned.event.ts) / SECONDS_PER_DAY
-            reason = f"too late: {judged:.3f} days before the moment event time already moved the customer to"
-        return self._dead_letter(reason, raw)
-
-    def _dead_letter(self, reason: str, record: RawRecord) -> DeadLetter:
-        return DeadLetter(
-            reason=reason,
-            raw=record.value or b"",
-            key=record.key,
-            topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-            failed_ts_ms=round(self._clock() * 1000),
-        )
-
     def forget_partitions(self, partitions: Iterable[int]) -> None:
         """Partitions were revoked: their next owner reloads their positions."""
         self.clock.forget(partitions)
         for partition in partitions:
             self._pending.pop(partition, None)
         self.forget_cached()
-
-    async def confirm_sent(self, changes: Sequence[PendingChange]) -> None:
-        """Forget delivered change events from the outbox now (call after the broker acked them)."""
-        self.defer_clear(changes)
-        await self.flush_cleared()
-
-
-def _later(a: float | None, b: float | None) -> float | None:
-    if a is None:
-        return b
-    return a if b is None else max(a, b)
-
-
-def _label_entry(customer_id: str, label: LabelMessage) -> PendingChange:
-    """A resolved label's outbox entry (for the labels topic), under its stable label id."""
-    return PendingChange(customer_id, f"l:{label.label_id}", encode_label(label), LABEL)
