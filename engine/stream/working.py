@@ -7,13 +7,12 @@ encoding is deterministic, so an unchanged part's stored bytes stand.
 
 from __future__ import annotations
 
-from models.label_messages import LabelMessage
-
 from engine.codecs import decode_msgpack, encode_msgpack
 from engine.rules.evaluate import Membership
 from engine.segmentation import RuleVariables
 from features.redis_store import CustomerRecord
 from features.state import CustomerState
+from models.label_messages import LabelMessage
 from models.pending import PredictionBook
 
 MEMBERSHIP_EXTRA, BOOK_EXTRA, SCORES_EXTRA, EVALUATED_EXTRA, GROUP_EXTRA = "m", "p", "sc", "t", "g"
