@@ -103,7 +103,8 @@ async def replay_stream(settings: Settings, records: list[RawRecord]) -> tuple[L
         await client.aclose()
 
 
-async def _remove(settings: Settings) -> None:
+async def remove_keys(settings: Settings) -> None:
+    """Delete every Redis key under ``settings``' key prefix (a scratch namespace)."""
     client = connect(settings.redis_url)
     try:
         keys = [k async for k in client.scan_iter(match=f"{settings.key_prefix}:*", count=1000)]
@@ -128,7 +129,7 @@ def run_evaluation(
     try:
         learner, outputs = asyncio.run(replay_stream(scratch, records))
     finally:
-        asyncio.run(_remove(scratch))
+        asyncio.run(remove_keys(scratch))
     core = learner.learner
     names = list(core.config.input_names)
     if models:

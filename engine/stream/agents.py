@@ -121,11 +121,11 @@ async def handle_tick(runtime: Runtime) -> None:
             return
         if result.ticked:
             await _finish(runtime, result, started)
-        await _with_retry(runtime, "frontier", partial(publish_frontiers, runtime, result, assigned))
+        await _with_retry(runtime, "frontier", partial(publish_frontiers, runtime, result))
         runtime.reload_rules()
 
 
-async def publish_frontiers(runtime: Runtime, result: BatchResult, assigned: list[int]) -> None:
+async def publish_frontiers(runtime: Runtime, result: BatchResult) -> None:
     """Tell the learner how far each owned partition's labels are delivered (after they were)."""
     if result.frontiers:
         await write_frontier(runtime.pipeline.store.client, runtime.settings.key_prefix, result.frontiers)

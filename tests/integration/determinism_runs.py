@@ -25,6 +25,7 @@ from helpers import wait_until
 from engine.app import build_pipeline
 from engine.cli.io import iter_payloads, produce_lines
 from engine.codecs import decode_msgpack
+from engine.evaluate import remove_keys
 from engine.learner.local import LocalLearner
 from engine.settings import Settings
 from engine.stack import redis as redis_server
@@ -280,18 +281,12 @@ async def replay(settings: Settings, path: Path, customers: Sequence[str]) -> Ou
 
 async def remove(settings: Settings) -> None:
     """Delete the run's Redis keys and topics."""
-    client = connect(settings.redis_url)
-    try:
-        keys = [k async for k in client.scan_iter(match=f"{settings.key_prefix}:*", count=1000)]
-        for start in range(0, len(keys), 1000):
-            await client.delete(*keys[start : start + 1000])
-    finally:
-        await client.aclose()
+    await remove_keys(settings)
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
     await start_or_close(admin)
     try:
         existing = set(await admin.list_topics())
-        names = [settings.events_topic, settings.changes_topic, settings.dlq_topic]
+        names = [settings.events_topic, settings.changes_topic, settings.dlq_topic, settings.labels_topic]
         await admin.delete_topics([n for n in names if n in existing])
     finally:
         await admin.close()
