@@ -52,6 +52,7 @@ __all__ = [
     "StepConfig",
 ]
 MAX_TICK_STEPS = 64
+NO_CUTS = PopulationCuts()
 TOP_CONTRIBUTIONS = 3
 
 ScoreRequest = tuple[VersionModels, list[float]]
@@ -114,7 +115,9 @@ class CustomerStep:
     ):  # type: ignore[no-untyped-def]
         """The rules' variables of a customer at ``as_of`` (default: their latest event)."""
         features = snapshot(customer_id, state, self.config.features, as_of)
-        return RuleVariables(features, scores, self._cuts(state.last_ts if as_of is None else as_of), state)
+        return RuleVariables(
+            features, scores, self._cuts_at(state.last_ts if as_of is None else as_of), state
+        )
 
     @staticmethod
     def _resolved(
@@ -158,7 +161,7 @@ class CustomerStep:
                 work.book.start(self.config.labels, name, event.ts, stored_x, value, holdout)
         scores = _trained(all_scores, models)
         work.scores = {name: round(value, 6) for name, value in scores.items()}
-        variables = RuleVariables(features, scores, self._cuts(state.last_ts), state)
+        variables = RuleVariables(features, scores, self._cuts_at(state.last_ts), state)
         cause = {"event_id": event.event_id, "partition": positioned.partition, "offset": positioned.offset}
         # Out of order within the lateness, an event is judged at the customer's newest moment.
         work.evaluated_at = state.last_ts
@@ -339,7 +342,7 @@ class CustomerStep:
             features, row, all_scores, models = yield from self._score(customer_id, state, as_of)
             scores = _trained(all_scores, models)
             work.scores = {name: round(value, 6) for name, value in scores.items()}
-            variables = RuleVariables(features, scores, self._cuts(as_of), state)
+            variables = RuleVariables(features, scores, self._cuts_at(as_of), state)
             due_ms = round(due * 1000)
             cause = {"tick": due_ms, "partition": partition, "watermark": round(watermark * 1000)}
             changes += self._decide(customer_id, work, models, variables, row, as_of, cause, f"t{due_ms}")
@@ -356,6 +359,10 @@ class CustomerStep:
         if variables.cuts.frequency or variables.state.orders <= 0 or not self.reads_quintiles():
             return None
         return self._next_cuts_moment(as_of)
+
+    def _cuts_at(self, moment: float) -> PopulationCuts:
+        """The population cuts a decision at ``moment`` reads (none when no rule reads quintiles)."""
+        return self._cuts(moment) if self.reads_quintiles() else NO_CUTS
 
     def reads_quintiles(self) -> bool:
         """Whether the rules in force read RFM quintiles (and so population snapshots)."""

@@ -109,7 +109,7 @@ class ModelGate:
             raise LookupError(f"model snapshot {version} is not loaded")
         return models
 
-    def _forget_old(self, first: int, last: int, keep: int = 64) -> None:
+    def _forget_old(self, first: int, last: int, keep: int = 512) -> None:
         """Drop the oldest loaded versions outside ``first..last`` beyond ``keep`` of them."""
         extra = len(self._versions) - keep
         for version in sorted(self._versions):

@@ -264,11 +264,12 @@ class SegmentPipeline(TimeDriven, OutboxClearing):
         for positioned in events:
             by_customer.setdefault(positioned.event.customer_id, []).append(positioned)
         latest = max(e.event.ts for e in events)
+        first = min(e.event.ts for e in events)
 
         def run(record: CustomerRecord) -> Scored:
             return self._run.apply(record, by_customer[record.customer_id], raw_by_position, befores)
 
-        committed = await self._commit_with_retries(list(by_customer), run, latest)
+        committed = await self._commit_with_retries(list(by_customer), run, latest, first)
         returned = {change.change_id for change in result.changes}
         for customer_id, outcome in committed.items():
             result.applied += outcome.applied
@@ -279,11 +280,15 @@ class SegmentPipeline(TimeDriven, OutboxClearing):
         result.labels = sum(1 for c in result.changes if c.kind == LABEL)
 
     async def _commit_with_retries(
-        self, customer_ids: list[str], run: Callable[[CustomerRecord], Scored], latest: float
+        self,
+        customer_ids: list[str],
+        run: Callable[[CustomerRecord], Scored],
+        latest: float,
+        first: float | None = None,
     ) -> dict[str, CustomerOutcome]:
         """Compute and commit every customer (compare-and-set), recomputing those that lost.
 
-        ``latest`` is the latest moment any of them is judged at.
+        ``latest`` is the latest moment any of them is judged at, ``first`` the earliest event.
         """
         committed: dict[str, CustomerOutcome] = {}
         pending = customer_ids
@@ -291,7 +296,7 @@ class SegmentPipeline(TimeDriven, OutboxClearing):
             if not pending:
                 break
             records = await self._records(pending)
-            await self._load_snapshots(records.values(), latest)
+            await self._load_snapshots(records.values(), latest, first)
             outcomes = run_scored({cid: run(records[cid]) for cid in pending})
             writes = [o.write for o in outcomes.values() if o.write is not None]
             unchanged = {
@@ -311,15 +316,20 @@ class SegmentPipeline(TimeDriven, OutboxClearing):
             raise OwnershipLost(f"{len(pending)} customers kept changing under this worker")
         return committed
 
-    async def _load_snapshots(self, records: Iterable[CustomerRecord], latest: float) -> None:
+    async def _load_snapshots(
+        self, records: Iterable[CustomerRecord], latest: float, first: float | None
+    ) -> None:
         """Make sure every snapshot the customers' moments read is loaded (up to ``latest``'s)."""
         moments = [r.state.last_ts for r in records if r.state is not None]
-        earliest = min(moments, default=latest)
+        # A customer's newest event may be later than the chunk's (an out-of-order event is
+        # judged at the customer's newest moment): its snapshots were sealed when it came.
+        earliest = min((*moments, latest) if first is None else (*moments, first, latest))
+        newest = max(moments, default=latest)
         gates: list[ModelGate | PopulationGate] = [self.models]
         if self._step.reads_quintiles():
             gates.append(self.population)
         for gate in gates:
-            low, high = gate.version_of(min(earliest, latest)), gate.version_of(latest)
+            low, high = gate.version_of(earliest), gate.version_of(max(newest, latest))
             if not await gate.ensure(low, high):
                 raise RuntimeError(f"snapshot {high} was sealed, but an earlier one is not")
 

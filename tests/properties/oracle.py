@@ -84,17 +84,31 @@ class CustomerOracle:
 
 
 def split_late(
-    events: Iterable[Mapping[str, Any]], config: FeatureConfig
+    events: Iterable[Mapping[str, Any]],
+    config: FeatureConfig,
+    partition_of: Mapping[str, int] | None = None,
 ) -> dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]]:
-    """Per customer, (accepted, too late) events, by replaying the arrival order."""
+    """Per customer, (accepted, too late) events, by replaying the arrival order.
+
+    With ``partition_of`` (the pipeline's rule), a known customer's event is also too late when
+    it is older than its partition's watermark: the newest time of every earlier event of the
+    partition (accepted or not) minus the lateness.
+    """
     allowed = lateness_ms(config)
     newest: dict[str, int] = {}
+    partition_newest: dict[int, int] = {}
     out: dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]] = {}
     for event in events:
         cid = event["customer_id"]
         accepted, late = out.setdefault(cid, ([], []))
         ts = event["ts"]
-        if cid in newest and ts < newest[cid] - allowed:
+        watermark = None
+        if partition_of is not None:
+            partition = partition_of[cid]
+            if partition in partition_newest:
+                watermark = partition_newest[partition] - allowed
+            partition_newest[partition] = max(partition_newest.get(partition, ts), ts)
+        if cid in newest and (ts < newest[cid] - allowed or (watermark is not None and ts < watermark)):
             late.append(dict(event))
             continue
         accepted.append(dict(event))
@@ -103,15 +117,19 @@ def split_late(
 
 
 def oracle(
-    events: Iterable[Mapping[str, Any]], config: FeatureConfig, as_of_ms: Mapping[str, int] | None = None
+    events: Iterable[Mapping[str, Any]],
+    config: FeatureConfig,
+    as_of_ms: Mapping[str, int] | None = None,
+    partition_of: Mapping[str, int] | None = None,
 ) -> dict[str, CustomerOracle]:
     """Every customer's catalogue features from raw wire events in arrival order.
 
     ``events`` are schema v1 envelopes with ``ts`` in epoch milliseconds. ``as_of_ms`` may give
     a later moment per customer; by default it is the customer's newest accepted event.
+    ``partition_of`` applies the pipeline's partition-watermark lateness too (``split_late``).
     """
     out = {}
-    for cid, (accepted, late) in split_late(events, config).items():
+    for cid, (accepted, late) in split_late(events, config, partition_of).items():
         at = max(e["ts"] for e in accepted)
         if as_of_ms is not None and cid in as_of_ms:
             if as_of_ms[cid] < at:

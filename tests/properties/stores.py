@@ -17,6 +17,7 @@ from features.client import connect
 from features.config import FeatureConfig
 from features.population import METRICS, SEEN, population_key
 from features.redis_store import RedisFeatureStore
+from models.snapshots import raise_sealed
 
 T = TypeVar("T")
 PIPELINE_CLOCK = 1.8e9
@@ -55,11 +56,15 @@ def with_store(
     async def main() -> T:
         client = connect(settings.redis_url)
         store = RedisFeatureStore(client, prefix=settings.key_prefix, **store_args)
+        # These properties are about state, not models: every model version reads as sealed
+        # before any label was learned, so no event waits for a learner.
+        await raise_sealed(client, settings.key_prefix, 10**7)
         try:
             return await body(store)
         finally:
             keys = [store.key(c) for c in customers]
             keys += [population_key(settings.key_prefix, m) for m in (*METRICS, SEEN)]
+            keys += [f"{settings.key_prefix}:msnap:sealed", f"{settings.key_prefix}:wm"]
             async with client.pipeline(transaction=False) as pipe:
                 for key in keys:  # one key per DEL: keys of different slots in a cluster
                     pipe.delete(key)

@@ -119,7 +119,7 @@ def test_quintiles_and_cut_points_equal_brute_force(
     scenario, plan = run
     settings_ = stores.example_settings(stack_settings, redis_url)
     logs = {p: scenario.records(p) for p in range(scenario.n_partitions)}
-    ranked = rfm(oracle(scenario.events, scenario.config))
+    ranked = rfm(oracle(scenario.events, scenario.config, partition_of=scenario.partition_of))
     note(f"{len(ranked)} of {len(scenario.customers)} customers ranked")
 
     async def body(store: RedisFeatureStore) -> None:
@@ -243,7 +243,7 @@ def test_sweep_removes_exactly_the_expired_and_costs_nothing_for_fresh(
     deleted, now, limit = case.deleted, case.now, case.limit
     settings_ = stores.example_settings(stack_settings, redis_url)
     logs = {p: scenario.records(p) for p in range(scenario.n_partitions)}
-    ranked = rfm(oracle(scenario.events, scenario.config))
+    ranked = rfm(oracle(scenario.events, scenario.config, partition_of=scenario.partition_of))
     written, appeared = write_times(scenario, plan, walls)
     clock = [WALL0]
 

@@ -68,7 +68,7 @@ def test_pipeline_state_in_redis_equals_oracle(
     config = scenario.config
     settings_ = stores.example_settings(stack_settings, redis_url)
     logs = {p: scenario.records(p) for p in range(scenario.n_partitions)}
-    expected = oracle(scenario.events, config)
+    expected = oracle(scenario.events, config, partition_of=scenario.partition_of)
     accepted = sum(len(c.accepted) for c in expected.values())
     late = sum(len(c.late) for c in expected.values())
     note(f"plan={plan} replay={replay}")
@@ -108,6 +108,7 @@ def test_pipeline_state_in_redis_equals_oracle(
             scenario.events,
             config,
             as_of_ms={c: max(read_at, expected[c].as_of_ms) for c in scenario.customers},
+            partition_of=scenario.partition_of,
         )
         for cid, snap in snaps.items():
             assert snap is not None
