@@ -207,7 +207,8 @@ class SegmentPipeline(TimeDriven, OutboxClearing):
                     contributed.add((partition, i))
                 j = i
                 while j < len(lane.events) and (j == i or not lane.crossed[j]):
-                    if not await self._ready(lane.events[j].event.ts):
+                    ts = lane.events[j].event.ts
+                    if not self._loaded_for(ts) and not await self._ready(ts):
                         break
                     j += 1
                 if j > i:
@@ -242,6 +243,12 @@ class SegmentPipeline(TimeDriven, OutboxClearing):
                 d for d in result.dead_letters if d.partition not in held or d.offset < held[d.partition]
             ]
         return result
+
+    def _loaded_for(self, ts: float) -> bool:
+        """Whether ``ts``'s snapshots are loaded already (no await on the common path)."""
+        if not self.models.is_loaded(self.models.version_of(ts)):
+            return False
+        return not self._step.reads_quintiles() or self.population.is_sealed(self.population.version_of(ts))
 
     async def _ready(self, ts: float) -> bool:
         """Whether a decision at ``ts`` can read its model and population snapshots now."""

@@ -31,7 +31,6 @@ class Working:
         raw_members = decode_msgpack(extras[MEMBERSHIP_EXTRA]) if MEMBERSHIP_EXTRA in extras else {}
         self.memberships = {f: Membership(m[0], m[1]) for f, m in raw_members.items() if isinstance(m, list)}
         self.initial_segments = {f: m.segment for f, m in self.memberships.items()}
-        self.initial_revenue = record.state.revenue_minor if record.state is not None else None
         self.book = PredictionBook.decode(extras.get(BOOK_EXTRA))
         self.scores: dict[str, float] = decode_msgpack(extras[SCORES_EXTRA]) if SCORES_EXTRA in extras else {}
         self.evaluated_at: float | None = (
