@@ -35,7 +35,7 @@ from engine.stream.batch_records import RawRecord
 log = logging.getLogger(__name__)
 
 HOLD_SECONDS = 0.05
-"""How long a partition whose events wait for a population snapshot is left out of fetches."""
+"""How long the events of a partition that wait for a snapshot are left before they are offered again."""
 EMPTY_REFRESH_SECONDS = 5.0
 
 
@@ -97,7 +97,9 @@ class BatchIngest(Service):
         """Next offset to commit per partition: everything below it was delivered."""
         self._last_commit = time.monotonic()
         self._paused: dict[TopicPartition, float] = {}
-        """Held partitions and when to fetch them again (monotonic time)."""
+        """Held partitions (paused in the consumer) and when to offer them again (monotonic time)."""
+        self._held: dict[TopicPartition, list[RawRecord]] = {}
+        """Held partitions' records from their first unprocessed one, in offset order."""
         self.empty_partitions: set[int] = set()
         """Partitions of the events topic whose log is empty (they hold no snapshot back)."""
         self._empty_checked = float("-inf")
@@ -152,63 +154,101 @@ class BatchIngest(Service):
         assert consumer is not None
         timeout_ms = max(1, round(self.settings.batch_within_seconds * 1000))
         while not self.should_stop:
-            self._resume_held()
+            again = self._due_held()
             try:
                 fetched = await consumer.getmany(
-                    timeout_ms=timeout_ms, max_records=self.settings.batch_max_events
+                    timeout_ms=0 if again else timeout_ms, max_records=self.settings.batch_max_events
                 )
             except (KafkaError, IllegalStateError) as exc:
                 log.warning("fetch failed (%s: %s); retrying", type(exc).__name__, exc)
+                self._requeue(again)
                 await self.sleep(0.5)
                 continue
-            if not fetched:
+            if not fetched and not again:
                 if self._awaiting:  # quiet: remove the delivered entries now, then commit
                     async with self._lock:
                         self._promote(await self._flush())
                 await self._commit(force=False)
                 continue
-            records = [
-                RawRecord(m.topic, m.partition, m.offset, m.key, m.value)
-                for tp in sorted(fetched, key=lambda tp: tp.partition)
-                for m in fetched[tp]
+            # A held partition is paused until its records in memory are all processed, so its
+            # records here come before anything fetched of it later.
+            fresh = [
+                RawRecord(m.topic, m.partition, m.offset, m.key, m.value) for b in fetched.values() for m in b
             ]
+            records = sorted(again + fresh, key=lambda r: (r.partition, r.offset))
             handled = await self._handle(records)
             ticket = handled.ticket
+            spans = _spans(records)
+            assigned = consumer.assignment()
+            topic = self.settings.events_topic
             if ticket is not None:
-                assigned = consumer.assignment()
                 # Partitions revoked meanwhile are left out: their new owner commits its own progress.
-                nexts = {tp: ms[-1].offset + 1 for tp, ms in fetched.items() if tp in assigned}
-                for tp in list(nexts):
-                    if tp.partition in handled.held:
-                        nexts[tp] = handled.held[tp.partition]
-                        self._hold(tp, handled.held[tp.partition])
+                nexts = {}
+                for partition, (_first, last) in spans.items():
+                    tp = TopicPartition(topic, partition)
+                    if tp not in assigned:
+                        continue
+                    held_from = handled.held.get(partition)
+                    nexts[tp] = last + 1 if held_from is None else held_from
+                    if held_from is not None:
+                        rest = [r for r in records if r.partition == partition and r.offset >= held_from]
+                        self._hold(tp, rest)
+                    else:
+                        self._release(tp)
                 self._awaiting.append((ticket, nexts))
                 self._promote(self._cleared())
                 await self._commit(force=False)
             else:
                 # Not delivered (another writer owns these customers): fetch them again, so that
                 # they are processed here if the partitions are still ours, or by the new owner.
-                for tp, messages in fetched.items():
-                    if tp in consumer.assignment():
-                        consumer.seek(tp, messages[0].offset)
+                for partition, (first, _last) in spans.items():
+                    tp = TopicPartition(topic, partition)
+                    if tp in assigned:
+                        self._release(tp)
+                        consumer.seek(tp, first)
 
-    def _hold(self, tp: TopicPartition, offset: int) -> None:
-        """Fetch ``tp`` again from ``offset``, after a short pause (it waits for other partitions)."""
+    def _hold(self, tp: TopicPartition, records: list[RawRecord]) -> None:
+        """Keep ``records`` (``tp``'s from its first unprocessed one) to offer again a little later.
+
+        They wait for other partitions in event time. Keeping them in memory, with ``tp`` paused,
+        costs no refetch and no decoding again (the pipeline keeps their decoded events); at most
+        one fetch of each partition is held.
+        """
         assert self.consumer is not None
-        self.consumer.seek(tp, offset)
+        self._held[tp] = records
         self.consumer.pause(tp)
         self._paused[tp] = time.monotonic() + HOLD_SECONDS
 
-    def _resume_held(self) -> None:
-        if not self._paused or self.consumer is None:
-            return
+    def _release(self, tp: TopicPartition) -> None:
+        """``tp`` has nothing held any more: fetch it again."""
+        self._held.pop(tp, None)
+        consumer = self.consumer
+        if self._paused.pop(tp, None) is not None and consumer is not None and tp in consumer.assignment():
+            consumer.resume(tp)
+
+    def _due_held(self) -> list[RawRecord]:
+        """The held records whose pause is over (those of partitions no longer assigned dropped)."""
+        if not self._held or self.consumer is None:
+            return []
         now = time.monotonic()
         assigned = self.consumer.assignment()
-        for tp, until in list(self._paused.items()):
-            if until <= now or tp not in assigned:
-                del self._paused[tp]
-                if tp in assigned:
-                    self.consumer.resume(tp)
+        due: list[RawRecord] = []
+        for tp in list(self._held):
+            if tp not in assigned:
+                self._held.pop(tp)
+                self._paused.pop(tp, None)
+            elif self._paused.get(tp, now) <= now:
+                due += self._held.pop(tp)
+        return due
+
+    def _requeue(self, records: list[RawRecord]) -> None:
+        """Put records taken by ``_due_held`` back (their batch was not processed)."""
+        assert self.consumer is not None
+        topic = self.settings.events_topic
+        for partition in _spans(records):
+            tp = TopicPartition(topic, partition)
+            self._held[tp] = [r for r in records if r.partition == partition]
+            self._paused[tp] = time.monotonic()
 
     async def refresh_empty_partitions(self) -> None:
         """Ask the broker which events-topic partitions are empty (every few seconds at most)."""
@@ -259,9 +299,23 @@ class BatchIngest(Service):
                 self._promote(await self._flush())
             await self._commit(force=True)
             self._delivered, self._awaiting = {}, []
+            topic = self.settings.events_topic
+            for partition in partitions:  # the new owner (maybe this worker) starts from the commit
+                tp = TopicPartition(topic, partition)
+                self._held.pop(tp, None)
+                self._paused.pop(tp, None)
             await self._on_revoked(partitions)
 
     async def send(self, topic: str, key: bytes | None, value: bytes) -> asyncio.Future[object]:
         """Queue one record for ``topic`` (batched by the producer's linger); await the result."""
         assert self.producer is not None
         return await self.producer.send(topic, value=value, key=key)
+
+
+def _spans(records: Sequence[RawRecord]) -> dict[int, tuple[int, int]]:
+    """Partition -> (first, last) offset among ``records`` (in offset order per partition)."""
+    spans: dict[int, tuple[int, int]] = {}
+    for r in records:
+        first = spans.get(r.partition, (r.offset, r.offset))[0]
+        spans[r.partition] = (first, r.offset)
+    return spans

@@ -16,10 +16,8 @@ from functools import partial
 
 from redis.exceptions import RedisError
 
-from engine.event_decoder import decode_event
 from engine.output import DeadLetter
 from engine.rules.model import RuleSet
-from engine.schemas import InvalidEvent
 from engine.snapshots.population import Placement, PopulationSnapshots
 from engine.stream.aggregates import Move, SegmentAggregates
 from engine.stream.batch_records import (
@@ -32,6 +30,7 @@ from engine.stream.batch_records import (
 )
 from engine.stream.customer_run import UNPLACED, CustomerOutcome, CustomerRun
 from engine.stream.customer_step import CustomerStep, Scored, StepConfig
+from engine.stream.decoding import BatchDecoder
 from engine.stream.due_index import DueIndex
 from engine.stream.model_gate import ModelGate
 from engine.stream.outbox_clearing import OutboxClearing
@@ -132,6 +131,7 @@ class SegmentPipeline(TimeDriven, OutboxClearing):
         """Partition -> the watermark of its first held event (see ``process``)."""
         self._positions: dict[int, tuple[float, int]] = {}
         """Partition -> (newest event time, offset) the commit in flight brings it to."""
+        self._decoder = BatchDecoder(config.currency, self._run.dead_letter)
         self._init_clears()
         self._scripts_loaded = False
 
@@ -147,19 +147,7 @@ class SegmentPipeline(TimeDriven, OutboxClearing):
 
     def decode(self, records: Sequence[RawRecord]) -> tuple[list[PositionedEvent], list[DeadLetter]]:
         """Split records into valid positioned events and dead letters with reasons."""
-        events: list[PositionedEvent] = []
-        dead: list[DeadLetter] = []
-        for record in records:
-            try:
-                event = decode_event(record.value, self._config.currency)
-                key = None if record.key is None else record.key.decode("utf-8", "replace")
-                if key is not None and key != event.customer_id:
-                    raise InvalidEvent(f"message key {key!r} differs from customer_id {event.customer_id!r}")
-            except InvalidEvent as exc:
-                dead.append(self._run.dead_letter(str(exc), record))
-                continue
-            events.append(PositionedEvent(event, record.partition, record.offset))
-        return events, dead
+        return self._decoder.decode(records)
 
     @staticmethod
     def _result() -> BatchResult:
@@ -235,6 +223,7 @@ class SegmentPipeline(TimeDriven, OutboxClearing):
                 # Time may move on to the held event's watermark before it (ticks, frontiers):
                 # nothing at or after it can be older, so this changes no decision.
                 self._pending[partition] = lane.newest[cursor[partition]] - self.clock.lateness
+                self._decoder.park(lane.events[cursor[partition] :])
         if result.held:
             await self.clock.hold({p: lanes[p].newest[cursor[p]] for p in result.held})
         if result.held:  # what is fetched again is dead-lettered then
@@ -433,7 +422,9 @@ class SegmentPipeline(TimeDriven, OutboxClearing):
 
     def forget_partitions(self, partitions: Iterable[int]) -> None:
         """Partitions were revoked: their next owner reloads their positions."""
+        partitions = list(partitions)
         self.clock.forget(partitions)
+        self._decoder.forget(partitions)
         for partition in partitions:
             self._pending.pop(partition, None)
         self.forget_cached()
