@@ -142,6 +142,7 @@ def pipeline_config(settings: Settings) -> PipelineConfig:
         prediction_interval_seconds=settings.prediction_interval_days * SECONDS_PER_DAY,
         rescore_seconds=settings.rescore_days * SECONDS_PER_DAY,
         group_attribute=settings.group_attribute,
+        lifetime_horizon_days=settings.clv_days,
     )
     return PipelineConfig(
         step=step,

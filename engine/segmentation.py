@@ -21,6 +21,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from engine.snapshots.lifetime import LifetimeFit
 from features import windows
 from features.catalogue import FeatureSnapshot
 from features.config import FeatureConfig
@@ -42,6 +43,8 @@ class PopulationCuts:
     monetary_minor: tuple[float, ...] = ()
     version: int | None = None
     """The UTC day index of the sealed snapshot these cuts come from (None: none sealed)."""
+    lifetime: LifetimeFit | None = None
+    """The population's BTYD fit this snapshot reads (``engine.snapshots.lifetime``), if any."""
 
     @property
     def version_label(self) -> str | None:
@@ -58,6 +61,7 @@ class PopulationCuts:
         frequency: Sequence[int],
         monetary_units: Sequence[int],
         lateness_seconds: float,
+        lifetime: LifetimeFit | None = None,
     ) -> PopulationCuts:
         """From a sealed snapshot of day ``day``: cuts on the day of last purchase, order counts
         and revenue in whole major units (so the M quintile is exact to one unit).
@@ -73,6 +77,7 @@ class PopulationCuts:
             tuple(float(cut) for cut in frequency),
             tuple(float(cut * 100 + 99) for cut in monetary_units),
             day,
+            lifetime,
         )
 
     @classmethod

@@ -75,7 +75,7 @@ class Settings(BaseSettings):
     # Models
     model_kind: str = Field("linear", pattern=r"^(linear|tree|forest)$")
     churn_days: float = Field(30.0, gt=0)
-    clv_days: float = Field(90.0, gt=0)
+    clv_days: float = Field(90.0, gt=0)  # horizon of the CLV model and of the BTYD scores (rule_scores)
     propensity_days: float = Field(30.0, gt=0)
     prediction_interval_days: float = Field(7.0, ge=0)
     holdout_fraction: float = Field(0.1, ge=0, lt=1)

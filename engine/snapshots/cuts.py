@@ -15,14 +15,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import msgpack
 
 from features.state import CustomerState
 from features.windows import day_of
 
-Placement = tuple[int, int, int]
-"""(UTC day index of the last purchase, orders, revenue in whole major units)."""
+Placement = tuple[int, ...]
+"""(UTC day index of the last purchase, orders, revenue in whole major units[, day of the first
+purchase]). Without the first day a customer counts in the RFM metrics only, not in the
+lifetime (BTYD) summaries."""
 
 QUINTILE_CUTS = 4
 MINOR_PER_MAJOR = 100
@@ -36,12 +39,23 @@ def placement_of(state: CustomerState | None) -> Placement | None:
     """
     if state is None or state.last_purchase_ts is None:
         return None
-    return (day_of(state.last_purchase_ts), state.orders, state.revenue_minor // MINOR_PER_MAJOR)
+    first = state.first_purchase_ts if state.first_purchase_ts is not None else state.last_purchase_ts
+    return (
+        day_of(state.last_purchase_ts),
+        state.orders,
+        state.revenue_minor // MINOR_PER_MAJOR,
+        day_of(first),
+    )
 
 
 def _counts(raw: Mapping[int, int]) -> dict[int, int]:
     """Sorted by value, without zero counts (a field emptied by moves is no value at all)."""
     return {int(k): int(raw[k]) for k in sorted(raw) if raw[k]}
+
+
+def _tuple_counts(raw: Mapping[Any, int]) -> dict[Any, int]:
+    """``_counts`` for keys that are tuples of ints."""
+    return {tuple(int(v) for v in k): int(raw[k]) for k in sorted(raw) if raw[k]}
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +70,10 @@ class Histogram:
     frequency: dict[int, int] = field(default_factory=dict)
     monetary_units: dict[int, int] = field(default_factory=dict)
     customers: int = 0
+    lifetimes: dict[tuple[int, int, int], int] = field(default_factory=dict)
+    """(day of the first purchase, day of the last, orders) -> customers: the BG/NBD summaries."""
+    spends: dict[tuple[int, int], int] = field(default_factory=dict)
+    """(orders, revenue in whole major units) -> customers: the Gamma-Gamma summaries."""
 
     def encode(self) -> bytes:
         """Deterministic bytes: equal histograms encode equally (values sorted, zeros dropped)."""
@@ -65,14 +83,24 @@ class Histogram:
                 list(_counts(self.recency_day).items()),
                 list(_counts(self.frequency).items()),
                 list(_counts(self.monetary_units).items()),
+                [[*k, v] for k, v in _tuple_counts(self.lifetimes).items()],
+                [[*k, v] for k, v in _tuple_counts(self.spends).items()],
             ]
         )
 
     @classmethod
     def decode(cls, data: bytes) -> Histogram:
-        """Inverse of ``encode``."""
-        customers, recency, frequency, monetary = msgpack.unpackb(data)
-        return cls(_counts(dict(recency)), _counts(dict(frequency)), _counts(dict(monetary)), int(customers))
+        """Inverse of ``encode`` (a histogram stored before the lifetime summaries has none)."""
+        customers, recency, frequency, monetary, *lifetime = msgpack.unpackb(data)
+        lifetimes, spends = lifetime if lifetime else ([], [])
+        return cls(
+            _counts(dict(recency)),
+            _counts(dict(frequency)),
+            _counts(dict(monetary)),
+            int(customers),
+            _tuple_counts({tuple(row[:-1]): row[-1] for row in lifetimes}),
+            _tuple_counts({tuple(row[:-1]): row[-1] for row in spends}),
+        )
 
 
 def merge(histograms: Iterable[Histogram]) -> Histogram:
@@ -80,17 +108,28 @@ def merge(histograms: Iterable[Histogram]) -> Histogram:
     recency: dict[int, int] = {}
     frequency: dict[int, int] = {}
     monetary: dict[int, int] = {}
+    lifetimes: dict[Any, int] = {}
+    spends: dict[Any, int] = {}
     customers = 0
     for histogram in histograms:
         for into, counts in (
             (recency, histogram.recency_day),
             (frequency, histogram.frequency),
             (monetary, histogram.monetary_units),
+            (lifetimes, histogram.lifetimes),
+            (spends, histogram.spends),
         ):
-            for value, count in counts.items():
+            for value, count in counts.items():  # type: ignore[attr-defined]
                 into[value] = into.get(value, 0) + count
         customers += histogram.customers
-    return Histogram(_counts(recency), _counts(frequency), _counts(monetary), customers)
+    return Histogram(
+        _counts(recency),
+        _counts(frequency),
+        _counts(monetary),
+        customers,
+        _tuple_counts(lifetimes),
+        _tuple_counts(spends),
+    )
 
 
 def quintile_of(value: int, cuts: tuple[int, ...]) -> int:
@@ -111,6 +150,8 @@ class SealedCuts:
     recency_day: tuple[int, ...] = ()
     frequency: tuple[int, ...] = ()
     monetary_units: tuple[int, ...] = ()
+    lifetime: dict[str, Any] | None = None
+    """The BTYD fit made on this day's population (``engine.snapshots.lifetime``), if one was."""
 
     def encode(self) -> bytes:
         """Deterministic bytes (msgpack)."""
@@ -121,20 +162,22 @@ class SealedCuts:
                 list(self.recency_day),
                 list(self.frequency),
                 list(self.monetary_units),
+                self.lifetime,
             ]
         )
 
     @classmethod
     def decode(cls, data: bytes) -> SealedCuts:
-        """Inverse of ``encode``."""
-        day, customers, recency, frequency, monetary = msgpack.unpackb(data)
-        return cls(int(day), int(customers), tuple(recency), tuple(frequency), tuple(monetary))
+        """Inverse of ``encode`` (cuts sealed before lifetime fits existed have none)."""
+        day, customers, recency, frequency, monetary, *rest = msgpack.unpackb(data)
+        lifetime = rest[0] if rest else None
+        return cls(int(day), int(customers), tuple(recency), tuple(frequency), tuple(monetary), lifetime)
 
     def quintiles(self, placement: Placement) -> tuple[int, int, int] | None:
         """(R, F, M) quintiles of a placement under these cuts; None when nobody was ranked."""
         if not self.recency_day:
             return None
-        day, orders, units = placement
+        day, orders, units = placement[:3]
         return (
             quintile_of(day, self.recency_day),
             quintile_of(orders, self.frequency),
@@ -159,7 +202,7 @@ def metric_cuts(counts: Mapping[int, int]) -> tuple[int, ...]:
     return tuple(cuts)
 
 
-def cuts_of(day: int, histogram: Histogram) -> SealedCuts:
+def cuts_of(day: int, histogram: Histogram, lifetime: dict[str, Any] | None = None) -> SealedCuts:
     """The sealed cuts of ``day`` from the population counted by ``histogram``."""
     return SealedCuts(
         day,
@@ -167,4 +210,5 @@ def cuts_of(day: int, histogram: Histogram) -> SealedCuts:
         metric_cuts(histogram.recency_day),
         metric_cuts(histogram.frequency),
         metric_cuts(histogram.monetary_units),
+        lifetime,
     )

@@ -14,10 +14,13 @@ call touches both):
 =============================  ====  ====================================================
 key                            type  content
 =============================  ====  ====================================================
-``<prefix>:ps:{<p>}:hist``     hash  ``r<day>``, ``f<orders>``, ``m<units>``, ``n`` -> count
-``<prefix>:ps:{<p>}:place``    hash  customer id -> ``"<day>:<orders>:<units>"``
+``<prefix>:ps:{<p>}:hist``     hash  ``r<day>``, ``f<orders>``, ``m<units>``, ``n``, and the
+                                     lifetime summaries ``b<first>:<last>:<orders>``,
+                                     ``g<orders>:<units>`` -> count
+``<prefix>:ps:{<p>}:place``    hash  customer id -> ``"<day>:<orders>:<units>:<first day>"``
 ``<prefix>:ps:c:<day>``        hash  partition -> ``Histogram.encode()`` (its contribution)
-``<prefix>:ps:sealed``         hash  day -> ``SealedCuts.encode()``
+``<prefix>:ps:sealed``         hash  day -> ``SealedCuts.encode()`` (with the week's BTYD fit
+                                     on fit days, ``engine.snapshots.lifetime``)
 =============================  ====  ====================================================
 
 A customer must always be placed by the same partition (customers are keyed by id).
@@ -44,6 +47,7 @@ from engine.snapshots.cuts import (
     placement_of,
     quintile_of,
 )
+from engine.snapshots.lifetime import fit_lifetime, is_fit_day
 
 __all__ = [
     "Histogram",
@@ -67,8 +71,7 @@ def pack_placement(placement: Placement | None) -> str:
     """A placement as the script stores it (``""``: not ranked); equal placements pack equally."""
     if placement is None:
         return ""
-    day, orders, units = placement
-    return f"{int(day)}:{int(orders)}:{int(units)}"
+    return ":".join(str(int(v)) for v in placement)
 
 
 def _text(value: bytes | str) -> str:
@@ -77,18 +80,28 @@ def _text(value: bytes | str) -> str:
 
 def _histogram(raw: Mapping[Any, Any]) -> Histogram:
     counts: dict[str, dict[int, int]] = {name: {} for name in _FIELDS.values()}
+    lifetimes: dict[tuple[int, ...], int] = {}
+    spends: dict[tuple[int, ...], int] = {}
     customers = 0
     for key, value in raw.items():
         name, count = _text(key), int(value)
         if name == "n":
             customers = count
-        elif count:
+        elif not count:
+            continue
+        elif name[0] == "b":
+            lifetimes[tuple(int(v) for v in name[1:].split(":"))] = count
+        elif name[0] == "g":
+            spends[tuple(int(v) for v in name[1:].split(":"))] = count
+        else:
             counts[_FIELDS[name[0]]][int(name[1:])] = count
     return Histogram(
         dict(sorted(counts["recency_day"].items())),
         dict(sorted(counts["frequency"].items())),
         dict(sorted(counts["monetary_units"].items())),
         customers,
+        dict(sorted(lifetimes.items())),  # type: ignore[arg-type]
+        dict(sorted(spends.items())),  # type: ignore[arg-type]
     )
 
 
@@ -225,8 +238,10 @@ class PopulationSnapshots:
             if any(p not in parts for p in range(self._partitions)):
                 return None
             merged = merge(Histogram.decode(parts[p]) for p in range(self._partitions))
+            fit = fit_lifetime(day, merged) if is_fit_day(day) else None
+            cuts = cuts_of(day, merged, None if fit is None else fit.encode())
             async with self._client.pipeline(transaction=False) as pipe:
-                pipe.hsetnx(self.sealed_key, str(day), cuts_of(day, merged).encode())
+                pipe.hsetnx(self.sealed_key, str(day), cuts.encode())
                 pipe.hget(self.sealed_key, str(day))
                 _, stored = await pipe.execute()
         cuts = self._sealed[day] = SealedCuts.decode(stored)

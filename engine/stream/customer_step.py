@@ -20,6 +20,7 @@ from engine.rules.evaluate import FamilyDecision, evaluate_rules, next_due
 from engine.rules.model import Family, RuleSet
 from engine.segmentation import QUINTILE_NAMES, SCORE_PREFIX, PopulationCuts, RuleVariables, TimeModel
 from engine.stream.model_gate import VersionModels
+from engine.stream.rule_scores import lifetime_names, rule_scores
 from engine.stream.working import (
     BOOK_EXTRA,
     DUE_EXTRA,
@@ -78,6 +79,8 @@ class StepConfig:
     rescore_seconds: float = 7 * 86_400.0
     group_attribute: str = ""
     """An event attribute (e.g. a region) whose latest value is kept, to report scores by group."""
+    lifetime_horizon_days: float = 90.0
+    """N of the BTYD scores ``expected_purchases_<N>d`` and ``clv_<N>d`` (``rule_scores``)."""
 
 
 @dataclass(slots=True)
@@ -108,7 +111,9 @@ class CustomerStep:
         self._next_cuts_moment = next_cuts_moment or (lambda moment: moment + 86_400.0)
         self._clock = clock
         self._family_models: dict[tuple[str, str], tuple[str, ...]] = {}
-        self._quintile_readers: dict[str, bool] = {}
+        self._population_readers: dict[str, bool] = {}
+        self._reads_lifetime = False
+        self._horizon = config.lifetime_horizon_days
 
     def variables(
         self, customer_id: str, state: CustomerState, scores: dict[str, float], as_of: float | None
@@ -159,9 +164,10 @@ class CustomerStep:
             if work.book.may_predict(name, event.ts, self.config.prediction_interval_seconds, lateness):
                 stored_x = stored_x or pack_row(row)
                 work.book.start(self.config.labels, name, event.ts, stored_x, value, holdout)
-        scores = _trained(all_scores, models)
+        cuts = self._cuts_at(state.last_ts)
+        scores = rule_scores(all_scores, models.trained, cuts.lifetime, state, state.last_ts, self._horizon)
         work.scores = {name: round(value, 6) for name, value in scores.items()}
-        variables = RuleVariables(features, scores, self._cuts_at(state.last_ts), state)
+        variables = RuleVariables(features, scores, cuts, state)
         cause = {"event_id": event.event_id, "partition": positioned.partition, "offset": positioned.offset}
         # Out of order within the lateness, an event is judged at the customer's newest moment.
         work.evaluated_at = state.last_ts
@@ -340,9 +346,10 @@ class CustomerStep:
                 break
             as_of = due
             features, row, all_scores, models = yield from self._score(customer_id, state, as_of)
-            scores = _trained(all_scores, models)
+            cuts = self._cuts_at(as_of)
+            scores = rule_scores(all_scores, models.trained, cuts.lifetime, state, as_of, self._horizon)
             work.scores = {name: round(value, 6) for name, value in scores.items()}
-            variables = RuleVariables(features, scores, self._cuts_at(as_of), state)
+            variables = RuleVariables(features, scores, cuts, state)
             due_ms = round(due * 1000)
             cause = {"tick": due_ms, "partition": partition, "watermark": round(watermark * 1000)}
             changes += self._decide(customer_id, work, models, variables, row, as_of, cause, f"t{due_ms}")
@@ -356,21 +363,27 @@ class CustomerStep:
         customer who has bought is then re-judged when the next day's snapshot applies, found
         through the due index like every other time-driven moment.
         """
-        if variables.cuts.frequency or variables.state.orders <= 0 or not self.reads_quintiles():
+        if variables.state.orders <= 0 or not self.reads_population():
+            return None
+        cuts = variables.cuts
+        if cuts.frequency and (cuts.lifetime is not None or not self._reads_lifetime):
             return None
         return self._next_cuts_moment(as_of)
 
     def _cuts_at(self, moment: float) -> PopulationCuts:
-        """The population cuts a decision at ``moment`` reads (none when no rule reads quintiles)."""
-        return self._cuts(moment) if self.reads_quintiles() else NO_CUTS
+        """The population cuts a decision at ``moment`` reads (none when no rule reads them)."""
+        return self._cuts(moment) if self.reads_population() else NO_CUTS
 
-    def reads_quintiles(self) -> bool:
-        """Whether the rules in force read RFM quintiles (and so population snapshots)."""
+    def reads_population(self) -> bool:
+        """Whether the rules in force read RFM quintiles or BTYD scores (population snapshots)."""
         rules = self._rules()
-        reads = self._quintile_readers.get(rules.fingerprint)
+        reads = self._population_readers.get(rules.fingerprint)
         if reads is None:
             names = {n for f in rules.families for s in f.segments for e in s.expressions() for n in e.names}
-            reads = self._quintile_readers[rules.fingerprint] = bool(names & set(QUINTILE_NAMES))
+            lifetime = {SCORE_PREFIX + n for n in lifetime_names(self._horizon)}
+            self._reads_lifetime = bool(names & lifetime)
+            reads = bool(names & set(QUINTILE_NAMES)) or self._reads_lifetime
+            self._population_readers[rules.fingerprint] = reads
         return reads
 
     def placements(self, record: CustomerRecord) -> dict[str, str | None]:
@@ -391,9 +404,3 @@ def _state_key(state: CustomerState, as_of: float) -> tuple[float, int, int]:
 
 def _plain(value: object) -> object:
     return round(value, 6) if isinstance(value, float) else value
-
-
-def _trained(scores: dict[str, float], models: VersionModels) -> dict[str, float]:
-    """The scores the rules may read: those of models that learned at least one label."""
-    trained = models.trained
-    return {name: value for name, value in scores.items() if name in trained}

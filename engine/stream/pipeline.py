@@ -237,14 +237,14 @@ class SegmentPipeline(TimeDriven, OutboxClearing):
         """Whether ``ts``'s snapshots are loaded already (no await on the common path)."""
         if not self.models.is_loaded(self.models.version_of(ts)):
             return False
-        return not self._step.reads_quintiles() or self.population.is_sealed(self.population.version_of(ts))
+        return not self._step.reads_population() or self.population.is_sealed(self.population.version_of(ts))
 
     async def _ready(self, ts: float) -> bool:
         """Whether a decision at ``ts`` can read its model and population snapshots now."""
         version = self.models.version_of(ts)
         if not (self.models.is_loaded(version) or await self.models.ensure(version, version)):
             return False
-        if not self._step.reads_quintiles():
+        if not self._step.reads_population():
             return True
         day = self.population.version_of(ts)
         return self.population.is_sealed(day) or await self.population.ensure(day, day)
@@ -322,7 +322,7 @@ class SegmentPipeline(TimeDriven, OutboxClearing):
         earliest = min((*moments, latest) if first is None else (*moments, first, latest))
         newest = max(moments, default=latest)
         gates: list[ModelGate | PopulationGate] = [self.models]
-        if self._step.reads_quintiles():
+        if self._step.reads_population():
             gates.append(self.population)
         for gate in gates:
             low, high = gate.version_of(earliest), gate.version_of(max(newest, latest))

@@ -13,6 +13,9 @@ an empty contribution, because the partition's population was empty at the end o
   plus the lateness: at that event nobody of it had bought anything yet);
 * the partition's log is empty (``empty_partitions``: from the broker for a worker; for a replay,
   the partitions without events). Once it gets its first event, the first case applies.
+
+Day D's cuts also carry the population's BTYD fit of ``fit_day_of(D)``, the latest weekly fit
+day at or before D (``engine.snapshots.lifetime``), which is sealed (and loaded) first.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from engine.segmentation import PopulationCuts
+from engine.snapshots.lifetime import LifetimeFit, fit_day_of
 from engine.snapshots.population import Placement, PopulationSnapshots
 from engine.stream.watermarks import day_of
 from features.event import SECONDS_PER_DAY
@@ -41,6 +45,8 @@ class PopulationGate:
         self.lateness = lateness_seconds
         self.empty_partitions = empty_partitions or (lambda: ())
         self._cuts: dict[int, PopulationCuts] = {}
+        self._fits: dict[int, LifetimeFit | None] = {}
+        """Day -> the BTYD fit its decisions read (that of ``fit_day_of(day)``)."""
         self._first: dict[int, int] = {}
         self._client: Any = snapshots.client
         self._first_key = f"{snapshots.prefix}:ps:first"
@@ -101,8 +107,17 @@ class PopulationGate:
             sealed = await self.snapshots.sealed(version)
             if sealed is None:
                 return False
+        fit_day = fit_day_of(version)
+        lifetime: LifetimeFit | None = None
+        if fit_day == version:
+            lifetime = None if sealed.lifetime is None else LifetimeFit.decode(sealed.lifetime)
+        elif fit_day >= 0:
+            if fit_day not in self._cuts and not await self._seal(fit_day):
+                return False
+            lifetime = self._fits.get(fit_day)
+        self._fits[version] = lifetime
         self._cuts[version] = PopulationCuts.from_sealed(
-            sealed.day, sealed.recency_day, sealed.frequency, sealed.monetary_units, self.lateness
+            sealed.day, sealed.recency_day, sealed.frequency, sealed.monetary_units, self.lateness, lifetime
         )
         return True
 

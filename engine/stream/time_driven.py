@@ -122,7 +122,7 @@ class TimeDriven:
         """The latest moment up to ``watermark`` whose snapshots are sealed (None: none is)."""
         cap: float | None = watermark
         gates: list[ModelGate | PopulationGate] = [self.models]
-        if self._step.reads_quintiles():
+        if self._step.reads_population():
             gates.append(self.population)
         for gate in gates:
             version = gate.version_of(watermark)

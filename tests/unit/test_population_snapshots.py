@@ -55,28 +55,37 @@ def test_placement_of_never_purchased() -> None:
 
 @given(
     ms=st.integers(min_value=0, max_value=4_102_444_800_000),
+    earlier=st.integers(min_value=0, max_value=4_102_444_800_000),
     orders=st.integers(min_value=1, max_value=10_000),
     revenue=st.integers(min_value=0, max_value=10**12),
 )
-def test_placement_of_purchaser(ms: int, orders: int, revenue: int) -> None:
+def test_placement_of_purchaser(ms: int, earlier: int, orders: int, revenue: int) -> None:
+    first_ms = min(ms, earlier)
     state = CustomerState(
-        first_ts=0.0, last_ts=ms / 1000, orders=orders, revenue_minor=revenue, last_purchase_ts=ms / 1000
+        first_ts=0.0,
+        last_ts=ms / 1000,
+        orders=orders,
+        revenue_minor=revenue,
+        first_purchase_ts=first_ms / 1000,
+        last_purchase_ts=ms / 1000,
     )
-    assert placement_of(state) == (ms // DAY_MS, orders, revenue // 100)
+    assert placement_of(state) == (ms // DAY_MS, orders, revenue // 100, first_ms // DAY_MS)
 
 
 def test_placement_of_day_and_unit_boundaries() -> None:
     def at(ts: float, revenue: int) -> CustomerState:
         return CustomerState(0.0, ts, orders=3, revenue_minor=revenue, last_purchase_ts=ts)
 
-    assert placement_of(at(86_400.0, 199)) == (1, 3, 1)
-    assert placement_of(at(86_399.999, 200)) == (0, 3, 2)
-    assert placement_of(at(0.0, 99)) == (0, 3, 0)
+    # Without a recorded first purchase, the last one stands in for it.
+    assert placement_of(at(86_400.0, 199)) == (1, 3, 1, 1)
+    assert placement_of(at(86_399.999, 200)) == (0, 3, 2, 0)
+    assert placement_of(at(0.0, 99)) == (0, 3, 0, 0)
 
 
 def test_pack_placement() -> None:
     assert pack_placement(None) == ""
     assert pack_placement((20_000, 3, 12)) == "20000:3:12"
+    assert pack_placement((20_000, 3, 12, 19_990)) == "20000:3:12:19990"
 
 
 placements = st.tuples(

@@ -3,9 +3,11 @@
 -- a customer whose stored placement equals the given one changes nothing, so a retried or
 -- redelivered call is harmless. Counts that drop to 0 are deleted (the histogram stays as small
 -- as the set of values in use).
--- KEYS[1]  the partition's histogram hash (fields r<day>, f<orders>, m<units>, n -> counts)
--- KEYS[2]  the partition's placement hash (customer -> "<day>:<orders>:<units>")
--- ARGV     pairs: customer id, placement "<day>:<orders>:<units>" ("" = not ranked: remove)
+-- KEYS[1]  the partition's histogram hash (fields r<day>, f<orders>, m<units>, n -> counts, and
+--          with a first day the lifetime summaries b<first>:<day>:<orders>, g<orders>:<units>)
+-- KEYS[2]  the partition's placement hash (customer -> "<day>:<orders>:<units>[:<first day>]")
+-- ARGV     pairs: customer id, placement "<day>:<orders>:<units>[:<first day>]" ("" = not
+--          ranked: remove)
 -- Returns the number of customers whose placement changed.
 local CHUNK = 1000 -- arguments per HMGET/HSET/HDEL: unpack() is bounded by the Lua C stack
 local customers = {}
@@ -19,8 +21,13 @@ for first = 1, #customers, CHUNK do
 end
 local deltas, sets, dels, changed = {}, {}, {}, 0
 local function count(placement, by)
-  local day, orders, units = string.match(placement, '^(-?%d+):(-?%d+):(-?%d+)$')
-  for _, field in ipairs({'r' .. day, 'f' .. orders, 'm' .. units, 'n'}) do
+  local day, orders, units, first = string.match(placement, '^(-?%d+):(-?%d+):(-?%d+):?(-?%d*)$')
+  local fields = {'r' .. day, 'f' .. orders, 'm' .. units, 'n'}
+  if first ~= '' then
+    fields[#fields + 1] = 'b' .. first .. ':' .. day .. ':' .. orders
+    fields[#fields + 1] = 'g' .. orders .. ':' .. units
+  end
+  for _, field in ipairs(fields) do
     deltas[field] = (deltas[field] or 0) + by
   end
 end
