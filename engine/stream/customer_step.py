@@ -143,7 +143,8 @@ class CustomerStep:
         """Labels, scores and segments after ``positioned`` was applied to ``state``.
 
         Every model predicts for the prediction book (so that even an untrained one gets its
-        first labels); the rules and change events see the scores of trained models only.
+        first labels); the rules and change events see the scores of ready models only
+        (``models.readiness``: a warming-up model's score reads as None).
         """
         event = positioned.event
         cid = record.customer_id
@@ -159,7 +160,7 @@ class CustomerStep:
             if work.book.may_predict(name, event.ts, self.config.prediction_interval_seconds, lateness):
                 stored_x = stored_x or pack_row(row)
                 work.book.start(self.config.labels, name, event.ts, stored_x, value, holdout)
-        scores = _trained(all_scores, models)
+        scores = _ready(all_scores, models)
         work.scores = {name: round(value, 6) for name, value in scores.items()}
         variables = RuleVariables(features, scores, self._cuts_at(state.last_ts), state)
         cause = {"event_id": event.event_id, "partition": positioned.partition, "offset": positioned.offset}
@@ -340,7 +341,7 @@ class CustomerStep:
                 break
             as_of = due
             features, row, all_scores, models = yield from self._score(customer_id, state, as_of)
-            scores = _trained(all_scores, models)
+            scores = _ready(all_scores, models)
             work.scores = {name: round(value, 6) for name, value in scores.items()}
             variables = RuleVariables(features, scores, self._cuts_at(as_of), state)
             due_ms = round(due * 1000)
@@ -393,7 +394,7 @@ def _plain(value: object) -> object:
     return round(value, 6) if isinstance(value, float) else value
 
 
-def _trained(scores: dict[str, float], models: VersionModels) -> dict[str, float]:
-    """The scores the rules may read: those of models that learned at least one label."""
-    trained = models.trained
-    return {name: value for name, value in scores.items() if name in trained}
+def _ready(scores: dict[str, float], models: VersionModels) -> dict[str, float]:
+    """The scores the rules may read: those of the models ready in the snapshot scored with."""
+    ready = models.ready
+    return {name: value for name, value in scores.items() if name in ready}
