@@ -35,6 +35,7 @@ from models.config import ModelConfig
 from models.inputs import input_features
 from models.labels import LabelRules
 from models.learner import Learner, encode_snapshot
+from models.readiness import ReadinessRules
 from models.registry import ModelSpec, model_specs
 from models.snapshots import DecodedSnapshot, ModelSnapshotStore, decode_snapshot
 
@@ -129,6 +130,17 @@ def model_config(settings: Settings, features: FeatureConfig | None = None) -> M
         holdout_fraction=settings.holdout_fraction,
         prediction_interval_seconds=settings.prediction_interval_days * SECONDS_PER_DAY,
         drift_response=settings.drift_response,
+        readiness=readiness_rules(settings),
+    )
+
+
+def readiness_rules(settings: Settings) -> ReadinessRules:
+    """When a model's score may reach the rules (``SEGFLOW_MODEL_READY_*``)."""
+    return ReadinessRules(
+        min_labels=settings.model_ready_min_labels,
+        require_auc=settings.model_ready_require_auc,
+        auc_z=settings.model_ready_auc_z,
+        min_holdout_per_class=settings.model_ready_min_holdout_per_class,
     )
 
 

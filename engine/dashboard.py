@@ -1,7 +1,8 @@
 """``segflow dashboard``: a live web page of segment sizes, transitions and dead letters.
 
 Segment sizes and revenue per segment come from the aggregates the workers keep in Redis
-(``engine.stream.aggregates``: no scan); model quality from the worker's ``/segflow/models`` page.
+(``engine.stream.aggregates``: no scan); model quality and readiness ("ready" or "warming up:
+<reason>") from the worker's ``/segflow/models`` page.
 Transitions, the latest changes and dead letters are materialised from the segment-changes and
 dead-letter topics (read from the beginning, without joining a consumer group), so they show
 exactly what campaign systems see; duplicate deliveries are dropped by ``change_id``.
@@ -88,13 +89,16 @@ def render_page(
                 f'<td><div style="background:#4a7;height:12px;width:{width}px"></div></td></tr>'
             )
     quality = []
-    for name, report in ((models or {}).get("reports") or {}).items():
+    status = models or {}
+    readiness = status.get("models") or {}
+    for name, report in ((status.get("learner") or {}).get("reports") or {}).items():
+        ready = html.escape(str(readiness.get(name, "-")))
         for group in ("prequential", "holdout"):
             row = report[group]
             metric = "roc_auc" if report["task"] == "classification" else "mae"
             value = "-" if row.get(metric) is None else f"{row[metric]:.3f}"
             quality.append(
-                f"<tr><td>{html.escape(name)}</td><td>{group}</td><td>{row['n']}</td>"
+                f"<tr><td>{html.escape(name)}</td><td>{ready}</td><td>{group}</td><td>{row['n']}</td>"
                 f"<td>{metric}</td><td>{value}</td></tr>"
             )
     transitions = "".join(
@@ -109,8 +113,8 @@ table{{border-collapse:collapse}} tr:nth-child(even){{background:#f3f3f3}} h2{{m
 </head><body><h1>segflow</h1>
 <h2>Segment sizes</h2><table><tr><th>family</th><th>segment</th><th>customers</th><th>revenue</th>
 <th></th></tr>{"".join(rows)}</table>
-<h2>Model quality (this worker's partitions)</h2><table><tr><th>model</th><th>group</th><th>labels</th>
-<th>metric</th><th>value</th></tr>{"".join(quality)}</table>
+<h2>Models (the learner's latest sealed version)</h2><table><tr><th>model</th><th>readiness</th>
+<th>group</th><th>labels</th><th>metric</th><th>value</th></tr>{"".join(quality)}</table>
 <h2>Transitions</h2><table>{transitions}</table>
 <h2>Worker</h2><table>{stats}</table>
 <h2>Dead letters by reason</h2><table>{dead}</table>

@@ -137,7 +137,7 @@ def _segments_and_models(echo: Callable[[str], None], settings: Settings) -> Non
             metric = "roc_auc" if model["task"] == "classification" else "mae"
             echo(
                 f"  {name:28} labels {pre['n'] + hold['n']:>6}  prequential {metric} {_fmt(pre.get(metric))}"
-                f"  holdout {_fmt(hold.get(metric))}"
+                f"  holdout {_fmt(hold.get(metric))}  {(status.get('models') or {}).get(name, '')}"
             )
 
 

@@ -47,6 +47,8 @@ class EvaluationResult:
     too_late: int = 0
     input_names: list[str] = field(default_factory=list)
     sealed_version: int | None = None
+    readiness: dict[str, str] = field(default_factory=dict)
+    """Per model, "ready" or "warming up: <reason>" as of the last sealed version."""
 
 
 def file_payloads(path: Path) -> Iterator[tuple[bytes, bytes]]:
@@ -162,6 +164,7 @@ def run_evaluation(
         too_late=sum(1 for e in outputs if e.kind == "d"),
         input_names=names,
         sealed_version=core.sealed,
+        readiness={name: r.describe() for name, r in core.readiness().items() if name in wanted},
     )
     reference = hindsight_auc(rows["churn"], names) if "churn" in rows else {}
     return result, reference
@@ -205,6 +208,8 @@ def render(result: EvaluationResult, reference: dict[str, Any]) -> str:
         lines.append(
             f"{name:24} drift detections: {drift.get('detections', 0)} (response: {drift.get('response')})"
         )
+        if name in result.readiness:
+            lines.append(f"{name:24} {result.readiness[name]}")
     if reference:
         lines.append(
             "churn on the holdout labels: online (prequential predictions) ROC AUC "
@@ -229,6 +234,7 @@ def as_json(result: EvaluationResult, reference: dict[str, Any]) -> str:
             "events": result.events,
             "too_late": result.too_late,
             "models": {name: e.report() for name, e in result.evaluations.items()},
+            "readiness": result.readiness,
             "churn_hindsight": reference,
         },
         indent=2,

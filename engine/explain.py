@@ -29,6 +29,9 @@ class Explanation:
     applied_offsets: dict[int, int]
     pending_outbox: int
     rules_version: str
+    models: dict[str, str] = field(default_factory=dict)
+    """Per model, "ready" or "warming up: <reason>" in the snapshot the last judgement read
+    (a warming-up model's score is None to the rules, so it is not among ``scores``)."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
@@ -43,6 +46,7 @@ class Explanation:
             "applied_offsets": {str(k): v for k, v in self.applied_offsets.items()},
             "pending_outbox": self.pending_outbox,
             "rules_version": self.rules_version,
+            "models": self.models,
             **self.extra,
         }
 
@@ -57,6 +61,9 @@ class Explanation:
         for name, row in self.scores.items():
             top = ", ".join(f"{f} {c:+.3f}" for f, c in row.get("top", []))
             lines.append(f"  {name:28} {row['score']:<10.4f} {top}")
+        if self.models:
+            lines.append("models (a warming-up model's score is None to the rules):")
+            lines += [f"  {name:28} {readiness}" for name, readiness in self.models.items()]
         lines.append("segments:")
         for family, row in self.segments.items():
             since = _iso(row["since"]) if row.get("since") else "-"
@@ -135,6 +142,7 @@ def build_explanation(
         applied_offsets=dict(record.applied_offsets),
         pending_outbox=len(record.outbox),
         rules_version=rules.version,
+        models={} if models is None else models.readiness(),
     )
 
 

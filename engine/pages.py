@@ -2,12 +2,15 @@
 
 GET  /segflow/metrics         Prometheus text: counters, model quality (the learner's report)
 GET  /segflow/health          JSON liveness
-GET  /segflow/models          JSON: the sealed model version, the learner's report (labels
-                              consumed, learned, duplicates, late, lag; prequential and holdout
-                              quality per model) and whether this worker is the active learner
+GET  /segflow/models          JSON: the sealed model version, per model "ready" or "warming up:
+                              <reason>" (``models``, the learner's latest decision) and the
+                              learner's report (labels consumed, learned, duplicates, late, lag;
+                              prequential and holdout quality and readiness per model)
 POST /segflow/models/predict  JSON {"features": {catalogue feature: value}, "version": k (optional)}
-                              -> {"version", "scores": {model: score}}: the sealed snapshot's
-                              models (the latest by default), as the worker scores with them
+                              -> {"version", "scores": {model: score}, "ready": [model],
+                              "readiness": {model: "ready" | "warming up: <reason>"}}: the sealed
+                              snapshot's models (the latest by default), as the worker scores
+                              with them (the rules read the scores of the ready ones only)
 """
 
 from __future__ import annotations
@@ -26,10 +29,12 @@ from models.report import prometheus_lines
 async def models_status(runtime: Runtime) -> dict[str, Any]:
     """What the models page shows."""
     store = runtime.pipeline.models.store
+    learner = await store.report()
     return {
         "sealed_version": await store.sealed_version(),
         "period_seconds": runtime.settings.model_period_seconds,
-        "learner": await store.report(),
+        "models": {name: r["text"] for name, r in (learner.get("readiness") or {}).items()},
+        "learner": learner,
     }
 
 
@@ -47,7 +52,12 @@ async def predict(runtime: Runtime, body: dict[str, Any]) -> dict[str, Any]:
     models = gate.loaded(version)
     row = input_row(body["features"], runtime.pipeline.step.config.input_names)
     [scores] = models.score_rows([row])
-    return {"version": version, "scores": scores, "trained": sorted(models.trained)}
+    return {
+        "version": version,
+        "scores": scores,
+        "ready": sorted(models.ready),
+        "readiness": models.readiness(),
+    }
 
 
 def attach_pages(runtime: Runtime) -> None:
@@ -62,7 +72,9 @@ def attach_pages(runtime: Runtime) -> None:
             "# HELP segflow_model_sealed_version The highest sealed model snapshot version.",
             "# TYPE segflow_model_sealed_version gauge",
             f"segflow_model_sealed_version {-1 if sealed is None else sealed}",
-            *prometheus_lines(status["learner"].get("reports") or {}),
+            *prometheus_lines(
+                status["learner"].get("reports") or {}, status["learner"].get("readiness") or {}
+            ),
         ]
         return Response(text=runtime.metrics.render(), content_type="text/plain")
 

@@ -34,8 +34,9 @@ async def segment_sizes(settings: Settings) -> dict[str, Any]:
 
 
 async def model_report(settings: Settings) -> dict[str, Any]:
-    """The learner's report: the sealed model version, labels consumed and learned, and the
-    prequential and holdout quality of each model over every label (one model per kind)."""
+    """The learner's report: the sealed model version, labels consumed and learned, the
+    prequential and holdout quality of each model over every label (one model per kind), and
+    each model's readiness ("ready" or "warming up: <reason>")."""
     client = connect(settings.redis_url)
     try:
         store = ModelSnapshotStore(client, settings.key_prefix)  # type: ignore[arg-type]
@@ -45,8 +46,9 @@ async def model_report(settings: Settings) -> dict[str, Any]:
         await client.aclose()
     return {
         "sealed_version": sealed,
-        "learner": {k: v for k, v in report.items() if k != "reports"},
+        "learner": {k: v for k, v in report.items() if k not in ("reports", "readiness")},
         "models": report.get("reports") or {},
+        "readiness": {name: r["text"] for name, r in (report.get("readiness") or {}).items()},
     }
 
 

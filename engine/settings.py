@@ -85,6 +85,19 @@ class Settings(BaseSettings):
     checkpoint_key: str = ""  # HMAC key of model checkpoints; empty: a random key kept in stack_dir
     rescore_days: float = Field(7.0, gt=0)  # a silent customer is re-scored this often (event time)
 
+    # Model readiness (models.readiness): a model that is not ready scores None to the rules
+    model_ready_min_labels: int = Field(200, ge=0)
+    """Labels a model must have learned before its score reaches the rules (a model with none is
+    never ready). 200 is about four labels per model input (~50 inputs): below that River's SGD
+    weights still swing with each label; the AUC test below is the guard on quality."""
+    model_ready_require_auc: bool = True
+    """A classifier is also warming up until its holdout AUC interval lies above 0.5."""
+    model_ready_auc_z: float = Field(1.96, gt=0)
+    """z of the holdout AUC interval (Hanley & McNeil standard error); 1.96: 95%."""
+    model_ready_min_holdout_per_class: int = Field(10, ge=1)
+    """Positive and negative holdout labels each needed before the AUC interval is trusted (the
+    normal approximation gives a zero-width interval for one positive ranked first)."""
+
     # Learner: one model per kind for the whole population (engine/learner)
     model_period_seconds: float = Field(86_400.0, ge=1)
     """Event-time length of a sealed model snapshot period (the learner publishes one model

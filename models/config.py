@@ -6,6 +6,7 @@ import hashlib
 from dataclasses import dataclass, field
 
 from models.labels import LabelRules
+from models.readiness import ReadinessRules
 from models.registry import ModelSpec
 
 
@@ -21,9 +22,17 @@ class ModelConfig:
     prediction_interval_seconds: float = 7 * 86_400.0
     drift_response: str = "alert"
     balance_classes: bool = False  # measured: weighting positives hurt AUC and calibration (models.learning)
+    readiness: ReadinessRules = field(default_factory=ReadinessRules)
+    """When a model's score may reach the rules (decided by the learner, stored in snapshots)."""
 
     @property
     def fingerprint(self) -> str:
-        """Changes whenever a checkpoint made with another config could not be reused."""
-        parts = [self.kind, *self.input_names, *(f"{s.name}:{s.task}:{s.horizon_days}" for s in self.specs)]
+        """Changes whenever a checkpoint made with another config could not be reused, and when
+        the readiness thresholds differ (snapshots carry the learner's readiness decisions)."""
+        parts = [
+            self.kind,
+            *self.input_names,
+            *(f"{s.name}:{s.task}:{s.horizon_days}" for s in self.specs),
+            self.readiness.fingerprint,
+        ]
         return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:16]

@@ -52,6 +52,11 @@ class WindowedAUC:
         """Add one label and the probability that was predicted for it."""
         self._pairs.append((float(p_true), bool(y_true)))
 
+    def counts(self) -> tuple[int, int]:
+        """The positive and negative labels in the window (the sample the AUC is computed on)."""
+        positives = sum(1 for _, y in self._pairs if y)
+        return positives, len(self._pairs) - positives
+
     def get(self) -> float | None:
         """The AUC, or None until both classes are in the window."""
         ranked = sorted(self._pairs)
@@ -121,10 +126,13 @@ class _ClassificationMetrics:
 
     def report(self) -> dict[str, Any]:
         both_classes = 0 < self.positives < self.n
+        window_positives, window_negatives = self.roc_auc.counts()
         return {
             "n": self.n,
             "positives": self.positives,
             "roc_auc": self.roc_auc.get() if both_classes else None,
+            "auc_positives": window_positives,
+            "auc_negatives": window_negatives,
             "log_loss": float(self.log_loss.get()) if self.n else None,
             "ece": self.ece.get(),
         }
@@ -152,7 +160,9 @@ class _RegressionMetrics:
 class ModelEvaluation:
     """Prequential and holdout metrics of one model plus drift detection on its error stream.
 
-    Classification: ROC AUC, log loss and ECE (10 bins) of the probability of ``True``;
+    Classification: ROC AUC (with the positive and negative counts of its window,
+    ``auc_positives`` and ``auc_negatives``), log loss and ECE (10 bins) of the probability of
+    ``True``;
     regression: MAE and RMSE. After each prequential ``update``, ``drift_detected`` says whether
     ADWIN flagged a change in the error stream on that very label. With ``on_drift="reset"`` the
     caller is expected to replace the model by a fresh one when ``reset_due`` is true; with

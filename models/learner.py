@@ -18,6 +18,10 @@ never learned (nor evaluated), so it cannot make a republished snapshot differ f
 Versions are contiguous from the first period that had a label; before it the models are
 untrained and no snapshot is made (``seal_through`` still advances ``sealed``). The whole
 state, buffered labels included, is one signed checkpoint (``dump``/``restore``).
+
+Each snapshot says per model whether it is **ready** for the rules or warming up, and why
+(``models.readiness``), decided from the snapshot's own ``labels_learned`` and holdout metrics
+under ``config.readiness``: a pure function of version k, the same for every worker and replay.
 """
 
 from __future__ import annotations
@@ -37,12 +41,14 @@ from models.evaluation import ModelEvaluation
 from models.label_messages import LabelMessage, MalformedLabel, decode_label, encode_label
 from models.learning import learn_label
 from models.pending import unpack_input
+from models.readiness import Readiness
+from models.readiness import readiness as model_readiness
 from models.registry import build_model
 from models.vectorized import LinearSnapshot
 
 log = logging.getLogger(__name__)
 
-SNAPSHOT_SCHEMA = 1
+SNAPSHOT_SCHEMA = 2  # 2: per model "ready" and "warming_up_reason"
 CHECKPOINT_KIND = "segflow-learner"
 Outcome = Literal["buffered", "duplicate", "late", "malformed"]
 _LOGGED_MALFORMED = 10
@@ -215,9 +221,16 @@ class Learner:
     def snapshot(self, version: int) -> dict[str, Any]:
         """The published form of the current models as ``version`` (see ``engine.learner``)."""
         models: dict[str, Any] = {}
+        metrics = self.reports()
+        ready = self.readiness(metrics)
         for name, model in self.models.items():
             task = self.tasks[name]
-            entry: dict[str, Any] = {"task": task, "labels_learned": self.labels_learned[name]}
+            entry: dict[str, Any] = {
+                "task": task,
+                "labels_learned": self.labels_learned[name],
+                "ready": ready[name].ready,
+                "warming_up_reason": ready[name].reason,
+            }
             linear = LinearSnapshot.from_model(model, task, self.config.input_names)
             if linear is not None:
                 entry.update(kind="linear", linear=linear.to_dict())
@@ -233,12 +246,25 @@ class Learner:
             "fingerprint": self.config.fingerprint,
             "labels_learned_total": sum(self.labels_learned.values()),
             "models": models,
-            "metrics": self.reports(),
+            "metrics": metrics,
         }
 
     def reports(self) -> dict[str, dict[str, Any]]:
         """Per model, its evaluation report (prequential and holdout metrics, drift)."""
         return {name: evaluation.report() for name, evaluation in self.evaluations.items()}
+
+    def readiness(self, reports: Mapping[str, dict[str, Any]] | None = None) -> dict[str, Readiness]:
+        """Per model, whether it is ready (``models.readiness``) given ``reports`` (default: now).
+
+        Labels are learned only when a version is sealed, so between seals this is the
+        readiness of the last sealed snapshot.
+        """
+        reports = self.reports() if reports is None else reports
+        rules = self.config.readiness
+        return {
+            name: model_readiness(task, self.labels_learned[name], reports[name], rules)
+            for name, task in self.tasks.items()
+        }
 
     def _require_key(self) -> bytes:
         if not self._key:

@@ -62,13 +62,19 @@ def report_key(prefix: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class SnapshotModel:
-    """One model of a snapshot: a ``LinearSnapshot``, or the River estimator of other kinds."""
+    """One model of a snapshot: a ``LinearSnapshot``, or the River estimator of other kinds.
+
+    ``ready``: the learner found it ready for the rules when it sealed the snapshot
+    (``models.readiness``); otherwise ``warming_up_reason`` says why not.
+    """
 
     name: str
     task: str
     labels_learned: int
     linear: LinearSnapshot | None
     river: Any = None
+    ready: bool = False
+    warming_up_reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +110,7 @@ def decode_snapshot(blob: bytes, key: bytes | None = None) -> DecodedSnapshot:
     """
     data = msgpack.unpackb(blob, raw=False, strict_map_key=False)
     if not isinstance(data, dict) or data.get("schema") != SNAPSHOT_SCHEMA:
-        raise ValueError("not a schema-1 model snapshot")
+        raise ValueError(f"not a schema-{SNAPSHOT_SCHEMA} model snapshot")
     models = {}
     for name, entry in data["models"].items():
         linear, river = None, None
@@ -116,7 +122,16 @@ def decode_snapshot(blob: bytes, key: bytes | None = None) -> DecodedSnapshot:
                     f"snapshot model {name!r} is a signed River model: the checkpoint key is needed"
                 )
             river = load_checkpoint(entry["blob"], key)[0][name]
-        models[name] = SnapshotModel(name, entry["task"], int(entry["labels_learned"]), linear, river)
+        reason = entry["warming_up_reason"]
+        models[name] = SnapshotModel(
+            name,
+            entry["task"],
+            int(entry["labels_learned"]),
+            linear,
+            river,
+            ready=bool(entry["ready"]),
+            warming_up_reason=None if reason is None else str(reason),
+        )
     return DecodedSnapshot(
         version=int(data["version"]),
         period_seconds=float(data["period_seconds"]),

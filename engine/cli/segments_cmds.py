@@ -66,6 +66,8 @@ def models(ctx: click.Context, as_json: bool) -> None:
                 f"{_fmt(row.get('roc_auc')):>8} {_fmt(row.get('log_loss')):>9} {_fmt(row.get('ece')):>7} "
                 f"{_fmt(row.get('mae')):>9} {_fmt(row.get('rmse')):>9} {model['drift']['detections']}"
             )
+        if name in report["readiness"]:
+            click.echo(f"{name:28} {report['readiness'][name]}")
 
 
 @models.command()

@@ -13,7 +13,8 @@ nothing of the period is missing then) and seals:
    offset), fenced by the lease; a refused save means ownership was lost: stand by;
 4. update the report hash ``<prefix>:learner:report`` (every field JSON text): labels
    consumed, evaluated, learned, duplicates, late, malformed, buffered, sealed version, offset,
-   end offset and lag, the owner and its generation, and per model its evaluation report.
+   end offset and lag, the owner and its generation, and per model its evaluation report and
+   its readiness (``readiness``: ready, or warming up and why; that of the last sealed version).
 
 Between seals the checkpoint is saved every ``checkpoint_seconds`` while labels were buffered.
 A crash anywhere restarts from the last checkpoint and its offset; the snapshots sealed again
@@ -215,6 +216,7 @@ class LearnerService:
         if not self.active:
             return
         counts = learner.counts
+        reports = learner.reports()
         fields: dict[str, Any] = {
             "labels_consumed": counts.consumed,
             "labels_evaluated": counts.evaluated,
@@ -233,7 +235,11 @@ class LearnerService:
             "owner": self.lease.token,
             "generation": self.lease.generation,
             "updated_wall_ts": time.time(),
-            "reports": learner.reports(),
+            "reports": reports,
+            "readiness": {
+                name: {"ready": r.ready, "warming_up_reason": r.reason, "text": r.describe()}
+                for name, r in learner.readiness(reports).items()
+            },
         }
         mapping = {name: json.dumps(value) for name, value in fields.items()}
         await self._client.hset(report_key(self._prefix), mapping=mapping)  # type: ignore[arg-type]

@@ -148,7 +148,8 @@ class CustomerStep:
         """Labels, scores and segments after ``positioned`` was applied to ``state``.
 
         Every model predicts for the prediction book (so that even an untrained one gets its
-        first labels); the rules and change events see the scores of trained models only.
+        first labels); the rules and change events see the scores of ready models only
+        (``models.readiness``: a warming-up model's score reads as None), and the BTYD ones.
         """
         event = positioned.event
         cid = record.customer_id
@@ -165,7 +166,7 @@ class CustomerStep:
                 stored_x = stored_x or pack_row(row)
                 work.book.start(self.config.labels, name, event.ts, stored_x, value, holdout)
         cuts = self._cuts_at(state.last_ts)
-        scores = rule_scores(all_scores, models.trained, cuts.lifetime, state, state.last_ts, self._horizon)
+        scores = rule_scores(all_scores, models.ready, cuts.lifetime, state, state.last_ts, self._horizon)
         work.scores = {name: round(value, 6) for name, value in scores.items()}
         variables = RuleVariables(features, scores, cuts, state)
         cause = {"event_id": event.event_id, "partition": positioned.partition, "offset": positioned.offset}
@@ -347,7 +348,7 @@ class CustomerStep:
             as_of = due
             features, row, all_scores, models = yield from self._score(customer_id, state, as_of)
             cuts = self._cuts_at(as_of)
-            scores = rule_scores(all_scores, models.trained, cuts.lifetime, state, as_of, self._horizon)
+            scores = rule_scores(all_scores, models.ready, cuts.lifetime, state, as_of, self._horizon)
             work.scores = {name: round(value, 6) for name, value in scores.items()}
             variables = RuleVariables(features, scores, cuts, state)
             due_ms = round(due * 1000)

@@ -7,19 +7,25 @@ period k, learned in a fixed order. A decision at event time t reads version
 t's watermark have been delivered once all partitions passed it, so in real time the version is
 sealed before it is needed, and a partition that runs ahead in a replay waits for it.
 
-A model with no label learned yet has no score the rules may read (cold start: ``None``); it
-is still scored for the prediction book, so that its first labels can be made.
+A model that is warming up (too few labels learned, or a holdout AUC interval that still
+contains 0.5; ``models.readiness``) has no score the rules may read (``None``), as a model with
+no label learned yet. The learner decided it when it sealed the version, so every worker and
+replay agrees. Every model is still scored for the prediction book, so that it gets labels.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from models.readiness import Readiness
 from models.snapshots import DecodedSnapshot, ModelSnapshotStore
+
+log = logging.getLogger(__name__)
 
 
 class VersionModels:
@@ -30,14 +36,21 @@ class VersionModels:
         self.version = snapshot.version
         self._scorer = snapshot.scorer()
         self.names = self._scorer.model_names
-        self.trained = frozenset(m.name for m in snapshot.models.values() if m.labels_learned > 0)
-        """The models that learned at least one label: only their scores reach the rules."""
+        self.ready = frozenset(m.name for m in snapshot.models.values() if m.ready)
+        """The models the learner found ready when it sealed the version: only their scores
+        reach the rules and change events."""
         start = snapshot.version * snapshot.period_seconds
         self.label = time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime(start))
         """The version as the UTC start of its period."""
 
+    def readiness(self) -> dict[str, str]:
+        """Per model, ``"ready"`` or ``"warming up: <reason>"``."""
+        return {
+            m.name: Readiness(m.ready, m.warming_up_reason).describe() for m in self.snapshot.models.values()
+        }
+
     def score_rows(self, rows: Sequence[Sequence[float]]) -> list[dict[str, float]]:
-        """Every model's score of each row (input-name order), trained or not."""
+        """Every model's score of each row (input-name order), ready or not."""
         matrix = self._scorer.score(np.asarray(rows, dtype=np.float64))
         return [dict(zip(self.names, values, strict=True)) for values in matrix.tolist()]
 
@@ -66,6 +79,7 @@ class ModelGate:
         self._untrained = untrained
         self._versions: dict[int, VersionModels] = {}
         self._sealed: int | None = None
+        self._mismatches: set[str] = set()
 
     def version_of(self, moment: float) -> int:
         """The snapshot version a decision at ``moment`` reads."""
@@ -92,10 +106,30 @@ class ModelGate:
                 return False
         for version in range(first, last + 1):
             if version not in self._versions:
-                snapshot = await self.store.load(version) or self._untrained(version)
+                snapshot = await self.store.load(version)
+                if snapshot is None:
+                    snapshot = self._untrained(version)
+                else:
+                    self._check_fingerprint(snapshot)
                 self._versions[version] = VersionModels(snapshot)
         self._forget_old(first, last)
         return True
+
+    def _check_fingerprint(self, snapshot: DecodedSnapshot) -> None:
+        """Warn (once per fingerprint) about a learner configured otherwise than this worker.
+
+        The snapshot's own readiness decisions still apply: they are what every worker reads.
+        """
+        expected = self._untrained(snapshot.version).fingerprint
+        if snapshot.fingerprint != expected and snapshot.fingerprint not in self._mismatches:
+            self._mismatches.add(snapshot.fingerprint)
+            log.warning(
+                "model snapshot %d was sealed by a learner configured otherwise (fingerprint %s, this "
+                "worker's %s: model settings or SEGFLOW_MODEL_READY_* differ); its readiness applies",
+                snapshot.version,
+                snapshot.fingerprint,
+                expected,
+            )
 
     def loaded(self, version: int) -> VersionModels:
         """A loaded version's models (``ensure`` it first)."""

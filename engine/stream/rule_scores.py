@@ -1,8 +1,9 @@
 """The scores a decision may read: ready models' scores and the customer's BTYD quantities.
 
-Model scores come from the sealed model snapshot of the decision's moment; a model that has not
-learned yet gives the rules nothing (``None`` in a comparison). The BTYD quantities are served
-in closed form from the population's BTYD fit that the decision's population snapshot carries
+Model scores come from the sealed model snapshot of the decision's moment; a model that is not
+ready (warming up, ``models.readiness``) gives the rules nothing (``None`` in a comparison).
+The BTYD quantities are served in closed form from the population's BTYD fit that the
+decision's population snapshot carries
 (``engine.snapshots.lifetime``) and the customer's own purchases, so they replay like the
 quintiles do:
 

@@ -93,10 +93,15 @@ def test_scores_follow_the_named_snapshot_and_snapshots_ignore_partitioning(
 ) -> None:
     events = list(generate_events(POPULATION))
     tag = uuid.uuid4().hex[:8]
+    # About versions, not readiness: a model is ready once it learned a label, so that change
+    # events of this short stream carry scores to check.
+    ready_at_once = {"model_ready_min_labels": 0, "model_ready_require_auc": False}
     eight = namespaced(isolated_settings, f"mv8-{tag}", f"mv8{tag}").model_copy(
-        update={"events_partitions": 8}
+        update={"events_partitions": 8, **ready_at_once}
     )
-    one = namespaced(isolated_settings, f"mv1-{tag}", f"mv1{tag}").model_copy(update={"events_partitions": 1})
+    one = namespaced(isolated_settings, f"mv1-{tag}", f"mv1{tag}").model_copy(
+        update={"events_partitions": 1, **ready_at_once}
+    )
     changes, blobs = run(eight, events)
     _, blobs_one = run(one, events)
 
@@ -111,6 +116,8 @@ def test_scores_follow_the_named_snapshot_and_snapshots_ignore_partitioning(
         if "event_id" not in change["cause"] or not scores:
             continue
         version = version_of(change["model_version"], eight.model_period_seconds)
+        ready = {m.name for m in decode_snapshot(blobs[version]).models.values() if m.ready}
+        assert set(scores) <= ready, change  # only the named snapshot's ready models reach changes
         again = rescored(eight, events, change, blobs[version])
         assert all(again[name] == pytest.approx(value, abs=5e-7) for name, value in scores.items()), change
         checked += 1

@@ -101,7 +101,8 @@ def test_regression_metrics_match_hand_computation() -> None:
 def test_empty_and_one_class_reports_have_none() -> None:
     classification = ModelEvaluation("churn", "classification")
     assert classification.report()["prequential"] == {
-        "n": 0, "positives": 0, "roc_auc": None, "log_loss": None, "ece": None
+        "n": 0, "positives": 0, "roc_auc": None, "auc_positives": 0, "auc_negatives": 0,
+        "log_loss": None, "ece": None,
     }  # fmt: skip
     classification.update(True, 0.7, holdout=False)
     assert classification.report()["prequential"]["roc_auc"] is None
