@@ -1,0 +1,72 @@
+"""BTYD summaries and fits through the population snapshots, against a real Redis.
+
+The summaries are recounted in the test from the placements it gave; the fit of a fit day must
+equal a fit of that recount, and every later day up to the next fit day reads the same fit.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+import pytest
+from helpers import with_redis
+from redis.asyncio import Redis
+
+from engine.settings import Settings
+from engine.snapshots import Histogram, PopulationSnapshots
+from engine.snapshots.lifetime import LifetimeFit, fit_lifetime
+from engine.stream.population_gate import PopulationGate
+from features.event import SECONDS_PER_DAY
+
+pytestmark = pytest.mark.integration
+
+LATENESS = 3 * SECONDS_PER_DAY
+
+
+def population(seed: int, partitions: int) -> dict[int, dict[str, tuple[int, int, int, int]]]:
+    """(last day, orders, revenue units, first day) per customer, per partition."""
+    rng = random.Random(seed)
+    out: dict[int, dict[str, tuple[int, int, int, int]]] = {p: {} for p in range(partitions)}
+    for i in range(400):
+        first = 19_900 + rng.randrange(90)
+        orders = 1 + min(int(rng.expovariate(0.5)), 30)
+        last = first if orders == 1 else min(first + rng.randrange(1, 100), 19_999)
+        out[i % partitions][f"c{i}"] = (last, orders, orders * rng.randrange(5, 60), first)
+    return out
+
+
+def test_fit_day_fit_equals_a_fit_of_the_recount_and_later_days_read_it(isolated_settings: Settings) -> None:
+    fit_day = next(d for d in range(20_000, 20_007) if d % 7 == 6)
+
+    async def body(client: Redis) -> None:
+        snapshots = PopulationSnapshots(client, isolated_settings.key_prefix, partitions=2)
+        await snapshots.ensure_script()
+        placed = population(3, 2)
+        for partition, placements in placed.items():
+            await snapshots.place(partition, placements)
+            # Placing twice changes nothing (absolute placements).
+            await snapshots.place(partition, placements)
+        everyone = [row for part in placed.values() for row in part.values()]
+        recount = Histogram(
+            lifetimes=dict(Counter((r[3], r[0], r[1]) for r in everyone)),
+            spends=dict(Counter((r[1], r[2]) for r in everyone)),
+        )
+        merged_stored = Histogram.decode((await snapshots.contribute(0, [fit_day, fit_day + 1])).encode())
+        assert merged_stored.lifetimes == dict(Counter((r[3], r[0], r[1]) for r in placed[0].values()))
+        await snapshots.contribute(1, [fit_day, fit_day + 1])
+
+        gate = PopulationGate(snapshots, 2, LATENESS)
+        assert await gate.ensure(fit_day + 1, fit_day + 1)  # seals the fit day first
+        expected = fit_lifetime(fit_day, recount)
+        assert expected is not None
+        moment_of = lambda version: (version + 1) * SECONDS_PER_DAY + LATENESS + 1  # noqa: E731
+        on_fit_day = gate.cuts_at(moment_of(fit_day)).lifetime
+        next_day = gate.cuts_at(moment_of(fit_day + 1)).lifetime
+        assert on_fit_day == expected and next_day == expected
+        sealed = await snapshots.sealed(fit_day)
+        assert sealed is not None and LifetimeFit.decode(sealed.lifetime) == expected  # type: ignore[arg-type]
+        following = await snapshots.sealed(fit_day + 1)
+        assert following is not None and following.lifetime is None  # only fit days store a fit
+
+    with_redis(isolated_settings, body)
