@@ -27,6 +27,7 @@ from engine.settings import Settings, namespaced
 from engine.stream.batch_records import LABEL, RawRecord
 from engine.stream.replay import replay
 from features.client import connect
+from models.baselines import SimpleRule, strongest_rule
 from models.evaluation import ModelEvaluation
 from models.hindsight import LabelRow, hindsight_auc
 from models.label_messages import decode_label
@@ -49,6 +50,10 @@ class EvaluationResult:
     sealed_version: int | None = None
     readiness: dict[str, str] = field(default_factory=dict)
     """Per model, "ready" or "warming up: <reason>" as of the last sealed version."""
+    baselines: dict[str, SimpleRule] = field(default_factory=dict)
+    """Per model, the strongest simple rule beside the online model (``models.baselines``)."""
+    hindsight: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per classifier, the scikit-learn reference trained with hindsight (``models.hindsight``)."""
 
 
 def file_payloads(path: Path) -> Iterator[tuple[bytes, bytes]]:
@@ -166,7 +171,12 @@ def run_evaluation(
         sealed_version=core.sealed,
         readiness={name: r.describe() for name, r in core.readiness().items() if name in wanted},
     )
-    reference = hindsight_auc(rows["churn"], names) if "churn" in rows else {}
+    for name in wanted:
+        task = core.tasks[name]
+        result.baselines[name] = strongest_rule(name, task, rows.get(name, []), names)
+        if task == "classification" and name in rows:
+            result.hindsight[name] = hindsight_auc(rows[name], names)
+    reference = result.hindsight.get("churn", {})
     return result, reference
 
 
@@ -210,6 +220,7 @@ def render(result: EvaluationResult, reference: dict[str, Any]) -> str:
         )
         if name in result.readiness:
             lines.append(f"{name:24} {result.readiness[name]}")
+    lines += _baseline_lines(result)
     if reference:
         lines.append(
             "churn on the holdout labels: online (prequential predictions) ROC AUC "
@@ -227,6 +238,22 @@ def render(result: EvaluationResult, reference: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _baseline_lines(result: EvaluationResult) -> list[str]:
+    """Per model: online vs the strongest simple rule vs hindsight, on the holdout labels."""
+    lines = [
+        "holdout labels: the online model vs the strongest simple rule (one input, chosen on the "
+        "training labels) vs scikit-learn with hindsight"
+    ]
+    for name, rule in result.baselines.items():
+        hindsight = result.hindsight.get(name, {}).get("reference_auc")
+        verdict = {True: "online better", False: "RULE BETTER", None: "-"}[rule.online_wins]
+        lines.append(
+            f"{name:24} {rule.metric} online {_fmt(rule.online_metric)}, rule {_fmt(rule.rule_metric)}"
+            f" [{rule.rule or '-'}], hindsight {_fmt(hindsight)} ({rule.holdout_labels} labels): {verdict}"
+        )
+    return lines
+
+
 def as_json(result: EvaluationResult, reference: dict[str, Any]) -> str:
     """Machine-readable form of the same."""
     return json.dumps(
@@ -236,6 +263,18 @@ def as_json(result: EvaluationResult, reference: dict[str, Any]) -> str:
             "models": {name: e.report() for name, e in result.evaluations.items()},
             "readiness": result.readiness,
             "churn_hindsight": reference,
+            "baselines": {
+                name: {
+                    "metric": rule.metric,
+                    "online": rule.online_metric,
+                    "rule": rule.rule,
+                    "rule_metric": rule.rule_metric,
+                    "online_better": rule.online_wins,
+                    "hindsight_auc": result.hindsight.get(name, {}).get("reference_auc"),
+                    "holdout_labels": rule.holdout_labels,
+                }
+                for name, rule in result.baselines.items()
+            },
         },
         indent=2,
         default=str,

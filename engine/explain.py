@@ -9,6 +9,7 @@ from typing import Any
 from engine.app import build_pipeline
 from engine.rules.evaluate import explain_membership
 from engine.settings import Settings
+from engine.snapshots.lifetime import LifetimeFit
 from engine.stream.customer_step import CustomerStep
 from engine.stream.model_gate import VersionModels
 from features.client import connect
@@ -78,7 +79,29 @@ class Explanation:
             lines.append(
                 f"population snapshot: {population}; models: {self.extra.get('model_version') or '-'}"
             )
+        if "btyd_fit" in self.extra:
+            fit = self.extra["btyd_fit"]
+            lines.append(
+                "BTYD fit: none yet (no p_alive / expected purchases / clv scores)"
+                if fit is None
+                else "BTYD fit of {day}: BG/NBD r={r:.4g} alpha={alpha:.4g} a={a:.4g} b={b:.4g}; "
+                "Gamma-Gamma {spend}".format(**fit)
+            )
         return "\n".join(lines)
+
+
+def btyd_summary(fit: LifetimeFit) -> dict[str, Any]:
+    """The parameters of a BTYD fit as ``explain`` shows them (time in days)."""
+    bg = fit.purchases
+    spend = fit.spend
+    return {
+        "day": datetime.fromtimestamp(fit.day * 86_400, tz=UTC).date().isoformat(),
+        "r": bg.r,
+        "alpha": bg.alpha,
+        "a": bg.a,
+        "b": bg.b,
+        "spend": "none" if spend is None else f"p={spend.p:.4g} q={spend.q:.4g} v={spend.v:.4g}",
+    }
 
 
 def _iso(ts: float) -> str:
@@ -168,8 +191,10 @@ async def explain_customer(settings: Settings, customer_id: str) -> Explanation 
         pipeline.population.lenient = True
     explanation = build_explanation(record, pipeline.step, pipeline.rules, models)
     if explanation is not None:
-        explanation.extra["population_version"] = pipeline.population.cuts_at(explanation.as_of).version_label
+        cuts = pipeline.population.cuts_at(explanation.as_of)
+        explanation.extra["population_version"] = cuts.version_label
         explanation.extra["model_version"] = None if models is None else models.label
+        explanation.extra["btyd_fit"] = None if cuts.lifetime is None else btyd_summary(cuts.lifetime)
     if explanation is not None and quintiles is not None:
         explanation.extra["rfm_rank_quintiles"] = {
             "R": quintiles.recency,
