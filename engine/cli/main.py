@@ -17,6 +17,7 @@ from engine.cli.features_cmds import features
 from engine.cli.learner_cmd import learner
 from engine.cli.models_cmds import evaluate
 from engine.cli.rules_cmds import rules
+from engine.cli.scores_cmds import scores
 from engine.cli.segments_cmds import models, segments
 from engine.cli.stack_cmds import config, stack, topics
 from engine.cli.worker_cmd import worker
@@ -44,6 +45,7 @@ for command in (
     evaluate,
     models,
     segments,
+    scores,
     bench,
     dashboard,
     demo,

@@ -1,0 +1,1 @@
+"""Files for other systems: every customer's features, scores and segments (``scores``)."""
