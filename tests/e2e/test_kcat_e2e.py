@@ -284,7 +284,11 @@ def wait_for(
 def test_kcat_events_in_segment_changes_and_dead_letters_out(isolated_settings: Settings) -> None:
     if shutil.which("kcat") is None:
         pytest.fail("kcat is not installed (apt-get install kcat); .ci/run installs it")
-    settings = isolated_settings.model_copy(update={"web_port": free_port()})
+    # A handful of labels: with the default readiness guard no model would reach the rules or
+    # `explain` (tests/integration/test_readiness_gate.py covers that); here a model that learned
+    # a label is ready, so the scores' path through change events and explain is checked.
+    ready_at_once = {"model_ready_min_labels": 0, "model_ready_require_auc": False}
+    settings = isolated_settings.model_copy(update={"web_port": free_port(), **ready_at_once})
     asyncio.run(ensure_topics(settings))
     log = settings.stack_dir / "test-logs" / f"{settings.app_id}.log"
     worker = start_worker(settings, log)
