@@ -10,7 +10,8 @@ A ``score`` event (an external batch job's score for the customer, ``external_sc
 applied and counted like any event, and moves the customer's event-time span (``first_ts``,
 ``last_ts``: lateness and the moment features are read at), but it is not an action of theirs:
 no engagement, no window bucket, no login or purchase time, so recency and activity features
-do not see it. Per model the score with the latest ``as_of`` (then ``ts``) is kept; an older
+do not see it (only ``tenure_days`` of a customer first seen through a score event counts from
+it). Per model the score with the latest ``as_of`` (then ``ts``) is kept; an older
 one arriving later does not replace it.
 
 ``apply_event`` mutates the state it is given (the caller owns it for the batch): copying the
@@ -204,12 +205,8 @@ def _score(state: CustomerState, event: Event, config: FeatureConfig) -> None:
     reported = [float(event.attrs["value"]), str(event.attrs["version"]), as_of, event.ts]
     current = state.external_scores.get(model)
     # Latest as_of wins, then latest ts; full ties by version and value, so order never matters.
-    if current is None or (as_of, event.ts, reported[1], reported[0]) > (
-        current[2],
-        current[3],
-        current[1],
-        current[0],
-    ):
+    key = (as_of, event.ts, reported[1], reported[0])
+    if current is None or key > (current[2], current[3], current[1], current[0]):
         state.external_scores[model] = reported
     if len(state.external_scores) > config.max_external_scores:
         scores = state.external_scores
