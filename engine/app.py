@@ -100,7 +100,17 @@ def rules_path(settings: Settings) -> Path:
 
 def rule_names(settings: Settings, features: FeatureConfig | None = None) -> dict[str, str]:
     """Every variable a rule may read under ``settings``."""
-    return known_variables(catalogue(features or feature_config(settings)), specs(settings))
+    external = (ExternalModel(name) for name in split_list(settings.external_scores))
+    models: list[Any] = [*specs(settings), *external]
+    return known_variables(catalogue(features or feature_config(settings)), models)
+
+
+@dataclass(frozen=True, slots=True)
+class ExternalModel:
+    """An external batch model the rules may read (``SEGFLOW_EXTERNAL_SCORES``)."""
+
+    name: str
+    description: str = "external batch score (score events)"
 
 
 def load_rule_set(settings: Settings, features: FeatureConfig | None = None) -> RuleSet:

@@ -25,7 +25,8 @@ The fast path is sound because everything it accepts, the slow path accepts the 
   ``NaN``/``Infinity``; out-of-range floats are errors rather than ``inf``), with the same
   correctly rounded floats;
 * the ts and attribute checks below repeat ``engine.schemas`` (RFC 3339 strings go through the
-  same ``parse_ts``), driven by the same ``ATTRIBUTE_SPECS``.
+  same ``parse_ts``), driven by the same ``ATTRIBUTE_SPECS``; a ``score`` event's own checks
+  are the same ``score_problem``.
 
 ``tests/unit/test_event_decoder.py`` checks the equivalence on generated valid, mutated and
 garbage inputs.
@@ -47,6 +48,7 @@ from engine.schemas import (
     MIN_TS_MS,
     InvalidEvent,
     parse_ts,
+    score_problem,
     validate_event,
 )
 from features.event import EVENT_TYPES, Event
@@ -140,5 +142,7 @@ def _accepted(wire: _WireEvent, currency: str | None) -> Event | None:
         elif type(value) is not int or (non_negative and value < 0):
             return None
     if currency is not None and event_type == "purchase" and attrs["currency"] != currency:
+        return None
+    if event_type == "score" and score_problem(attrs, seconds) is not None:
         return None
     return Event(wire.event_id, wire.customer_id, event_type, seconds, attrs)

@@ -11,6 +11,7 @@ from engine.rules.evaluate import explain_membership
 from engine.settings import Settings
 from engine.snapshots.lifetime import LifetimeFit
 from engine.stream.customer_step import CustomerStep
+from engine.stream.external_scores import EXTERNAL_SOURCE, score_entry
 from engine.stream.model_gate import VersionModels
 from features.client import connect
 from features.redis_store import CustomerRecord
@@ -58,9 +59,11 @@ class Explanation:
             "features:",
         ]
         lines += [f"  {name:28} {value}" for name, value in self.features.items()]
-        lines.append("scores (top contributions):")
+        lines.append("scores (top contributions; an external score's version and as-of time):")
         for name, row in self.scores.items():
             top = ", ".join(f"{f} {c:+.3f}" for f, c in row.get("top", []))
+            if row.get("source") == EXTERNAL_SOURCE:
+                top = f"external: version {row['version']}, as of {_iso(row['as_of'] / 1000)}"
             lines.append(f"  {name:28} {row['score']:<10.4f} {top}")
         if self.models:
             lines.append("models (a warming-up model's score is None to the rules):")
@@ -129,7 +132,7 @@ def build_explanation(
     inputs = snapshot_row(variables.features.raw, step.config.input_names)
     scores: dict[str, Any] = {}
     for name, value in work.scores.items():
-        row: dict[str, Any] = {"score": value}
+        row: dict[str, Any] = score_entry(name, value, state)
         top = None if models is None else models.contributions(name, inputs, 3)
         if top is not None:
             row["top"] = [[f, round(c, 4)] for f, c in top]

@@ -10,12 +10,18 @@ Event schema v1 (a map; msgpack on the wire, JSON accepted):
     attrs        map, optional; per type, the attributes in ATTRIBUTE_SPECS
                  (required ones must be present with the right type; others are kept as-is)
 
+A ``score`` event carries a score an external batch job computed (``score_problem``): ``model``
+a safe name (``EXTERNAL_MODEL_PATTERN``) that is not one of the engine's own score names, so it
+reads as ``score_<model>`` in the rules; ``value`` a finite number; ``version`` a string; ``as_of``
+optional epoch milliseconds, when the job computed it (not after ``ts``; default ``ts``).
+
 The README documents the same tables; ``tests/unit/test_schemas.py`` pins them.
 """
 
 from __future__ import annotations
 
 import math
+import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -36,6 +42,13 @@ MAX_TS_MS = 4_102_444_800_000
 SEVERITIES = ("low", "medium", "high", "critical")
 TICKET_STATUSES = ("opened", "closed")
 CAMPAIGN_OUTCOMES = ("delivered", "opened", "clicked", "converted", "unsubscribed")
+
+EXTERNAL_MODEL_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,47}")
+# The engine's own scores (models.registry: churn, clv, propensity_<product>; the BTYD scores of
+# engine.stream.rule_scores: p_alive, expected_purchases_<N>d, clv_<N>d). An external score may not
+# take one of their names: rejecting is clearer than a silent rename the rules would not expect.
+RESERVED_MODEL_NAMES = frozenset({"churn", "clv", "p_alive"})
+RESERVED_MODEL_PREFIXES = ("propensity_", "expected_purchases_", "clv_")
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +83,12 @@ ATTRIBUTE_SPECS: dict[str, dict[str, AttributeSpec]] = {
         "campaign": AttributeSpec("str"),
         "variant": AttributeSpec("str"),
         "outcome": AttributeSpec("str", choices=CAMPAIGN_OUTCOMES),
+    },
+    "score": {
+        "model": AttributeSpec("str"),
+        "value": AttributeSpec("number"),
+        "version": AttributeSpec("str"),
+        "as_of": AttributeSpec("number", required=False),
     },
 }
 assert set(ATTRIBUTE_SPECS) == set(EVENT_TYPES)
@@ -135,6 +154,32 @@ def _check_attribute(event_type: str, name: str, spec: AttributeSpec, value: Any
         raise InvalidEvent(f"{where} must not be negative")
 
 
+def external_model_problem(name: str) -> str | None:
+    """Why ``name`` cannot be an external model's name, or None when it can."""
+    if EXTERNAL_MODEL_PATTERN.fullmatch(name) is None:
+        return f"must match {EXTERNAL_MODEL_PATTERN.pattern} (lowercase letter, then up to 47 of a-z 0-9 _)"
+    if name in RESERVED_MODEL_NAMES or name.startswith(RESERVED_MODEL_PREFIXES):
+        return "is an engine score name (churn, clv, propensity_*, p_alive, expected_purchases_*, clv_*)"
+    return None
+
+
+def score_problem(attrs: Mapping[str, Any], ts: float) -> str | None:
+    """The dead-letter reason of a ``score`` event whose attributes passed ``ATTRIBUTE_SPECS``."""
+    model = attrs["model"]
+    problem = external_model_problem(model)
+    if problem is not None:
+        return f"attrs.model of score {model!r} {problem}"
+    if len(attrs["version"]) > MAX_ID_LENGTH:
+        return f"attrs.version of score must be 1-{MAX_ID_LENGTH} characters"
+    as_of = attrs.get("as_of")
+    if as_of is not None:
+        if not MIN_TS_MS <= as_of <= MAX_TS_MS:
+            return "attrs.as_of of score is outside 2000-01-01..2100-01-01 (epoch milliseconds expected)"
+        if as_of / 1000 > ts:
+            return "attrs.as_of of score is after the event's ts"
+    return None
+
+
 def validate_event(envelope: Any, *, currency: str | None = None) -> Event:
     """Check a decoded envelope against schema v1 and return the typed event.
 
@@ -167,6 +212,8 @@ def validate_event(envelope: Any, *, currency: str | None = None) -> Event:
         _check_attribute(event_type, name, spec, attrs[name])
     if event_type == "purchase" and currency is not None and attrs["currency"] != currency:
         raise InvalidEvent(f"purchase currency {attrs['currency']!r} is not the configured {currency!r}")
+    if event_type == "score" and (problem := score_problem(attrs, ts)) is not None:
+        raise InvalidEvent(problem)
     return Event(event_id=event_id, customer_id=customer_id, type=event_type, ts=ts, attrs=dict(attrs))
 
 

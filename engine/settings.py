@@ -13,6 +13,8 @@ from pathlib import Path
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from engine.schemas import external_model_problem
+
 
 def _default_stack_dir() -> Path:
     """``.stack`` in the source checkout when running from one, else a per-user cache dir."""
@@ -84,6 +86,9 @@ class Settings(BaseSettings):
     group_attribute: str = "region"  # event attribute whose latest value groups the fairness report
     checkpoint_key: str = ""  # HMAC key of model checkpoints; empty: a random key kept in stack_dir
     rescore_days: float = Field(7.0, gt=0)  # a silent customer is re-scored this often (event time)
+    external_scores: str = ""
+    """Comma-separated names of external batch models (``score`` events) the rules may read as
+    ``score_<name>``; a score event of any valid name is stored, but a rule may only name these."""
 
     # Model readiness (models.readiness): a model that is not ready scores None to the rules
     model_ready_min_labels: int = Field(200, ge=0)
@@ -120,6 +125,15 @@ class Settings(BaseSettings):
     def labels_topic(self) -> str:
         """The topic of resolved labels, workers to learner: ``<app_id>.labels`` (1 partition)."""
         return f"{self.app_id}.labels"
+
+    @field_validator("external_scores")
+    @classmethod
+    def _external_names(cls, value: str) -> str:
+        for name in split_list(value):
+            problem = external_model_problem(name)
+            if problem is not None:
+                raise ValueError(f"external score {name!r} {problem}")
+        return value
 
     @field_validator("log_level")
     @classmethod

@@ -37,6 +37,7 @@ class FeatureConfig:
     products: tuple[str, ...] = ("mortgage", "credit_card", "savings", "current_account", "insurance")
     max_tracked_features: int = 64  # besides the key features, which are always tracked
     max_tracked_campaigns: int = 8
+    max_external_scores: int = 16  # external models' scores kept per customer (oldest as_of goes)
 
     def __post_init__(self) -> None:
         for name, windows in (("purchase", self.purchase_windows_days), ("login", self.login_windows_days)):

@@ -17,7 +17,9 @@ EVENT_TYPES: tuple[str, ...] = (
     "call_center",
     "product_holding",
     "campaign_response",
+    "score",
 )
+"""``score`` is not a customer's action: an external batch job's score for them (``features.state``)."""
 
 SECONDS_PER_DAY = 86_400.0
 

@@ -6,6 +6,14 @@ moment at or after the customer's latest event: all-time totals, day buckets for
 Every field except the engagement score's last bits of floating point is independent of the
 order in which the (not too late) events arrived; money is integer minor units (cents).
 
+A ``score`` event (an external batch job's score for the customer, ``external_scores``) is
+applied and counted like any event, and moves the customer's event-time span (``first_ts``,
+``last_ts``: lateness and the moment features are read at), but it is not an action of theirs:
+no engagement, no window bucket, no login or purchase time, so recency and activity features
+do not see it (only ``tenure_days`` of a customer first seen through a score event counts from
+it). Per model the score with the latest ``as_of`` (then ``ts``) is kept; an older
+one arriving later does not replace it.
+
 ``apply_event`` mutates the state it is given (the caller owns it for the batch): copying the
 nested tables per event would cost more than the rest of the pipeline.
 """
@@ -59,6 +67,8 @@ class CustomerState:
     call_days: dict[int, int] = field(default_factory=dict)
     holdings: dict[str, list[float]] = field(default_factory=dict)
     campaigns: dict[str, list[Any]] = field(default_factory=dict)
+    external_scores: dict[str, list[Any]] = field(default_factory=dict)
+    """Per external model: [value, version, as_of, ts] of its latest ``score`` event."""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain mapping for serialisation."""
@@ -66,7 +76,8 @@ class CustomerState:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CustomerState:
-        """Inverse of ``to_dict``; unknown keys are an error, not silently dropped."""
+        """Inverse of ``to_dict``; unknown keys are an error, not silently dropped (missing ones,
+        from a state stored before they existed, take their defaults)."""
         return cls(**data)
 
 
@@ -108,7 +119,7 @@ def apply_event(
 
 def _decay_engagement(state: CustomerState, event: Event, config: FeatureConfig) -> None:
     weight = config.engagement_weights.get(event.type, 0.0)
-    if weight == 0.0:
+    if weight == 0.0 or event.type == "score":  # a batch job's score is not engagement
         return
     half_life = config.engagement_half_life_days * SECONDS_PER_DAY
     if state.engagement_ts is None:
@@ -187,6 +198,21 @@ def _campaign_response(state: CustomerState, event: Event, config: FeatureConfig
         del state.campaigns[oldest]
 
 
+def _score(state: CustomerState, event: Event, config: FeatureConfig) -> None:
+    model = str(event.attrs["model"])
+    as_of_ms = event.attrs.get("as_of")
+    as_of = event.ts if as_of_ms is None else float(as_of_ms) / 1000
+    reported = [float(event.attrs["value"]), str(event.attrs["version"]), as_of, event.ts]
+    current = state.external_scores.get(model)
+    # Latest as_of wins, then latest ts; full ties by version and value, so order never matters.
+    key = (as_of, event.ts, reported[1], reported[0])
+    if current is None or key > (current[2], current[3], current[1], current[0]):
+        state.external_scores[model] = reported
+    if len(state.external_scores) > config.max_external_scores:
+        scores = state.external_scores
+        del scores[min(scores, key=lambda name: (scores[name][2], scores[name][3], name))]
+
+
 _HANDLERS = {
     "purchase": _purchase,
     "login": _login,
@@ -196,6 +222,7 @@ _HANDLERS = {
     "call_center": _call_center,
     "product_holding": _product_holding,
     "campaign_response": _campaign_response,
+    "score": _score,
 }
 
 

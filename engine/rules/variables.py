@@ -1,7 +1,8 @@
 """The variables segment rules can read, by name.
 
 Three kinds: the catalogue's features (``features.catalogue``), one ``score_<model>`` per model
-(``models.registry.model_specs``: ``score_churn``, ``score_clv``, ``score_propensity_<product>``)
+(``models.registry.model_specs``: ``score_churn``, ``score_clv``, ``score_propensity_<product>``;
+external batch models of ``SEGFLOW_EXTERNAL_SCORES`` are passed in the same way)
 and the RFM quintiles ``r_score``, ``f_score`` and ``m_score`` (1..5, 5 best; None for a customer
 without a purchase). ``days_since_last_activity`` (days since the last login or purchase) is always
 known, whether or not the catalogue passed in lists it yet.

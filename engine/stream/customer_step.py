@@ -19,6 +19,7 @@ from engine.output import SegmentChange, change_id
 from engine.rules.evaluate import FamilyDecision, evaluate_rules, next_due
 from engine.rules.model import Family, RuleSet
 from engine.segmentation import QUINTILE_NAMES, SCORE_PREFIX, PopulationCuts, RuleVariables, TimeModel
+from engine.stream.external_scores import score_entries
 from engine.stream.model_gate import VersionModels
 from engine.stream.rule_scores import lifetime_names, rule_scores
 from engine.stream.working import (
@@ -280,9 +281,7 @@ class CustomerStep:
         position: int | str,
     ) -> SegmentChange:
         partition = int(cause["partition"])  # type: ignore[call-overload]
-        scores: dict[str, object] = {
-            name: {"score": round(value, 6)} for name, value in variables.scores.items()
-        }
+        scores = score_entries(variables.scores, variables.state)
         for name in self._models_of(rules, family):
             top = models.contributions(name, row, TOP_CONTRIBUTIONS) if name in variables.scores else None
             if top is not None:

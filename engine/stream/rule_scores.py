@@ -18,6 +18,11 @@ score                              meaning (time in days, money in major units)
 
 N is ``SEGFLOW_CLV_DAYS``. A customer who never bought, or a population without a fit yet
 (fewer than ``MIN_CUSTOMERS`` buyers, or in its first week), has none of them.
+
+External batch scores (``score`` events, ``engine.stream.external_scores``) join them from the
+customer's own state. Precedence, lowest first: external scores, the ready models' scores, the
+BTYD scores; an external score whose name is any engine model's (ready or warming up) is left
+out, so a warming-up model still reads as None rather than as someone else's number.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 
 from engine.snapshots.lifetime import LifetimeFit
+from engine.stream.external_scores import external_values
 from features.event import SECONDS_PER_DAY
 from features.state import CustomerState
 from models.btyd import expected_purchases, p_alive
@@ -67,8 +73,10 @@ def rule_scores(
     as_of: float,
     horizon_days: float,
 ) -> dict[str, float]:
-    """What the rules and change events see: scores of ``ready`` models, then the BTYD ones."""
-    scores = {name: value for name, value in model_scores.items() if name in ready}
+    """What the rules and change events see: external scores, scores of ``ready`` models, then
+    the BTYD ones (later ones win a name)."""
+    scores = external_values(state, model_scores) if state.external_scores else {}
+    scores.update((name, value) for name, value in model_scores.items() if name in ready)
     if fit is not None:
         scores.update(lifetime_scores(fit, state, as_of, horizon_days))
     return scores

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -12,6 +14,7 @@ from helpers import seal_untrained_models, with_redis
 from redis.asyncio import Redis
 
 from engine.app import build_pipeline
+from engine.export import export_scores
 from engine.settings import Settings
 from engine.stream.pipeline import DEAD_LETTER, SEGMENT_CHANGE, RawRecord, SegmentPipeline
 from features.redis_store import CustomerWrite, RedisFeatureStore
@@ -252,3 +255,81 @@ def test_too_late_events_are_dead_lettered_once_through_the_outbox(isolated_sett
         assert (await pipeline.process(records)).changes == []
 
     run(isolated_settings, body)
+
+
+def score(
+    event_id: str, customer: str, day: float, value: float, version: str, as_of_day: float
+) -> dict[str, Any]:
+    attrs = {"model": "rf_churn", "value": value, "version": version, "as_of": T0 + int(as_of_day * DAY_MS)}
+    return {
+        "event_id": event_id,
+        "customer_id": customer,
+        "type": "score",
+        "ts": T0 + int(day * DAY_MS),
+        "attrs": attrs,
+    }
+
+
+EXTERNAL_RULES = """
+version: "external-1"
+families:
+  - name: churn_risk
+    segments:
+      - name: at_risk
+        when: "score_rf_churn >= 0.8"
+"""
+
+
+def test_a_score_event_changes_a_segment_and_the_change_carries_its_version(
+    isolated_settings: Settings, tmp_path: Any
+) -> None:
+    # carol logs in on day 0 (no score: score_rf_churn is None, so not at_risk); a batch job's 0.5
+    # computed day 0.5 arrives on day 1 (0.5 < 0.8: still nothing); its 0.83 computed day 1.9
+    # arrives on day 2: at_risk, the change carrying version rf-2026-01-02 and as_of day 1.9; a
+    # stale 0.1 computed day 1 arrives on day 3 and is kept out (older as_of): she stays at_risk;
+    # a score for the engine's own "churn" is dead-lettered.
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(EXTERNAL_RULES)
+    settings = isolated_settings.model_copy(update={"rules_file": rules, "external_scores": "rf_churn"})
+    stream = [
+        login("c1", "carol", 0),
+        score("c2", "carol", 1, 0.5, "rf-2026-01-01", 0.5),
+        score("c3", "carol", 2, 0.83, "rf-2026-01-02", 1.9),
+        score("c4", "carol", 3, 0.1, "rf-2026-01-01", 1),
+        {**score("c5", "carol", 3, 0.9, "x", 3), "attrs": {"model": "churn", "value": 0.9, "version": "x"}},
+    ]
+
+    async def body(pipeline: SegmentPipeline, store: RedisFeatureStore) -> None:
+        result = await pipeline.process(records_of(stream))
+        assert result.applied == 4 and result.duplicates == 0
+        assert [d.offset for d in result.dead_letters] == [4]
+        assert "attrs.model of score 'churn' is an engine score name" in result.dead_letters[0].reason
+        changes = [msgpack.unpackb(c.payload) for c in result.changes if c.kind == SEGMENT_CHANGE]
+        assert [(c["family"], c["from"], c["to"], c["cause"]["offset"]) for c in changes] == [
+            ("churn_risk", None, "at_risk", 2)
+        ]
+        assert changes[0]["rules_version"] == "external-1"
+        assert changes[0]["event_ts"] == T0 + 2 * DAY_MS
+        assert changes[0]["scores"]["rf_churn"] == {
+            "score": 0.83,
+            "version": "rf-2026-01-02",
+            "as_of": T0 + int(1.9 * DAY_MS),
+            "source": "external",
+        }
+        record = await store.get("carol")
+        assert record is not None and record.state is not None
+        assert record.state.external_scores == {
+            "rf_churn": [0.83, "rf-2026-01-02", (T0 + int(1.9 * DAY_MS)) / 1000, (T0 + 2 * DAY_MS) / 1000]
+        }
+        assert record.state.last_login_ts == T0 / 1000  # the score events are not her activity
+        await pipeline.confirm_sent(result.changes)
+        again = await pipeline.process(records_of(stream))  # redelivered: nothing changes twice
+        assert again.applied == 0 and not [c for c in again.changes if c.kind == SEGMENT_CHANGE]
+        assert (await store.get("carol")).state == record.state  # type: ignore[union-attr]
+        out = io.StringIO()  # segflow export scores reads the same record back from Redis
+        assert await export_scores(settings, out) == 1
+        [row] = list(csv.DictReader(io.StringIO(out.getvalue())))
+        assert (row["customer_id"], row["score_rf_churn"], row["frequency"]) == ("carol", "0.83", "0.0")
+        assert row["as_of"] == str(T0 + 3 * DAY_MS)  # judged last at her newest event, day 3
+
+    run(settings, body)

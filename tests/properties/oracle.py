@@ -65,6 +65,7 @@ class CustomerOracle:
     features: dict[str, Value]
     holdings: dict[str, float] = field(default_factory=dict)
     campaigns: dict[str, dict[str, Any]] = field(default_factory=dict)
+    external_scores: dict[str, list[Any]] = field(default_factory=dict)
 
     @property
     def purchases(self) -> list[dict[str, Any]]:
@@ -253,7 +254,26 @@ def _customer(
         }
         for name in kept
     }
-    return CustomerOracle(cid, accepted, late, at, values, balances, campaigns)
+    # --- external scores (score events: state, not features) ----------------------------------
+    latest_score: dict[str, tuple[int, int, str, float]] = {}
+    for e in _of(accepted, "score"):
+        name = str(e["attrs"]["model"])
+        as_of_ms = e["attrs"].get("as_of", e["ts"])
+        score = (as_of_ms, e["ts"], str(e["attrs"]["version"]), float(e["attrs"]["value"]))
+        if name not in latest_score or score > latest_score[name]:
+            latest_score[name] = score  # latest by as_of, then ts, then version, then value
+    ranked = sorted(latest_score, key=lambda name: (latest_score[name][:2], name))
+    kept_scores = ranked[max(0, len(ranked) - config.max_external_scores) :]
+    external = {
+        name: [
+            latest_score[name][3],
+            latest_score[name][2],
+            latest_score[name][0] / 1000,
+            latest_score[name][1] / 1000,
+        ]
+        for name in kept_scores
+    }
+    return CustomerOracle(cid, accepted, late, at, values, balances, campaigns, external)
 
 
 # --- comparison ------------------------------------------------------------------------------

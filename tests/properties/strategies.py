@@ -44,7 +44,9 @@ PRODUCTS = ("mortgage", "credit_card", "savings", "current_account", "insurance"
 UNLISTED_PRODUCTS = ("pension",)  # held, counted in products_held, but not a balance_<p> feature
 TICKET_IDS = ("T-1", "T-2")  # few, so openings and closes of one ticket meet
 # Types whose tables settle ties by a documented rule: give them many same-millisecond events.
-TIED_TYPES = ("support_ticket", "product_holding", "campaign_response")
+TIED_TYPES = ("support_ticket", "product_holding", "campaign_response", "score")
+EXTERNAL_MODELS = ("rf_churn", "uplift", "fraud")
+MIN_TS_MS = 946_684_800_000  # as_of of 2000-01-01: never after an event's ts
 CAMPAIGNS = ("spring", "summer", "autumn", "winter", "winback", "cashback", "referral", "travel", "student")
 CAMPAIGN_OUTCOMES = ("delivered", "opened", "clicked", "converted", "unsubscribed")
 
@@ -122,6 +124,7 @@ def feature_configs(draw: st.DrawFn) -> FeatureConfig:
         activity_window_days=windows[2],
         max_tracked_features=draw(st.sampled_from([64, 2, 1, 0])),
         max_tracked_campaigns=draw(st.sampled_from([8, 3, 1])),
+        max_external_scores=draw(st.sampled_from([16, 2, 1])),
     )
 
 
@@ -187,6 +190,14 @@ ATTRS: dict[str, st.SearchStrategy[dict[str, Any]]] = {
             "variant": st.sampled_from(["A", "B"]),
             "outcome": st.sampled_from(CAMPAIGN_OUTCOMES),
         }
+    ),
+    "score": st.fixed_dictionaries(
+        {
+            "model": st.sampled_from(EXTERNAL_MODELS),
+            "value": st.sampled_from([0.0, 0.25, 0.83, 1.0, -2.5]),
+            "version": st.sampled_from(["v1", "v2"]),
+        },
+        optional={"as_of": st.just(MIN_TS_MS)},
     ),
 }
 assert set(ATTRS) == set(EVENT_TYPES)

@@ -94,6 +94,7 @@ def check_against_oracle(scenario: gen.Scenario, later_ms: int) -> None:
         assert decode_state(encode_state(state)) == state  # what Redis stores reads back the same
         assert state.events == len(expected[cid].accepted)
         assert state.late_dropped == len(expected[cid].late)
+        assert state.external_scores == expected[cid].external_scores
 
         snap = snapshot(cid, state, config)
         assert list(snap) == names  # every catalogue feature, in catalogue order
@@ -122,6 +123,7 @@ def test_every_order_within_lateness_gives_the_same_snapshot(
         b = snapshot(cid, state, config)
         assert not differences(a, b)
         assert (a.holdings, a.campaigns) == (b.holdings, b.campaigns)
+        assert first[cid][0].external_scores == state.external_scores
 
 
 # --- holdings ----------------------------------------------------------------------

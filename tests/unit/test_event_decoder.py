@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 import engine.event_decoder as event_decoder
 from engine.codecs import decode_payload
 from engine.event_decoder import decode_event
-from engine.schemas import InvalidEvent, validate_event
+from engine.schemas import InvalidEvent, external_model_problem, validate_event
 from features.event import EVENT_TYPES, Event
 
 TS_MS = 1_700_000_000_000  # 2023-11-14T22:13:20Z
@@ -118,10 +118,22 @@ VALID_ATTRS: dict[str, st.SearchStrategy[dict[str, Any]]] = {
             "outcome": st.sampled_from(["delivered", "opened", "clicked", "converted", "unsubscribed"]),
         }
     ),
+    # as_of of 2000-01-01 is never after a valid ts; names from the safe pattern, none reserved
+    "score": st.fixed_dictionaries(
+        {
+            "model": st.from_regex(r"[a-z][a-z0-9_]{0,8}", fullmatch=True).filter(
+                lambda name: external_model_problem(name) is None
+            ),
+            "value": NUMBER,
+            "version": TEXT,
+        },
+        optional={"as_of": st.just(MIN_MS)},
+    ),
 }
 assert set(VALID_ATTRS) == set(EVENT_TYPES)
 ATTR_NAMES = ["amount", "currency", "product", "channel", "duration_s", "feature", "ticket_id", "status"]
 ATTR_NAMES += ["severity", "page", "element", "reason", "balance", "campaign", "variant", "outcome"]
+ATTR_NAMES += ["model", "value", "version", "as_of"]
 
 ZONES = st.sampled_from(
     [UTC, timezone(timedelta(hours=5, minutes=30)), timezone(-timedelta(hours=8)), timezone(timedelta(0))]
@@ -386,6 +398,7 @@ def wire(event_type: str = "purchase", **changes: Any) -> dict[str, Any]:
         "purchase": {"amount": 19.99, "currency": "EUR", "product": "basic"},
         "login": {"channel": "web"},
         "product_holding": {"product": "savings", "balance": -12},
+        "score": {"model": "rf_churn", "value": 0.83, "version": "rf-2026-11-30"},
     }[event_type]
     env: dict[str, Any] = {
         "v": 1,
@@ -430,6 +443,9 @@ def test_a_valid_event(no_slow_path: None) -> None:
         wire("login", ts=MIN_MS),
         wire("login", ts=MAX_MS),
         wire("product_holding"),
+        wire("score"),
+        wire("score", attrs={"model": "rf_churn", "value": 1, "version": "v1", "as_of": TS_MS}),
+        wire("score", attrs={"model": "a" * 48, "value": -2.5, "version": "v", "as_of": MIN_MS + 0.5}),
         wire(event_id="\U0001f600" * 128, customer_id="Zoë-ß"),
         wire(attrs={"amount": -0.0, "currency": "EUR", "product": "basic"}),
     ],
@@ -450,6 +466,12 @@ def purchase(amount: Any = 1, currency: str = "EUR", **more: Any) -> dict[str, A
 
 
 OUTSIDE = "is outside 2000-01-01..2100-01-01 (epoch milliseconds expected)"
+BAD_MODEL = "must match [a-z][a-z0-9_]{0,47} (lowercase letter, then up to 47 of a-z 0-9 _)"
+RESERVED = "is an engine score name (churn, clv, propensity_*, p_alive, expected_purchases_*, clv_*)"
+
+
+def score(**changes: Any) -> dict[str, Any]:
+    return wire("score", attrs={"model": "rf_churn", "value": 0.83, "version": "rf-1", **changes})
 
 
 @pytest.mark.parametrize(
@@ -470,6 +492,15 @@ OUTSIDE = "is outside 2000-01-01..2100-01-01 (epoch milliseconds expected)"
         (wire(ts="2023-11-14T22:13:20"), None, "ts '2023-11-14T22:13:20' has no time zone"),
         (wire(ts=math.nan), None, "ts must be finite"),
         (wire(attrs=[1]), None, "attrs must be a map, got list"),
+        (score(model="Rf"), None, f"attrs.model of score 'Rf' {BAD_MODEL}"),
+        (score(model="a" * 49), None, f"attrs.model of score {'a' * 49!r} {BAD_MODEL}"),
+        (score(model="churn"), None, f"attrs.model of score 'churn' {RESERVED}"),
+        (score(model="clv_90d"), None, f"attrs.model of score 'clv_90d' {RESERVED}"),
+        (score(value=math.inf), None, "attrs.value of score must be finite"),
+        (score(value="0.8"), None, "attrs.value of score must be a number, got str"),
+        (score(version="v" * 129), None, "attrs.version of score must be 1-128 characters"),
+        (score(as_of=TS_MS + 1), None, "attrs.as_of of score is after the event's ts"),
+        (score(as_of=1_700_000_000), None, f"attrs.as_of of score {OUTSIDE}"),
     ],
 )
 def test_reasons(env: dict[str, Any], currency: str | None, reason: str) -> None:

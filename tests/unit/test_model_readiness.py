@@ -18,8 +18,9 @@ from engine.app import readiness_rules
 from engine.dashboard import DashboardView, render_page
 from engine.explain import Explanation
 from engine.settings import load_settings
-from engine.stream.customer_step import _ready
 from engine.stream.model_gate import VersionModels
+from engine.stream.rule_scores import rule_scores
+from features.state import CustomerState
 from models.config import ModelConfig
 from models.evaluation import WindowedAUC
 from models.label_messages import encode_label
@@ -185,7 +186,8 @@ def test_the_gate_gives_rules_the_scores_of_ready_models_only() -> None:
     assert models.readiness()["churn"] == "ready"
     [scores] = models.score_rows([[0.0] * len(NAMES)])
     assert set(scores) == {"churn", "clv", "propensity_savings"}  # still scored for the prediction book
-    assert set(_ready(scores, models)) == {"churn", "clv"}
+    state = CustomerState(first_ts=0.0, last_ts=0.0)
+    assert set(rule_scores(scores, models.ready, None, state, 0.0, 90.0)) == {"churn", "clv"}
 
 
 def test_metrics_explain_and_dashboard_say_warming_up() -> None:

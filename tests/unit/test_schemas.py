@@ -34,6 +34,7 @@ VALID_ATTRS: dict[str, dict[str, Any]] = {
     "call_center": {"reason": "billing"},
     "product_holding": {"product": "savings", "balance": 1200.5},
     "campaign_response": {"campaign": "spring", "variant": "A", "outcome": "clicked"},
+    "score": {"model": "rf_churn", "value": 0.83, "version": "rf-2026-11-30"},
 }
 
 # (type, attribute, kind, required, choices, non_negative) as the schema documents them.
@@ -62,11 +63,15 @@ ATTRIBUTE_TABLE: list[tuple[str, str, str, bool, tuple[str, ...], bool]] = [
         ("delivered", "opened", "clicked", "converted", "unsubscribed"),
         False,
     ),
+    ("score", "model", "str", True, (), False),
+    ("score", "value", "number", True, (), False),
+    ("score", "version", "str", True, (), False),
+    ("score", "as_of", "number", False, (), False),
 ]
 
 ALL_TYPES_TEXT = (
     "purchase, login, session, feature_used, support_ticket, page_view, app_click, "
-    "call_center, product_holding, campaign_response"
+    "call_center, product_holding, campaign_response, score"
 )
 
 
@@ -384,6 +389,68 @@ def test_currency_comparison_is_exact() -> None:
 def test_currency_only_applies_to_purchases() -> None:
     env = envelope("product_holding", attrs={"product": "fx", "balance": 10, "currency": "USD"})
     assert validate_event(env, currency="EUR").attrs["currency"] == "USD"
+
+
+# --- score events (an external batch job's score) ---------------------------------------------
+
+BAD_MODEL = "must match [a-z][a-z0-9_]{0,47} (lowercase letter, then up to 47 of a-z 0-9 _)"
+RESERVED = "is an engine score name (churn, clv, propensity_*, p_alive, expected_purchases_*, clv_*)"
+
+
+@pytest.mark.parametrize(
+    "attrs",
+    [
+        {"model": "rf_churn", "value": 0.83, "version": "rf-2026-11-30", "as_of": TS_MS},
+        {"model": "rf_churn", "value": -3, "version": "v", "as_of": TS_MS - 86_400_000},
+        {"model": "a" * 48, "value": 0, "version": "v" * 128},
+        {"model": "x", "value": 1e300, "version": "2026-11-30"},
+        {"model": "churn_rf", "value": 0.1, "version": "v"},  # only the exact names and prefixes are taken
+        {"model": "clvx", "value": 0.1, "version": "v"},
+    ],
+)
+def test_valid_score_events(attrs: dict[str, Any]) -> None:
+    assert validate_event(envelope("score", attrs=attrs)).attrs == attrs
+
+
+@pytest.mark.parametrize(
+    ("model", "problem"),
+    [
+        ("RF", BAD_MODEL),
+        ("1rf", BAD_MODEL),
+        ("_rf", BAD_MODEL),
+        ("rf-churn", BAD_MODEL),
+        ("rf churn", BAD_MODEL),
+        ("rf_churn\n", BAD_MODEL),
+        ("a" * 49, BAD_MODEL),
+        ("churn", RESERVED),
+        ("clv", RESERVED),
+        ("p_alive", RESERVED),
+        ("propensity_savings", RESERVED),
+        ("expected_purchases_90d", RESERVED),
+        ("clv_90d", RESERVED),
+    ],
+)
+def test_score_model_must_be_a_safe_external_name(model: str, problem: str) -> None:
+    assert reason_of(with_attrs("score", model=model)) == f"attrs.model of score {model!r} {problem}"
+
+
+def test_score_version_is_at_most_128_characters() -> None:
+    reason = reason_of(with_attrs("score", version="v" * 129))
+    assert reason == "attrs.version of score must be 1-128 characters"
+
+
+@pytest.mark.parametrize("as_of", [946_684_799_999, 1_700_000_000, 4_102_444_800_001])
+def test_score_as_of_must_be_epoch_milliseconds_in_range(as_of: int) -> None:
+    reason = reason_of(with_attrs("score", as_of=as_of))
+    assert reason == "attrs.as_of of score is outside 2000-01-01..2100-01-01 (epoch milliseconds expected)"
+
+
+def test_score_as_of_may_equal_but_not_follow_the_event_time() -> None:
+    assert validate_event(with_attrs("score", as_of=TS_MS)).attrs["as_of"] == TS_MS
+    assert reason_of(with_attrs("score", as_of=TS_MS + 1)) == "attrs.as_of of score is after the event's ts"
+    env = with_attrs("score", as_of=TS_MS + 1000)
+    env["ts"] = "2023-11-14T22:13:21Z"  # the same instant as TS_MS + 1000, as RFC 3339
+    assert validate_event(env).attrs["as_of"] == TS_MS + 1000
 
 
 # --- wire round trip -------------------------------------------------------------------------
