@@ -1,16 +1,18 @@
-"""A worked batch model: train a scikit-learn random forest on ``segflow export scores`` and
+"""A worked batch model: train a scikit-learn random forest on ``segflow scores export`` and
 publish its scores back to the engine as ``score`` events.
 
-    segflow export scores --out customers.csv
+    segflow scores export -o customers.csv
     python deploy/examples/batch_scores.py customers.csv --out scores.jsonl [--labels labels.csv] [--produce]
     SEGFLOW_EXTERNAL_SCORES=rf_churn segflow worker      # rules may then read score_rf_churn
 
 The label comes from ``--labels`` (a CSV of ``customer_id,label``, e.g. from the warehouse).
 Without it the example uses a stand-in so that it runs on any export: "inactive for more than 14
-days", with the columns that define it (``days_since_last_*``, ``recency_days*``) left out of the
-inputs. Each customer gets one event: ``model`` (``--model``, default ``rf_churn``), the
-positive-class probability as ``value``, ``version`` (default ``rf-<UTC date>``) and ``as_of`` =
-``ts`` = the moment this job ran. ``--produce`` hands the file to ``segflow produce``.
+days" (or never active), with the columns that define it (``days_since_last_*``,
+``recency_days``) left out of the inputs. The inputs are the export's numeric feature columns
+(blank cells read as 0); scores and segments are left out. Each customer gets one event:
+``model`` (``--model``, default ``rf_churn``), the positive-class probability as ``value``,
+``version`` (default ``rf-<UTC date>``) and ``as_of`` = ``ts`` = the moment this job ran.
+``--produce`` hands the file to ``segflow produce``.
 """
 
 from __future__ import annotations
@@ -26,33 +28,46 @@ from pathlib import Path
 import numpy as np
 from sklearn.ensemble import RandomForestClassifier
 
-ID_COLUMNS = ("customer_id", "as_of")
 LEAKY_PREFIXES = ("days_since_last_", "recency_days")
 INACTIVE_DAYS = 14.0
 
 
-def read_export(path: Path) -> tuple[list[str], list[str], np.ndarray]:
-    """Customer ids, input column names and the input matrix of an export (scores left out)."""
+def _number(text: str) -> float | None:
+    if text == "":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def read_export(path: Path) -> tuple[list[str], list[str], np.ndarray, np.ndarray]:
+    """Customer ids, the numeric feature columns, their matrix (blank: 0) and where it was blank."""
     with path.open(newline="") as handle:
         rows = list(csv.DictReader(handle))
     if not rows:
         raise SystemExit(f"{path}: no customers")
-    columns = [c for c in rows[0] if c not in ID_COLUMNS and not c.startswith("score_")]
-    matrix = np.array([[float(row[c]) if row[c] != "" else 0.0 for c in columns] for row in rows])
-    return [row["customer_id"] for row in rows], columns, matrix
+    candidates = [c for c in rows[0] if c != "customer_id" and not c.startswith(("score_", "segment_"))]
+    # A feature column is one whose cells are all numbers or blank (True/False count as 1/0).
+    columns = [
+        c for c in candidates if all(r[c] in ("", "True", "False") or _number(r[c]) is not None for r in rows)
+    ]
+    values = [[_number({"True": "1", "False": "0"}.get(r[c], r[c])) for c in columns] for r in rows]
+    blank = np.array([[v is None for v in row] for row in values])
+    matrix = np.array([[0.0 if v is None else v for v in row] for row in values])
+    return [row["customer_id"] for row in rows], columns, matrix, blank
 
 
 def labels_of(
-    ids: list[str], columns: list[str], x: np.ndarray, path: Path | None
+    ids: list[str], columns: list[str], x: np.ndarray, blank: np.ndarray, path: Path | None
 ) -> tuple[np.ndarray, list[int]]:
     """The labels and the input columns to train on (the stand-in drops the ones defining it)."""
     if path is not None:
         with path.open(newline="") as handle:
             given = {row["customer_id"]: int(row["label"]) for row in csv.DictReader(handle)}
         return np.array([given.get(cid, 0) for cid in ids]), list(range(len(columns)))
-    activity = x[:, columns.index("days_since_last_activity")]
-    missing = x[:, columns.index("days_since_last_activity__missing")]
-    y = ((activity > INACTIVE_DAYS) | (missing > 0)).astype(int)
+    column = columns.index("days_since_last_activity")
+    y = ((x[:, column] > INACTIVE_DAYS) | blank[:, column]).astype(int)
     return y, [i for i, c in enumerate(columns) if not c.startswith(LEAKY_PREFIXES)]
 
 
@@ -75,7 +90,7 @@ def score_events(
 def main(argv: list[str] | None = None) -> int:
     """Train, score every exported customer, write the events (and produce them if asked)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("export", type=Path, help="CSV from `segflow export scores`")
+    parser.add_argument("export", type=Path, help="CSV from `segflow scores export`")
     parser.add_argument("--out", type=Path, default=Path("scores.jsonl"))
     parser.add_argument("--labels", type=Path, default=None, help="CSV customer_id,label (0/1)")
     parser.add_argument("--model", default="rf_churn")
@@ -84,8 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--produce", action="store_true", help="run `segflow produce` on the file")
     args = parser.parse_args(argv)
 
-    ids, columns, x = read_export(args.export)
-    y, used = labels_of(ids, columns, x, args.labels)
+    ids, columns, x, blank = read_export(args.export)
+    y, used = labels_of(ids, columns, x, blank, args.labels)
     forest = RandomForestClassifier(n_estimators=100, min_samples_leaf=5, random_state=args.seed)
     forest.fit(x[:, used], y)
     positive = list(forest.classes_).index(1) if 1 in forest.classes_ else None

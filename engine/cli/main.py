@@ -13,7 +13,6 @@ from redis.exceptions import RedisError
 from engine.cli.bench_cmd import bench
 from engine.cli.data_cmds import dashboard, explain, produce, tail
 from engine.cli.demo_cmd import demo
-from engine.cli.export_cmds import export
 from engine.cli.features_cmds import features
 from engine.cli.learner_cmd import learner
 from engine.cli.models_cmds import evaluate
@@ -40,7 +39,6 @@ for command in (
     worker,
     learner,
     produce,
-    export,
     tail,
     explain,
     features,

@@ -7,6 +7,7 @@ For each customer whose latest event is at or before T:
 * every model's score at T from the sealed model snapshot a decision at T reads (the same
   version the worker would use), blank while the model is warming up; one matrix product a batch;
 * the BTYD scores at T from the population snapshot of T (``engine.stream.rule_scores``);
+* the latest ``score`` event of each external model of ``SEGFLOW_EXTERNAL_SCORES``;
 * the customer's segment in every family as last judged (memberships move only when the worker
   judges them; a customer judged after T is not exported, see below).
 
@@ -24,7 +25,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from engine.app import build_pipeline
-from engine.settings import Settings
+from engine.settings import Settings, split_list
 from engine.stream.pipeline import SegmentPipeline
 from engine.stream.rule_scores import lifetime_names, lifetime_scores
 from features.catalogue import snapshot
@@ -58,6 +59,8 @@ class ExportPlan:
     models: tuple[str, ...]
     lifetime: tuple[str, ...]
     families: tuple[str, ...]
+    external: tuple[str, ...] = ()
+    """``SEGFLOW_EXTERNAL_SCORES``: the customer's latest ``score`` event of each, if any."""
 
     @property
     def columns(self) -> list[str]:
@@ -67,6 +70,7 @@ class ExportPlan:
             *self.features,
             *(f"score_{m}" for m in self.models),
             *(f"score_{n}" for n in self.lifetime),
+            *(f"score_{n}" for n in self.external),
             *(f"segment_{f}" for f in self.families),
         ]
 
@@ -129,7 +133,8 @@ async def export_rows(
             scored = models.score_rows([snapshot_row(s.raw, input_names) for s in snaps])
             if plan is None:
                 names = tuple(models.names)
-                plan = ExportPlan(moment, tuple(snaps[0]), names, lifetime_names(horizon), families)
+                external = tuple(n for n in split_list(settings.external_scores) if n not in names)
+                plan = ExportPlan(moment, tuple(snaps[0]), names, lifetime_names(horizon), families, external)
                 on_plan(plan)
             for (record, segments), features, scores in zip(kept, snaps, scored, strict=True):
                 btyd = lifetime_scores(fit, record.state, moment, horizon)  # type: ignore[arg-type]
@@ -138,6 +143,7 @@ async def export_rows(
                     *(_plain(features.get(name)) for name in plan.features),
                     *(scores[m] if m in models.ready else None for m in plan.models),
                     *(btyd.get(n) for n in plan.lifetime),
+                    *(_external(record, n) for n in plan.external),
                     *(segments.get(f) for f in plan.families),
                 ]
                 counts.written += 1
@@ -161,6 +167,11 @@ async def _batches(pipeline: SegmentPipeline) -> AsyncIterator[list[CustomerReco
             ids = []
     if ids:
         yield list((await store.load(ids)).values())
+
+
+def _external(record: CustomerRecord, name: str) -> float | None:
+    entry = record.state.external_scores.get(name) if record.state is not None else None
+    return None if entry is None else float(entry[0])
 
 
 def _plain(value: Any) -> Any:

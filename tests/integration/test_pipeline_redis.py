@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -14,7 +12,7 @@ from helpers import seal_untrained_models, with_redis
 from redis.asyncio import Redis
 
 from engine.app import build_pipeline
-from engine.export import export_scores
+from engine.exports.scores import ExportCounts, export_rows
 from engine.settings import Settings
 from engine.stream.pipeline import DEAD_LETTER, SEGMENT_CHANGE, RawRecord, SegmentPipeline
 from features.redis_store import CustomerWrite, RedisFeatureStore
@@ -326,10 +324,11 @@ def test_a_score_event_changes_a_segment_and_the_change_carries_its_version(
         again = await pipeline.process(records_of(stream))  # redelivered: nothing changes twice
         assert again.applied == 0 and not [c for c in again.changes if c.kind == SEGMENT_CHANGE]
         assert (await store.get("carol")).state == record.state  # type: ignore[union-attr]
-        out = io.StringIO()  # segflow export scores reads the same record back from Redis
-        assert await export_scores(settings, out) == 1
-        [row] = list(csv.DictReader(io.StringIO(out.getvalue())))
-        assert (row["customer_id"], row["score_rf_churn"], row["frequency"]) == ("carol", "0.83", "0.0")
-        assert row["as_of"] == str(T0 + 3 * DAY_MS)  # judged last at her newest event, day 3
+        # segflow scores export reads the same record back from Redis, as of day 4.
+        counts, plan = ExportCounts(), []
+        rows = [r async for r in export_rows(settings, (T0 + 4 * DAY_MS) / 1000, None, plan.append, counts)]
+        [row] = [dict(zip(plan[0].columns, r, strict=True)) for r in rows]
+        assert (row["customer_id"], row["score_rf_churn"], row["frequency"]) == ("carol", 0.83, 0)
+        assert row["segment_churn_risk"] == "at_risk" and counts.written == 1
 
     run(settings, body)

@@ -5,7 +5,6 @@ events with their version and as-of time."""
 from __future__ import annotations
 
 import importlib
-import io
 import json
 import random
 from dataclasses import fields
@@ -16,7 +15,6 @@ import pytest
 
 from engine.app import rule_names
 from engine.explain import Explanation
-from engine.export import export_row, write_csv
 from engine.rules.loader import parse_rules
 from engine.schemas import validate_event
 from engine.segmentation import PopulationCuts
@@ -24,7 +22,6 @@ from engine.settings import load_settings
 from engine.stream.customer_step import CustomerStep, StepConfig
 from engine.stream.external_scores import score_entries, score_entry
 from engine.stream.rule_scores import rule_scores
-from engine.stream.working import SCORES_EXTRA
 from features.catalogue import snapshot
 from features.config import FeatureConfig
 from features.event import Event, PositionedEvent
@@ -236,39 +233,17 @@ def test_explain_renders_an_external_scores_version_and_as_of() -> None:
     assert "rf_churn" in text and "external: version rf-2026-11-30, as of 2026-05-28T20:26:40Z" in text
 
 
-# --- segflow export scores and the worked batch example ---------------------------------------
-
-
-def test_export_rows_carry_inputs_and_every_score() -> None:
-    customer = step()
-    state = fold([login(T0), score_event(T0 + 60, 0.83, "rf-2026-11-30")])
-    record = CustomerRecord("c-1", state=state)
-    record.extras[SCORES_EXTRA] = msgpack.packb({"rf_churn": 0.83, "clv": 12.5})
-    row = export_row(record, customer)
-    assert row == {
-        "customer_id": "c-1",
-        "as_of": round((T0 + 60) * 1000),
-        "frequency": 0.0,
-        "score_clv": 12.5,
-        "score_rf_churn": 0.83,
-    }
-    out = io.StringIO()
-    assert write_csv([row, {"customer_id": "c-2", "as_of": 1, "frequency": 2.0}], ["frequency"], out) == 2
-    assert out.getvalue().splitlines() == [
-        "customer_id,as_of,frequency,score_clv,score_rf_churn",
-        f"c-1,{round((T0 + 60) * 1000)},0.0,12.5,0.83",
-        "c-2,1,2.0,,",
-    ]
+# --- the worked batch example, trained on a `segflow scores export` CSV ---
 
 
 def test_the_batch_example_trains_and_writes_valid_score_events(tmp_path: Any) -> None:
     example = importlib.import_module("deploy.examples.batch_scores")
     rng = random.Random(3)
-    lines = [
-        "customer_id,as_of,frequency,days_since_last_activity,days_since_last_activity__missing,score_clv"
-    ]
+    # The columns of `segflow scores export`: features (blank: None), scores, segments (text).
+    lines = ["customer_id,frequency,days_since_last_activity,recency_days,score_clv,segment_lifecycle"]
     for i in range(60):
-        lines.append(f"c{i},{round(T0 * 1000)},{rng.randint(0, 9)},{rng.uniform(0, 40):.2f},0,{i}")
+        silent = "" if i % 7 == 0 else f"{rng.uniform(0, 40):.2f}"
+        lines.append(f"c{i},{rng.randint(0, 9)},{silent},{rng.uniform(0, 40):.2f},{i},active")
     export = tmp_path / "customers.csv"
     export.write_text("\n".join(lines) + "\n")
     out = tmp_path / "scores.jsonl"
