@@ -18,6 +18,7 @@ own predictions made before the label existed.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -83,20 +84,24 @@ def strongest_rule(model: str, task: str, rows: list[LabelRow], names: list[str]
     y_train = np.array([float(r.y_true) for r in train])
     y_test = np.array([float(r.y_true) for r in test])
     online = np.array([r.y_pred for r in test], dtype=np.float64)
+    split = _Split(x_train, y_train, x_test, y_test, online)
     if task == "classification":
-        return _classification_rule(model, names, x_train, y_train, x_test, y_test, online)
-    return _regression_rule(model, names, x_train, y_train, x_test, y_test, online)
+        return _classification_rule(model, names, split)
+    return _regression_rule(model, names, split)
 
 
-def _classification_rule(
-    model: str,
-    names: list[str],
-    x_train: np.ndarray,
-    y_train: np.ndarray,
-    x_test: np.ndarray,
-    y_test: np.ndarray,
-    online: np.ndarray,
-) -> SimpleRule:
+class _Split(NamedTuple):
+    """Inputs and outcomes of the training and holdout labels, and the online predictions."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    online: np.ndarray
+
+
+def _classification_rule(model: str, names: list[str], split: _Split) -> SimpleRule:
+    x_train, y_train, x_test, y_test, online = split
     best: tuple[float, int, float] | None = None  # (train AUC, column, sign)
     for column in range(len(names)):
         auc = roc_auc(y_train, x_train[:, column])
@@ -121,15 +126,8 @@ def _classification_rule(
     )
 
 
-def _regression_rule(
-    model: str,
-    names: list[str],
-    x_train: np.ndarray,
-    y_train: np.ndarray,
-    x_test: np.ndarray,
-    y_test: np.ndarray,
-    online: np.ndarray,
-) -> SimpleRule:
+def _regression_rule(model: str, names: list[str], split: _Split) -> SimpleRule:
+    x_train, y_train, x_test, y_test, online = split
     best: tuple[float, int, float, float] | None = None  # (train SSE, column, intercept, slope)
     for column in range(len(names)):
         x = x_train[:, column]
