@@ -119,7 +119,7 @@ async def export_rows(
                 if state.last_ts > moment:
                     counts.after_as_of += 1
                     continue
-                segments = {f: m.segment for f, m in step.working(record).memberships.items()}
+                segments = step.placements(record)
                 if segment is not None and segments.get(segment[0]) != segment[1]:
                     counts.other_segment += 1
                     continue

@@ -112,8 +112,7 @@ class CustomerStep:
         self._next_cuts_moment = next_cuts_moment or (lambda moment: moment + 86_400.0)
         self._clock = clock
         self._family_models: dict[tuple[str, str], tuple[str, ...]] = {}
-        self._population_readers: dict[str, bool] = {}
-        self._reads_lifetime = False
+        self._population_readers: dict[str, tuple[bool, bool]] = {}
         self._horizon = config.lifetime_horizon_days
 
     def variables(
@@ -366,7 +365,7 @@ class CustomerStep:
         if variables.state.orders <= 0 or not self.reads_population():
             return None
         cuts = variables.cuts
-        if cuts.frequency and (cuts.lifetime is not None or not self._reads_lifetime):
+        if cuts.frequency and (cuts.lifetime is not None or not self._readers()[1]):
             return None
         return self._next_cuts_moment(as_of)
 
@@ -376,14 +375,19 @@ class CustomerStep:
 
     def reads_population(self) -> bool:
         """Whether the rules in force read RFM quintiles or BTYD scores (population snapshots)."""
+        return self._readers()[0]
+
+    def _readers(self) -> tuple[bool, bool]:
+        """(reads population snapshots, reads BTYD scores) of the rules in force."""
         rules = self._rules()
         reads = self._population_readers.get(rules.fingerprint)
         if reads is None:
             names = {n for f in rules.families for s in f.segments for e in s.expressions() for n in e.names}
-            lifetime = {SCORE_PREFIX + n for n in lifetime_names(self._horizon)}
-            self._reads_lifetime = bool(names & lifetime)
-            reads = bool(names & set(QUINTILE_NAMES)) or self._reads_lifetime
-            self._population_readers[rules.fingerprint] = reads
+            lifetime = bool(names & {SCORE_PREFIX + n for n in lifetime_names(self._horizon)})
+            reads = self._population_readers[rules.fingerprint] = (
+                bool(names & set(QUINTILE_NAMES)) or lifetime,
+                lifetime,
+            )
         return reads
 
     def placements(self, record: CustomerRecord) -> dict[str, str | None]:
