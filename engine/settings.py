@@ -126,6 +126,16 @@ class Settings(BaseSettings):
         """The topic of resolved labels, workers to learner: ``<app_id>.labels`` (1 partition)."""
         return f"{self.app_id}.labels"
 
+    @property
+    def actions_topic(self) -> str:
+        """Action decisions, sent or withheld (``engine.activation.actions``): ``<app_id>.actions``."""
+        return f"{self.app_id}.actions"
+
+    @property
+    def actions_dlq_topic(self) -> str:
+        """Actions that no destination accepted after every retry: ``<app_id>.actions.dlq``."""
+        return f"{self.app_id}.actions.dlq"
+
     @field_validator("external_scores")
     @classmethod
     def _external_names(cls, value: str) -> str:

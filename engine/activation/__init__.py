@@ -1,0 +1,1 @@
+"""Activation: segment entries become actions under caps, holdouts and experiments, then delivery."""
