@@ -134,5 +134,6 @@ class ActionDecision:
         if decision.channel not in CHANNELS:
             raise ValueError(f"unknown channel {decision.channel!r}; expected one of {', '.join(CHANNELS)}")
         if decision.decision not in DECISIONS:
-            raise ValueError(f"unknown decision {decision.decision!r}; expected one of {', '.join(DECISIONS)}")
+            known = ", ".join(DECISIONS)
+            raise ValueError(f"unknown decision {decision.decision!r}; expected one of {known}")
         return decision
