@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -18,12 +18,13 @@ import faust
 from faust.app.base import BootStrategy
 
 from engine.monitoring import WorkerMetrics
-from engine.rules.loader import load_rules
+from engine.rules.loader import RulesError, load_label_horizons, load_rules
 from engine.rules.model import RuleSet
 from engine.rules.reload import RulesReloader
 from engine.rules.variables import known_variables
 from engine.settings import Settings, split_list
 from engine.stream.customer_step import StepConfig
+from engine.stream.lifetime_inputs import LIFETIME_INPUTS
 from engine.stream.model_gate import ModelGate
 from engine.stream.pipeline import PipelineConfig, SegmentPipeline
 from features.catalogue import catalogue
@@ -73,14 +74,20 @@ class _WebAndTimers(BootStrategy):
 
 def specs(settings: Settings) -> list[ModelSpec]:
     """The models of this deployment: churn, clv and one propensity per product."""
+    horizons = label_rules(settings)
     return model_specs(
-        split_list(settings.products), settings.churn_days, settings.clv_days, settings.propensity_days
+        split_list(settings.products), horizons.churn_days, horizons.clv_days, horizons.propensity_days
     )
 
 
-def label_rules(settings: Settings) -> LabelRules:
-    """The label horizons from settings."""
-    return LabelRules(settings.churn_days, settings.clv_days, settings.propensity_days)
+def label_rules(settings: Settings, named: Mapping[str, float] | None = None) -> LabelRules:
+    """The label horizons: ``SEGFLOW_CHURN_DAYS`` etc., unless the rules file's ``labels`` names
+    them (``named``: those of a rules file already loaded; default: read the file in force)."""
+    if named is None:
+        named = load_label_horizons(rules_path(settings))
+    defaults = {"churn_days": settings.churn_days, "clv_days": settings.clv_days}
+    defaults["propensity_days"] = settings.propensity_days
+    return LabelRules(**(defaults | dict(named)))
 
 
 def model_inputs(settings: Settings, features: FeatureConfig | None = None) -> tuple[str, ...]:
@@ -90,7 +97,7 @@ def model_inputs(settings: Settings, features: FeatureConfig | None = None) -> t
         exclude=EXCLUDED_INPUTS,
         protected=split_list(settings.protected_attributes),
     )
-    return tuple(names)
+    return tuple(names) + (LIFETIME_INPUTS if settings.model_btyd_inputs else ())
 
 
 def rules_path(settings: Settings) -> Path:
@@ -164,7 +171,7 @@ def pipeline_config(settings: Settings) -> PipelineConfig:
         prediction_interval_seconds=settings.prediction_interval_days * SECONDS_PER_DAY,
         rescore_seconds=settings.rescore_days * SECONDS_PER_DAY,
         group_attribute=settings.group_attribute,
-        lifetime_horizon_days=settings.clv_days,
+        lifetime_horizon_days=label_rules(settings).clv_days,
     )
     return PipelineConfig(
         step=step,
@@ -250,6 +257,28 @@ def faust_app(settings: Settings, data_dir: str, web_enabled: bool | None = None
     )
 
 
+def reloadable_rules(settings: Settings, names: Collection[str]) -> Callable[[Path], RuleSet]:
+    """How a worker loads a changed rules file: in full, refusing one that changes a label horizon.
+
+    The horizons define the models (what ``score_churn`` predicts, which labels the learner has
+    learned), so a change needs a restart with a fresh model state, not a hot swap.
+    """
+    in_force = label_rules(settings)
+
+    def load(path: Path) -> RuleSet:
+        rules = load_rules(path, names)
+        if label_rules(settings, rules.labels) != in_force:
+            raise RulesError(
+                str(path),
+                None,
+                "labels: the label horizons changed; they define the models, so restart "
+                "the workers and the learner (with a fresh model state) to apply them",
+            )
+        return rules
+
+    return load
+
+
 def create_runtime(settings: Settings) -> Runtime:
     """Build the Faust app, topics and pipeline; the agent is attached by engine.stream.agents."""
     app = faust_app(settings, "worker-data")
@@ -261,7 +290,7 @@ def create_runtime(settings: Settings) -> Runtime:
         pipeline.rules = rules
 
     reloader = RulesReloader(
-        rules_path(settings), lambda path: load_rules(path, names), apply, settings.rules_reload_seconds
+        rules_path(settings), reloadable_rules(settings, names), apply, settings.rules_reload_seconds
     )
     return Runtime(
         settings=settings,

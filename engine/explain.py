@@ -12,10 +12,10 @@ from engine.settings import Settings
 from engine.snapshots.lifetime import LifetimeFit
 from engine.stream.customer_step import CustomerStep
 from engine.stream.external_scores import EXTERNAL_SOURCE, score_entry
+from engine.stream.lifetime_inputs import model_row
 from engine.stream.model_gate import VersionModels
 from features.client import connect
 from features.redis_store import CustomerRecord
-from models.inputs import snapshot_row
 
 
 @dataclass(slots=True)
@@ -129,7 +129,9 @@ def build_explanation(
     features = {k: _round(v) for k, v in variables.features.as_dict().items()}
     features |= {k: v for k, v in variables.quintiles().items()}
     features["campaigns"] = variables.features.campaigns
-    inputs = snapshot_row(variables.features.raw, step.config.input_names)
+    fit = variables.cuts.lifetime
+    horizon = step.config.lifetime_horizon_days
+    inputs = model_row(variables.features.raw, step.config.input_names, fit, state, as_of, horizon)
     scores: dict[str, Any] = {}
     for name, value in work.scores.items():
         row: dict[str, Any] = score_entry(name, value, state)

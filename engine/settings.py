@@ -85,6 +85,10 @@ class Settings(BaseSettings):
     protected_attributes: str = ""
     group_attribute: str = "region"  # event attribute whose latest value groups the fairness report
     checkpoint_key: str = ""  # HMAC key of model checkpoints; empty: a random key kept in stack_dir
+    model_btyd_inputs: bool = False
+    """The models also read the customer's BTYD quantities (``engine.stream.lifetime_inputs``);
+    scoring then waits for the population snapshot of its day, as RFM rules do. Off until its
+    effect on ``segflow evaluate`` and the CDNOW check is measured."""
     rescore_days: float = Field(7.0, gt=0)  # a silent customer is re-scored this often (event time)
     external_scores: str = ""
     """Comma-separated names of external batch models (``score`` events) the rules may read as

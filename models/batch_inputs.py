@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from models.inputs import _INDICATOR, _MONEY, _NULLABLE, _NULLABLE_MONEY, _plan, input_row
+from models.inputs import _INDICATOR, _LOG, _NULLABLE, _NULLABLE_LOG, _plan, input_row
 
 _ABSENT = object()
 _Snapshot = Mapping[str, float | int | None]
@@ -46,7 +46,7 @@ def _column(values: list[Any], role: int) -> np.ndarray | list[float] | None:
     if role == _INDICATOR:
         return [1.0 if value is None else 0.0 for value in values]
     if NoneType in types:
-        if role not in (_NULLABLE, _NULLABLE_MONEY):
+        if role not in (_NULLABLE, _NULLABLE_LOG):
             return None
         values = [0.0 if value is None else value for value in values]
     try:
@@ -55,7 +55,7 @@ def _column(values: list[Any], role: int) -> np.ndarray | list[float] | None:
         return None
     if not np.isfinite(column).all():
         return None
-    if role in (_MONEY, _NULLABLE_MONEY):
+    if role in (_LOG, _NULLABLE_LOG):
         # math.log1p, not np.log1p: numpy's differs in the last bit for about 1% of values.
         return [math.copysign(math.log1p(abs(v)), v) for v in column.tolist()]
     return column

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
+from models.inputs import INPUT_SCALE_VERSION
 from models.labels import LabelRules
 from models.readiness import ReadinessRules
 from models.registry import ModelSpec
@@ -31,6 +32,7 @@ class ModelConfig:
         the readiness thresholds differ (snapshots carry the learner's readiness decisions)."""
         parts = [
             self.kind,
+            f"scale:{INPUT_SCALE_VERSION}",
             *self.input_names,
             *(f"{s.name}:{s.task}:{s.horizon_days}" for s in self.specs),
             self.readiness.fingerprint,

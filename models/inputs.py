@@ -20,6 +20,9 @@ from dataclasses import dataclass
 from features.catalogue import FeatureSpec
 
 MISSING_SUFFIX = "__missing"
+INPUT_SCALE_VERSION = 2
+"""Bumped whenever an input's scale changes (2: counts and ages on log scale, ``is_log_scaled``):
+a model learned on the old scale must not score the new one (``models.config`` fingerprint)."""
 NUMERIC_KINDS = frozenset({"int", "float", "float?"})
 NULLABLE_KIND = "float?"
 
@@ -120,7 +123,8 @@ def to_model_input(snapshot: Mapping[str, float | int | None], names: Sequence[s
 def input_row(snapshot: Mapping[str, float | int | None], names: Sequence[str]) -> list[float]:
     """The values of ``to_model_input(snapshot, names)`` as a list in ``names`` order.
 
-    Same roles (indicators, None as 0.0, money on a signed log scale) and the same errors.
+    Same roles (indicators, None as 0.0, money, counts and ages on a signed log scale:
+    ``is_log_scaled``) and the same errors.
     """
     row: list[float] = []
     append = row.append
@@ -133,7 +137,7 @@ def input_row(snapshot: Mapping[str, float | int | None], names: Sequence[str]) 
             append(1.0 if value is None else 0.0)
             continue
         if value is None:
-            if role not in (_NULLABLE_MONEY, _NULLABLE):
+            if role not in (_NULLABLE_LOG, _NULLABLE):
                 raise ValueError(f"feature {feature!r} is None but has no {MISSING_SUFFIX} indicator input")
             append(0.0)
             continue
@@ -143,7 +147,7 @@ def input_row(snapshot: Mapping[str, float | int | None], names: Sequence[str]) 
             number = float(value)
         else:
             number = _as_float(name, value)
-        append(math.copysign(math.log1p(abs(number)), number) if role >= _MONEY else number)
+        append(math.copysign(math.log1p(abs(number)), number) if role >= _LOG else number)
     return row
 
 
@@ -163,7 +167,7 @@ def snapshot_row(snapshot: Mapping[str, float | int | None], names: tuple[str, .
     return input_row(snapshot, names)
 
 
-def _money(value: float) -> float:
+def _signed_log(value: float) -> float:
     return math.copysign(math.log1p(abs(value)), value)
 
 
@@ -173,25 +177,25 @@ def _row_function(names: tuple[str, ...]) -> Callable[[Mapping[str, float | int 
     plan = _plan(names)
     features = sorted({feature for _, feature, _ in plan})
     local = {feature: f"v{i}" for i, feature in enumerate(features)}
-    lines = ["def row(s, _f=float, _m=_money):"]
+    lines = ["def row(s, _f=float, _m=_signed_log):"]
     lines += [f"    {local[feature]} = s[{feature!r}]" for feature in features]
     items = []
     for _name, feature, role in plan:
         v = local[feature]
         if role == _INDICATOR:
             items.append(f"(1.0 if {v} is None else 0.0)")
-        elif role in (_NULLABLE, _NULLABLE_MONEY):
-            converted = f"_m(_f({v}))" if role == _NULLABLE_MONEY else f"_f({v})"
+        elif role in (_NULLABLE, _NULLABLE_LOG):
+            converted = f"_m(_f({v}))" if role == _NULLABLE_LOG else f"_f({v})"
             items.append(f"(0.0 if {v} is None else {converted})")
         else:
-            items.append(f"_m(_f({v}))" if role == _MONEY else f"_f({v})")
+            items.append(f"_m(_f({v}))" if role == _LOG else f"_f({v})")
     lines.append("    return [" + ", ".join(items) + "]")
-    namespace: dict[str, object] = {"_money": _money}
+    namespace: dict[str, object] = {"_signed_log": _signed_log}
     exec(compile("\n".join(lines), "<model input row>", "exec"), namespace)
     return namespace["row"]  # type: ignore[return-value]
 
 
-_INDICATOR, _PLAIN, _NULLABLE, _MONEY, _NULLABLE_MONEY = range(5)  # money roles last: ``>= _MONEY``
+_INDICATOR, _PLAIN, _NULLABLE, _LOG, _NULLABLE_LOG = range(5)  # log-scaled roles last: ``>= _LOG``
 _INF = math.inf
 
 
@@ -206,14 +210,19 @@ def _plan(names: tuple[str, ...]) -> tuple[tuple[str, str, int], ...]:
             plan.append((name, feature, _INDICATOR))
             continue
         nullable = feature + MISSING_SUFFIX in wanted
-        if is_money(name):
-            plan.append((name, feature, _NULLABLE_MONEY if nullable else _MONEY))
+        if is_log_scaled(name):
+            plan.append((name, feature, _NULLABLE_LOG if nullable else _LOG))
         else:
             plan.append((name, feature, _NULLABLE if nullable else _PLAIN))
     return tuple(plan)
 
 
-MONEY_PREFIXES = ("monetary", "revenue_", "avg_order_value", "balance_", "total_balance")
+MONEY_PREFIXES = ("monetary", "revenue_", "avg_order_value", "balance_", "total_balance", "btyd_clv")
+COUNT_PREFIXES = (
+    "frequency", "orders_", "logins_", "sessions_", "tickets_", "call_center_", "open_tickets",
+    "products_held", "distinct_features_used", "engagement_score", "btyd_expected_purchases",
+)  # fmt: skip
+AGE_PREFIXES = ("recency_days", "tenure_days", "days_since_")
 
 
 def is_money(name: str) -> bool:
@@ -223,3 +232,14 @@ def is_money(name: str) -> bool:
     model (seen as CLV predictions in the hundreds of millions).
     """
     return name.startswith(MONEY_PREFIXES)
+
+
+def is_log_scaled(name: str) -> bool:
+    """Money, counts and ages in days: the inputs the models see as sign(x) * log(1 + |x|).
+
+    Counts and ages are heavy-tailed too. On raw scale a purchase-only history (every login,
+    session and ticket input 0) is carried by a few inputs whose rare large values (a 300-day
+    recency, 40 orders) dominate a young scaler; on log scale the first days and orders count
+    most, as they do for churn (a hazard that falls with log recency).
+    """
+    return name.startswith(MONEY_PREFIXES) or name.startswith(COUNT_PREFIXES) or name.startswith(AGE_PREFIXES)

@@ -26,12 +26,12 @@ from typing import Any
 
 from engine.app import build_pipeline
 from engine.settings import Settings, split_list
+from engine.stream.lifetime_inputs import model_row
 from engine.stream.pipeline import SegmentPipeline
 from engine.stream.rule_scores import lifetime_names, lifetime_scores
 from features.catalogue import snapshot
 from features.client import connect
 from features.redis_store import CustomerRecord
-from models.inputs import snapshot_row
 
 BATCH = 1000
 
@@ -130,7 +130,11 @@ async def export_rows(
                 snapshot(r.customer_id, r.state, step.config.features, moment)  # type: ignore[arg-type]
                 for r, _ in kept
             ]
-            scored = models.score_rows([snapshot_row(s.raw, input_names) for s in snaps])
+            rows = [
+                model_row(s.raw, input_names, fit, r.state, moment, horizon)
+                for s, (r, _) in zip(snaps, kept, strict=True)
+            ]
+            scored = models.score_rows(rows)
             if plan is None:
                 names = tuple(models.names)
                 external = tuple(n for n in split_list(settings.external_scores) if n not in names)

@@ -5,6 +5,9 @@ File format::
     version: "segments-2026.12.1"       # required string: the rules_version stamped on change events
     params:                              # optional named constants, usable in expressions by name
       churn_risk_threshold: 0.70
+    labels:                              # optional: the models' label horizons, in days
+      churn_days: 60                     # score_churn = P(no login or purchase in the next 60 days)
+      # clv_days: 90, propensity_days: 30 (defaults: SEGFLOW_CHURN_DAYS etc.)
     families:                            # required, non-empty list
       - name: churn_risk                 # unique, [a-z][a-z0-9_]*
         description: "..."               # optional
@@ -47,6 +50,7 @@ from engine.rules.model import SECONDS_PER_DAY, Family, ParamValue, RuleSet, Seg
 DEFAULT_RULES_PATH = Path(__file__).resolve().with_name("default_rules.yaml")
 _FAMILY_NAME = re.compile(r"[a-z][a-z0-9_]*")
 _PARAM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+LABEL_HORIZONS = ("churn_days", "clv_days", "propensity_days")
 _STR, _INT, _FLOAT, _BOOL = (f"tag:yaml.org,2002:{t}" for t in ("str", "int", "float", "bool"))
 
 
@@ -72,6 +76,20 @@ def load_rules(path: str | Path, known_names: Collection[str]) -> RuleSet:
     return _Parser(str(path), known_names).parse(text, data)
 
 
+def load_label_horizons(path: str | Path) -> dict[str, float]:
+    """Only the ``labels`` section of the rules file at ``path`` (empty when it has none).
+
+    The label horizons define the models (what ``score_churn`` predicts), so they are read at
+    start-up by every process, before the rest of the file can be validated against the models'
+    variables. Raises :class:`RulesError` like ``load_rules``.
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RulesError(str(path), None, f"cannot read: {getattr(exc, 'strerror', None) or exc}") from None
+    return _Parser(str(path), ()).horizons(text)
+
+
 def parse_rules(text: str, source: str = "<string>", known_names: Collection[str] = ()) -> RuleSet:
     """Validate rules given as YAML text; ``source`` names it in error messages."""
     return _Parser(source, known_names).parse(text, text.encode("utf-8"))
@@ -87,18 +105,9 @@ class _Parser:
         return RulesError(self.source, node.start_mark.line + 1, problem)
 
     def parse(self, text: str, data: bytes) -> RuleSet:
-        try:
-            root = yaml.compose(text, Loader=yaml.SafeLoader)
-        except yaml.MarkedYAMLError as exc:
-            mark = exc.problem_mark or exc.context_mark
-            line = mark.line + 1 if mark is not None else 1
-            raise RulesError(self.source, line, f"invalid YAML: {exc.problem or exc.context}") from None
-        except yaml.YAMLError as exc:
-            raise RulesError(self.source, 1, f"invalid YAML: {exc}") from None
-        if root is None:
-            raise RulesError(self.source, 1, "empty rules file")
-        top = self.mapping(root, "the rules file", {"version", "params", "families"}, {"version", "families"})
+        top = self.top(text)
         version = self.string(top["version"], "version")
+        labels = self.labels(top["labels"]) if "labels" in top and not _is_null(top["labels"]) else {}
         if "params" in top and not _is_null(top["params"]):
             self.parse_params(top["params"])
         families_node = top["families"]
@@ -109,7 +118,35 @@ class _Parser:
                 raise self.fail(self.mapping_value(node, "name"), f"duplicate family name {family.name!r}")
             families.append(family)
         fingerprint = hashlib.sha256(data).hexdigest()[:16]
-        return RuleSet(version, self.source, dict(self.params), tuple(families), fingerprint)
+        return RuleSet(version, self.source, dict(self.params), tuple(families), fingerprint, labels)
+
+    def horizons(self, text: str) -> dict[str, float]:
+        top = self.top(text)
+        return self.labels(top["labels"]) if "labels" in top and not _is_null(top["labels"]) else {}
+
+    def labels(self, node: Node) -> dict[str, float]:
+        fields = self.mapping(node, "labels", set(LABEL_HORIZONS), set())
+        horizons = {}
+        for key, value_node in fields.items():
+            days = self.number(value_node, f"labels.{key}")
+            if not days > 0:
+                raise self.fail(value_node, f"labels.{key} must be a positive number of days")
+            horizons[key] = days
+        return horizons
+
+    def top(self, text: str) -> dict[str, Node]:
+        try:
+            root = yaml.compose(text, Loader=yaml.SafeLoader)
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark or exc.context_mark
+            line = mark.line + 1 if mark is not None else 1
+            raise RulesError(self.source, line, f"invalid YAML: {exc.problem or exc.context}") from None
+        except yaml.YAMLError as exc:
+            raise RulesError(self.source, 1, f"invalid YAML: {exc}") from None
+        if root is None:
+            raise RulesError(self.source, 1, "empty rules file")
+        allowed = {"version", "params", "labels", "families"}
+        return self.mapping(root, "the rules file", allowed, {"version", "families"})
 
     # -- structure --------------------------------------------------------------------------------
 

@@ -108,6 +108,9 @@ class RuleSet:
     params: Mapping[str, ParamValue]
     families: tuple[Family, ...]
     fingerprint: str
+    labels: Mapping[str, float] = field(default_factory=dict)
+    """The label horizons the file names (``churn_days``, ``clv_days``, ``propensity_days``):
+    they override the ``SEGFLOW_*`` settings of the same name for the workers and the learner."""
     crossing_points: tuple[tuple[str, float | None], ...] = field(init=False, repr=False, compare=False)
     crossing_names: tuple[tuple[str, tuple[float | None, ...]], ...] = field(
         init=False, repr=False, compare=False

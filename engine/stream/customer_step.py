@@ -20,6 +20,7 @@ from engine.rules.evaluate import FamilyDecision, evaluate_rules, next_due
 from engine.rules.model import Family, RuleSet
 from engine.segmentation import QUINTILE_NAMES, SCORE_PREFIX, PopulationCuts, RuleVariables, TimeModel
 from engine.stream.external_scores import score_entries
+from engine.stream.lifetime_inputs import model_row, reads_lifetime
 from engine.stream.model_gate import VersionModels
 from engine.stream.rule_scores import lifetime_names, rule_scores
 from engine.stream.working import (
@@ -37,7 +38,6 @@ from features.config import FeatureConfig
 from features.redis_store import CustomerRecord
 from features.state import CustomerState
 from models.evaluation import is_holdout
-from models.inputs import snapshot_row
 from models.label_messages import LabelMessage, label_message
 from models.labels import LabelRules, ResolvedLabel
 from models.pending import pack_row
@@ -114,6 +114,7 @@ class CustomerStep:
         self._family_models: dict[tuple[str, str], tuple[str, ...]] = {}
         self._population_readers: dict[str, tuple[bool, bool]] = {}
         self._horizon = config.lifetime_horizon_days
+        self._lifetime_inputs = reads_lifetime(config.input_names)
 
     def variables(
         self, customer_id: str, state: CustomerState, scores: dict[str, float], as_of: float | None
@@ -133,7 +134,8 @@ class CustomerStep:
 
     def _score(self, customer_id: str, state: CustomerState, as_of: float) -> Scored:
         features = snapshot(customer_id, state, self.config.features, as_of)
-        row = snapshot_row(features.raw, self.config.input_names)
+        fit = self._cuts_at(as_of).lifetime if self._lifetime_inputs else None
+        row = model_row(features.raw, self.config.input_names, fit, state, as_of, self._horizon)
         models = self._models(as_of)
         scores = yield models, row
         return features, row, scores, models
@@ -374,8 +376,9 @@ class CustomerStep:
         return self._cuts(moment) if self.reads_population() else NO_CUTS
 
     def reads_population(self) -> bool:
-        """Whether the rules in force read RFM quintiles or BTYD scores (population snapshots)."""
-        return self._readers()[0]
+        """Whether decisions read population snapshots: the rules in force read RFM quintiles or
+        BTYD scores, or the models read the BTYD inputs (``engine.stream.lifetime_inputs``)."""
+        return self._lifetime_inputs or self._readers()[0]
 
     def _readers(self) -> tuple[bool, bool]:
         """(reads population snapshots, reads BTYD scores) of the rules in force."""

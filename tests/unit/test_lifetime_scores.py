@@ -121,3 +121,20 @@ def test_small_populations_get_no_fit_and_a_large_one_recovers_its_parameters() 
     assert fit.purchases.r == pytest.approx(r, rel=0.2)
     assert fit.purchases.a / (fit.purchases.a + fit.purchases.b) == pytest.approx(a / (a + b), rel=0.25)
     assert math.isclose(LifetimeFit.decode(fit.encode()).purchases.alpha, fit.purchases.alpha)
+
+
+def test_the_btyd_model_inputs_are_the_papers_numbers_on_the_models_scale() -> None:
+    from engine.stream.lifetime_inputs import LIFETIME_INPUTS, model_row
+
+    names = ("frequency", *LIFETIME_INPUTS)
+    state = buyer(0.0, 30.43 * 7, orders=3)
+    row = model_row({"frequency": 3}, names, LifetimeFit(0, PAPER, None), state, 38.86 * 7 * DAY, 39 * 7)
+    # frequency and E[Y(39 weeks)] = 1.226 on log scale; no spend model: clv 0; not missing.
+    assert row[0] == pytest.approx(math.log(4.0))
+    assert row[2] == pytest.approx(math.log(1 + 1.226), abs=3e-4)
+    assert 0.0 < row[1] < 1.0 and row[3:] == [0.0, 0.0]
+    never = CustomerState(first_ts=0.0, last_ts=DAY)
+    assert model_row({"frequency": 0}, names, LifetimeFit(0, PAPER, SPEND), never, 2 * DAY, 90) == [
+        0.0, 0.0, 0.0, 0.0, 1.0
+    ]  # fmt: skip
+    assert model_row({"frequency": 0}, ("frequency",), None, never, 2 * DAY, 90) == [0.0]

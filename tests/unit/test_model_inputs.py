@@ -96,7 +96,7 @@ def test_none_becomes_zero_with_indicator() -> None:
     assert today == {
         "recency_days": 0.0,
         "recency_days__missing": 0.0,
-        "frequency": 1.0,
+        "frequency": math.log(2.0),
         "monetary": math.log(10.5),
     }
     assert list(never) == list(today) == names
@@ -109,10 +109,18 @@ def test_none_becomes_zero_with_indicator() -> None:
         ("revenue_30d", math.e - 1, 1.0),
         ("balance_credit_card", -(math.e**2 - 1), -2.0),
         ("total_balance", 99.0, math.log(100.0)),
-        ("frequency", 99.0, 99.0),  # counts are not money: unchanged
+        ("frequency", 99.0, math.log(100.0)),  # counts: log scale too
+        ("orders_30d", 0, 0.0),
+        ("recency_days", math.e**3 - 1, 3.0),  # ages in days
+        ("days_since_last_login", 0.0, 0.0),
+        ("btyd_expected_purchases", math.e - 1, 1.0),
+        ("btyd_clv", 99.0, math.log(100.0)),
+        ("key_feature_adoption", 0.75, 0.75),  # a fraction: unchanged
+        ("btyd_p_alive", 0.5, 0.5),  # a probability: unchanged
+        ("worst_open_severity", 3, 3.0),  # an ordinal level: unchanged
     ],
 )
-def test_money_is_seen_on_a_signed_log_scale(name: str, value: float, expected: float) -> None:
+def test_heavy_tailed_inputs_are_seen_on_a_signed_log_scale(name: str, value: float, expected: float) -> None:
     assert to_model_input({name: value}, [name])[name] == pytest.approx(expected)
 
 
@@ -133,8 +141,8 @@ def test_non_numbers_rejected() -> None:
 
 
 def test_ints_and_bools_become_floats() -> None:
-    result = to_model_input({"frequency": 3, "flag": True}, ["frequency", "flag"])
-    assert result == {"frequency": 3.0, "flag": 1.0}
+    result = to_model_input({"worst_open_severity": 3, "flag": True}, ["worst_open_severity", "flag"])
+    assert result == {"worst_open_severity": 3.0, "flag": 1.0}
     assert all(type(v) is float for v in result.values())
 
 
