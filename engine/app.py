@@ -163,15 +163,16 @@ def readiness_rules(settings: Settings) -> ReadinessRules:
 
 def pipeline_config(settings: Settings) -> PipelineConfig:
     """The pipeline's knobs from settings."""
+    horizons = label_rules(settings)
     step = StepConfig(
         features=feature_config(settings),
-        labels=label_rules(settings),
+        labels=horizons,
         input_names=model_inputs(settings),
         holdout_fraction=settings.holdout_fraction,
         prediction_interval_seconds=settings.prediction_interval_days * SECONDS_PER_DAY,
         rescore_seconds=settings.rescore_days * SECONDS_PER_DAY,
         group_attribute=settings.group_attribute,
-        lifetime_horizon_days=label_rules(settings).clv_days,
+        lifetime_horizon_days=horizons.clv_days,
     )
     return PipelineConfig(
         step=step,

@@ -12,8 +12,9 @@ from engine.settings import Settings
 from engine.snapshots.lifetime import LifetimeFit
 from engine.stream.customer_step import CustomerStep
 from engine.stream.external_scores import EXTERNAL_SOURCE, score_entry
-from engine.stream.lifetime_inputs import model_row
+from engine.stream.lifetime_inputs import model_row, reads_lifetime
 from engine.stream.model_gate import VersionModels
+from engine.stream.rule_scores import lifetime_scores
 from features.client import connect
 from features.redis_store import CustomerRecord
 
@@ -129,9 +130,12 @@ def build_explanation(
     features = {k: _round(v) for k, v in variables.features.as_dict().items()}
     features |= {k: v for k, v in variables.quintiles().items()}
     features["campaigns"] = variables.features.campaigns
-    fit = variables.cuts.lifetime
     horizon = step.config.lifetime_horizon_days
-    inputs = model_row(variables.features.raw, step.config.input_names, fit, state, as_of, horizon)
+    names = step.config.input_names
+    lifetime = (
+        lifetime_scores(variables.cuts.lifetime, state, as_of, horizon) if reads_lifetime(names) else None
+    )
+    inputs = model_row(variables.features.raw, names, lifetime, horizon)
     scores: dict[str, Any] = {}
     for name, value in work.scores.items():
         row: dict[str, Any] = score_entry(name, value, state)

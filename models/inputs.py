@@ -223,23 +223,17 @@ COUNT_PREFIXES = (
     "products_held", "distinct_features_used", "engagement_score", "btyd_expected_purchases",
 )  # fmt: skip
 AGE_PREFIXES = ("recency_days", "tenure_days", "days_since_")
-
-
-def is_money(name: str) -> bool:
-    """Amounts of money are heavy-tailed: the models see them as sign(x) * log(1 + |x|).
-
-    Without it, one large balance scaled by a young scaler's tiny variance swamps a linear
-    model (seen as CLV predictions in the hundreds of millions).
-    """
-    return name.startswith(MONEY_PREFIXES)
+_LOG_SCALED_PREFIXES = MONEY_PREFIXES + COUNT_PREFIXES + AGE_PREFIXES
 
 
 def is_log_scaled(name: str) -> bool:
     """Money, counts and ages in days: the inputs the models see as sign(x) * log(1 + |x|).
 
+    Amounts of money are heavy-tailed: without it, one large balance scaled by a young scaler's
+    tiny variance swamps a linear model (seen as CLV predictions in the hundreds of millions).
     Counts and ages are heavy-tailed too. On raw scale a purchase-only history (every login,
     session and ticket input 0) is carried by a few inputs whose rare large values (a 300-day
     recency, 40 orders) dominate a young scaler; on log scale the first days and orders count
     most, as they do for churn (a hazard that falls with log recency).
     """
-    return name.startswith(MONEY_PREFIXES) or name.startswith(COUNT_PREFIXES) or name.startswith(AGE_PREFIXES)
+    return name.startswith(_LOG_SCALED_PREFIXES)

@@ -26,7 +26,7 @@ from typing import Any
 
 from engine.app import build_pipeline
 from engine.settings import Settings, split_list
-from engine.stream.lifetime_inputs import model_row
+from engine.stream.lifetime_inputs import model_row, reads_lifetime
 from engine.stream.pipeline import SegmentPipeline
 from engine.stream.rule_scores import lifetime_names, lifetime_scores
 from features.catalogue import snapshot
@@ -130,18 +130,19 @@ async def export_rows(
                 snapshot(r.customer_id, r.state, step.config.features, moment)  # type: ignore[arg-type]
                 for r, _ in kept
             ]
-            rows = [
-                model_row(s.raw, input_names, fit, r.state, moment, horizon)
-                for s, (r, _) in zip(snaps, kept, strict=True)
-            ]
-            scored = models.score_rows(rows)
+            lifetimes = [lifetime_scores(fit, r.state, moment, horizon) for r, _ in kept]  # type: ignore[arg-type]
+            inputs = lifetimes if reads_lifetime(input_names) else [None] * len(kept)
+            scored = models.score_rows(
+                [model_row(s.raw, input_names, i, horizon) for s, i in zip(snaps, inputs, strict=True)]
+            )
             if plan is None:
                 names = tuple(models.names)
                 external = tuple(n for n in split_list(settings.external_scores) if n not in names)
                 plan = ExportPlan(moment, tuple(snaps[0]), names, lifetime_names(horizon), families, external)
                 on_plan(plan)
-            for (record, segments), features, scores in zip(kept, snaps, scored, strict=True):
-                btyd = lifetime_scores(fit, record.state, moment, horizon)  # type: ignore[arg-type]
+            for (record, segments), features, scores, btyd in zip(
+                kept, snaps, scored, lifetimes, strict=True
+            ):
                 yield [
                     record.customer_id,
                     *(_plain(features.get(name)) for name in plan.features),

@@ -65,15 +65,19 @@ class RulesError(ValueError):
 
 def load_rules(path: str | Path, known_names: Collection[str]) -> RuleSet:
     """Read and validate the rules file at ``path``; raises :class:`RulesError`."""
+    text, data = _read(path)
+    return _Parser(str(path), known_names).parse(text, data)
+
+
+def _read(path: str | Path) -> tuple[str, bytes]:
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
         raise RulesError(str(path), None, f"cannot read: {exc.strerror or exc}") from None
     try:
-        text = data.decode("utf-8")
+        return data.decode("utf-8"), data
     except UnicodeDecodeError:
         raise RulesError(str(path), 1, "not UTF-8 text") from None
-    return _Parser(str(path), known_names).parse(text, data)
 
 
 def load_label_horizons(path: str | Path) -> dict[str, float]:
@@ -83,11 +87,7 @@ def load_label_horizons(path: str | Path) -> dict[str, float]:
     start-up by every process, before the rest of the file can be validated against the models'
     variables. Raises :class:`RulesError` like ``load_rules``.
     """
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise RulesError(str(path), None, f"cannot read: {getattr(exc, 'strerror', None) or exc}") from None
-    return _Parser(str(path), ()).horizons(text)
+    return _Parser(str(path), ()).horizons(_read(path)[0])
 
 
 def parse_rules(text: str, source: str = "<string>", known_names: Collection[str] = ()) -> RuleSet:
@@ -107,7 +107,7 @@ class _Parser:
     def parse(self, text: str, data: bytes) -> RuleSet:
         top = self.top(text)
         version = self.string(top["version"], "version")
-        labels = self.labels(top["labels"]) if "labels" in top and not _is_null(top["labels"]) else {}
+        labels = self.labels(top)
         if "params" in top and not _is_null(top["params"]):
             self.parse_params(top["params"])
         families_node = top["families"]
@@ -121,10 +121,12 @@ class _Parser:
         return RuleSet(version, self.source, dict(self.params), tuple(families), fingerprint, labels)
 
     def horizons(self, text: str) -> dict[str, float]:
-        top = self.top(text)
-        return self.labels(top["labels"]) if "labels" in top and not _is_null(top["labels"]) else {}
+        return self.labels(self.top(text))
 
-    def labels(self, node: Node) -> dict[str, float]:
+    def labels(self, top: dict[str, Node]) -> dict[str, float]:
+        node = top.get("labels")
+        if node is None or _is_null(node):
+            return {}
         fields = self.mapping(node, "labels", set(LABEL_HORIZONS), set())
         horizons = {}
         for key, value_node in fields.items():

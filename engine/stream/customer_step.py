@@ -22,7 +22,7 @@ from engine.segmentation import QUINTILE_NAMES, SCORE_PREFIX, PopulationCuts, Ru
 from engine.stream.external_scores import score_entries
 from engine.stream.lifetime_inputs import model_row, reads_lifetime
 from engine.stream.model_gate import VersionModels
-from engine.stream.rule_scores import lifetime_names, rule_scores
+from engine.stream.rule_scores import lifetime_names, lifetime_scores, rule_scores
 from engine.stream.working import (
     BOOK_EXTRA,
     DUE_EXTRA,
@@ -133,12 +133,17 @@ class CustomerStep:
             work.new_labels.append(label_message(customer_id, label, due, partition))
 
     def _score(self, customer_id: str, state: CustomerState, as_of: float) -> Scored:
+        """Features, model row and scores at ``as_of``; the rules' scores and population cuts too
+        (the BTYD scores are served once, for the rules and, when asked for, the model inputs)."""
         features = snapshot(customer_id, state, self.config.features, as_of)
-        fit = self._cuts_at(as_of).lifetime if self._lifetime_inputs else None
-        row = model_row(features.raw, self.config.input_names, fit, state, as_of, self._horizon)
+        cuts = self._cuts_at(as_of)
+        lifetime = lifetime_scores(cuts.lifetime, state, as_of, self._horizon)
+        inputs = lifetime if self._lifetime_inputs else None
+        row = model_row(features.raw, self.config.input_names, inputs, self._horizon)
         models = self._models(as_of)
-        scores = yield models, row
-        return features, row, scores, models
+        all_scores = yield models, row
+        scores = rule_scores(all_scores, models.ready, lifetime, state)
+        return features, row, all_scores, models, cuts, scores
 
     def apply_event(
         self,
@@ -159,7 +164,7 @@ class CustomerStep:
         if group_attribute and group_attribute in event.attrs:
             work.group = encode_msgpack(str(event.attrs[group_attribute]))
         self._resolved(cid, work, positioned.partition, work.book.on_event(self.config.labels, event))
-        features, row, all_scores, models = yield from self._score(cid, state, state.last_ts)
+        features, row, all_scores, models, cuts, scores = yield from self._score(cid, state, state.last_ts)
         holdout = is_holdout(cid, self.config.holdout_fraction)
         lateness = self.config.features.allowed_lateness_seconds
         stored_x: bytes | None = None
@@ -167,8 +172,6 @@ class CustomerStep:
             if work.book.may_predict(name, event.ts, self.config.prediction_interval_seconds, lateness):
                 stored_x = stored_x or pack_row(row)
                 work.book.start(self.config.labels, name, event.ts, stored_x, value, holdout)
-        cuts = self._cuts_at(state.last_ts)
-        scores = rule_scores(all_scores, models.ready, cuts.lifetime, state, state.last_ts, self._horizon)
         work.scores = {name: round(value, 6) for name, value in scores.items()}
         variables = RuleVariables(features, scores, cuts, state)
         cause = {"event_id": event.event_id, "partition": positioned.partition, "offset": positioned.offset}
@@ -346,9 +349,7 @@ class CustomerStep:
                 work.last_variables = (_state_key(state, as_of), variables)
                 break
             as_of = due
-            features, row, all_scores, models = yield from self._score(customer_id, state, as_of)
-            cuts = self._cuts_at(as_of)
-            scores = rule_scores(all_scores, models.ready, cuts.lifetime, state, as_of, self._horizon)
+            features, row, _, models, cuts, scores = yield from self._score(customer_id, state, as_of)
             work.scores = {name: round(value, 6) for name, value in scores.items()}
             variables = RuleVariables(features, scores, cuts, state)
             due_ms = round(due * 1000)

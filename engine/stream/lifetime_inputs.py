@@ -20,25 +20,20 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from engine.snapshots.lifetime import LifetimeFit
-from engine.stream.rule_scores import lifetime_names, lifetime_scores
-from features.state import CustomerState
+from engine.stream.rule_scores import lifetime_names
 from models.inputs import snapshot_row
 
 LIFETIME_INPUTS = ("btyd_p_alive", "btyd_expected_purchases", "btyd_clv", "btyd_missing")
 
 
-def lifetime_inputs(
-    fit: LifetimeFit | None, state: CustomerState | None, as_of: float, horizon_days: float
-) -> dict[str, float]:
-    """The four ``LIFETIME_INPUTS`` of a customer at ``as_of`` (see the module's table)."""
-    scores = {} if state is None else lifetime_scores(fit, state, as_of, horizon_days)
+def lifetime_inputs(lifetime: Mapping[str, float], horizon_days: float) -> dict[str, float]:
+    """The four ``LIFETIME_INPUTS`` from a customer's BTYD scores (``rule_scores.lifetime_scores``)."""
     alive, purchases, clv = lifetime_names(horizon_days)
     return {
-        "btyd_p_alive": scores.get(alive, 0.0),
-        "btyd_expected_purchases": scores.get(purchases, 0.0),
-        "btyd_clv": scores.get(clv, 0.0),
-        "btyd_missing": 0.0 if scores else 1.0,
+        "btyd_p_alive": lifetime.get(alive, 0.0),
+        "btyd_expected_purchases": lifetime.get(purchases, 0.0),
+        "btyd_clv": lifetime.get(clv, 0.0),
+        "btyd_missing": 0.0 if lifetime else 1.0,
     }
 
 
@@ -50,12 +45,11 @@ def reads_lifetime(input_names: Sequence[str]) -> bool:
 def model_row(
     features: Mapping[str, float | int | None],
     input_names: tuple[str, ...],
-    fit: LifetimeFit | None,
-    state: CustomerState | None,
-    as_of: float,
+    lifetime: Mapping[str, float] | None,
     horizon_days: float,
 ) -> list[float]:
-    """One model input row: the catalogue ``features`` and, when asked for, the BTYD inputs."""
-    if not reads_lifetime(input_names):
+    """One model input row: the catalogue ``features`` and, when ``lifetime`` is given (the inputs
+    include the BTYD quantities), the customer's BTYD scores as inputs."""
+    if lifetime is None:
         return snapshot_row(features, input_names)
-    return snapshot_row({**features, **lifetime_inputs(fit, state, as_of, horizon_days)}, input_names)
+    return snapshot_row({**features, **lifetime_inputs(lifetime, horizon_days)}, input_names)

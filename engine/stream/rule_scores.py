@@ -68,15 +68,12 @@ def lifetime_scores(
 def rule_scores(
     model_scores: Mapping[str, float],
     ready: Collection[str],
-    fit: LifetimeFit | None,
+    lifetime: Mapping[str, float],
     state: CustomerState,
-    as_of: float,
-    horizon_days: float,
 ) -> dict[str, float]:
     """What the rules and change events see: external scores, scores of ``ready`` models, then
-    the BTYD ones (later ones win a name)."""
+    the customer's BTYD scores ``lifetime`` (``lifetime_scores``; later ones win a name)."""
     scores = external_values(state, model_scores) if state.external_scores else {}
     scores.update((name, value) for name, value in model_scores.items() if name in ready)
-    if fit is not None:
-        scores.update(lifetime_scores(fit, state, as_of, horizon_days))
+    scores.update(lifetime)
     return scores

@@ -139,7 +139,7 @@ def test_rule_scores_add_external_ones_below_the_engines_own() -> None:
     state = fold([score_event(T0, 0.83), score_event(T0, 0.4, model="uplift")])
     state.external_scores["churn"] = [0.99, "x", T0, T0]  # as if stored; the schema rejects the name
     engine = {"churn": 0.3, "clv": 12.0}
-    scores = rule_scores(engine, {"clv"}, None, state, T0, 90.0)
+    scores = rule_scores(engine, {"clv"}, {}, state)
     # churn is warming up: None to the rules, not the external 0.99
     assert scores == {"rf_churn": 0.83, "uplift": 0.4, "clv": 12.0}
 

@@ -71,10 +71,14 @@ def test_no_scores_without_a_fit_or_a_purchase() -> None:
 def test_rule_scores_keep_ready_models_and_add_the_btyd_ones() -> None:
     state = buyer(0.0, 20.0, orders=4, revenue_minor=10_000)
     fit = LifetimeFit(0, PAPER, SPEND)
-    scores = rule_scores({"churn": 0.7, "clv": 12.0}, {"churn"}, fit, state, 30 * DAY, 90)
+    scores = rule_scores(
+        {"churn": 0.7, "clv": 12.0}, {"churn"}, lifetime_scores(fit, state, 30 * DAY, 90), state
+    )
     assert scores["churn"] == 0.7 and "clv" not in scores
     assert set(scores) == {"churn", *lifetime_names(90)}
-    assert rule_scores({"churn": 0.7}, {"churn"}, None, state, 30 * DAY, 90) == {"churn": 0.7}
+    assert rule_scores({"churn": 0.7}, {"churn"}, lifetime_scores(None, state, 30 * DAY, 90), state) == {
+        "churn": 0.7
+    }
 
 
 def test_summaries_from_a_histogram() -> None:
@@ -128,13 +132,15 @@ def test_the_btyd_model_inputs_are_the_papers_numbers_on_the_models_scale() -> N
 
     names = ("frequency", *LIFETIME_INPUTS)
     state = buyer(0.0, 30.43 * 7, orders=3)
-    row = model_row({"frequency": 3}, names, LifetimeFit(0, PAPER, None), state, 38.86 * 7 * DAY, 39 * 7)
+    lifetime = lifetime_scores(LifetimeFit(0, PAPER, None), state, 38.86 * 7 * DAY, 39 * 7)
+    row = model_row({"frequency": 3}, names, lifetime, 39 * 7)
     # frequency and E[Y(39 weeks)] = 1.226 on log scale; no spend model: clv 0; not missing.
     assert row[0] == pytest.approx(math.log(4.0))
     assert row[2] == pytest.approx(math.log(1 + 1.226), abs=3e-4)
     assert 0.0 < row[1] < 1.0 and row[3:] == [0.0, 0.0]
     never = CustomerState(first_ts=0.0, last_ts=DAY)
-    assert model_row({"frequency": 0}, names, LifetimeFit(0, PAPER, SPEND), never, 2 * DAY, 90) == [
+    none = lifetime_scores(LifetimeFit(0, PAPER, SPEND), never, 2 * DAY, 90)
+    assert model_row({"frequency": 0}, names, none, 90) == [
         0.0, 0.0, 0.0, 0.0, 1.0
     ]  # fmt: skip
-    assert model_row({"frequency": 0}, ("frequency",), None, never, 2 * DAY, 90) == [0.0]
+    assert model_row({"frequency": 0}, ("frequency",), None, 90) == [0.0]

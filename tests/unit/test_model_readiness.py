@@ -187,7 +187,7 @@ def test_the_gate_gives_rules_the_scores_of_ready_models_only() -> None:
     [scores] = models.score_rows([[0.0] * len(NAMES)])
     assert set(scores) == {"churn", "clv", "propensity_savings"}  # still scored for the prediction book
     state = CustomerState(first_ts=0.0, last_ts=0.0)
-    assert set(rule_scores(scores, models.ready, None, state, 0.0, 90.0)) == {"churn", "clv"}
+    assert set(rule_scores(scores, models.ready, {}, state)) == {"churn", "clv"}
 
 
 def test_metrics_explain_and_dashboard_say_warming_up() -> None:
