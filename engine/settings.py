@@ -125,6 +125,28 @@ class Settings(BaseSettings):
     rules_reload_seconds: float = Field(5.0, ge=0)  # 0: never reload
     idle_advance_seconds: float = Field(30.0, gt=0)
 
+    # Delivery (segflow deliver): the actions topic to webhooks, SMTP and CRMs
+    destinations_file: Path | None = None
+    """The destinations YAML (channel -> webhook or SMTP destination); ``segflow deliver`` needs it.
+    See deploy/examples/destinations.yaml."""
+    deliver_retry_base_seconds: float = Field(0.5, gt=0, le=3600)
+    """Backoff before the first retry of a failed delivery attempt (before jitter)."""
+    deliver_retry_factor: float = Field(2.0, ge=1, le=10)
+    """Each further retry waits this many times longer than the one before (up to the cap)."""
+    deliver_retry_cap_seconds: float = Field(60.0, gt=0, le=86_400)
+    """The longest backoff between two attempts (before jitter)."""
+    deliver_max_attempts: int = Field(8, ge=1, le=1000)
+    """Attempts (the first included) before an action is dead-lettered."""
+    deliver_retry_after_max_seconds: float = Field(600.0, ge=0, le=86_400)
+    """A receiver's ``Retry-After`` is honoured up to this long."""
+    deliver_max_in_flight: int = Field(1000, ge=1, le=1_000_000)
+    """Actions read but not yet finished (delivered, dead-lettered); at this many the consumer
+    pauses its partitions until some finish."""
+    deliver_log_interval_seconds: float = Field(30.0, gt=0, le=86_400)
+    """How often ``segflow deliver`` logs its counters."""
+    deliver_web_port: int = Field(6067, ge=0, le=65535)
+    """``segflow deliver``'s metrics and health pages on 127.0.0.1 (0: none)."""
+
     @property
     def labels_topic(self) -> str:
         """The topic of resolved labels, workers to learner: ``<app_id>.labels`` (1 partition)."""

@@ -41,6 +41,9 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(settings.dlq_topic, settings.events_partitions, "dead letters (schema v1)"),
         # One partition: the learner reads every label in one order it can checkpoint as one offset.
         TopicSpec(settings.labels_topic, 1, "resolved labels (schema v1)"),
+        # Keyed by customer id, as the segment changes that cause them.
+        TopicSpec(settings.actions_topic, settings.changes_partitions, "action decisions (schema v1)"),
+        TopicSpec(settings.actions_dlq_topic, settings.changes_partitions, "undeliverable actions"),
     ]
 
 

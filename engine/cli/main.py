@@ -12,6 +12,7 @@ from redis.exceptions import RedisError
 
 from engine.cli.bench_cmd import bench
 from engine.cli.data_cmds import dashboard, explain, produce, tail
+from engine.cli.deliver_cmd import deliver
 from engine.cli.demo_cmd import demo
 from engine.cli.features_cmds import features
 from engine.cli.learner_cmd import learner
@@ -38,6 +39,7 @@ for command in (
     config,
     worker,
     learner,
+    deliver,
     produce,
     tail,
     explain,
