@@ -23,6 +23,10 @@ COUNTER_HELP: dict[str, str] = {
     "segflow_customers_expired_total": "Customers removed from the ranking sets after their TTL.",
     "segflow_batch_retries_total": "Batches retried after a Redis or Kafka error.",
     "segflow_labels_sent_total": "Resolved labels delivered to the labels topic (re-sends included).",
+    "segflow_action_decisions_sent_total": (
+        "Action decisions (sent or withheld) delivered to the actions topic (re-sends included)."
+    ),
+    "segflow_outcomes_sent_total": "Decision outcomes delivered to the outcomes topic (re-sends included).",
     "segflow_customers_ticked_total": "Customers moved on by event time alone (labels, timed segments).",
     "segflow_rules_reloads_total": "Rules files reloaded after a change.",
 }

@@ -162,6 +162,11 @@ class Settings(BaseSettings):
         """Actions that no destination accepted after every retry: ``<app_id>.actions.dlq``."""
         return f"{self.app_id}.actions.dlq"
 
+    @property
+    def outcomes_topic(self) -> str:
+        """One outcome per measured decision (``engine.activation.outcomes``): ``<app_id>.outcomes``."""
+        return f"{self.app_id}.outcomes"
+
     @field_validator("external_scores")
     @classmethod
     def _external_names(cls, value: str) -> str:

@@ -44,6 +44,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         # Keyed by customer id, as the segment changes that cause them.
         TopicSpec(settings.actions_topic, settings.changes_partitions, "action decisions (schema v1)"),
         TopicSpec(settings.actions_dlq_topic, settings.changes_partitions, "undeliverable actions"),
+        TopicSpec(settings.outcomes_topic, settings.changes_partitions, "decision outcomes (schema v1)"),
     ]
 
 

@@ -2,7 +2,7 @@
 
 File format::
 
-    version: "segments-2026.12.1"       # required string: the rules_version stamped on change events
+    version: "segments-2026.12.2"       # required string: the rules_version stamped on change events
     params:                              # optional named constants, usable in expressions by name
       churn_risk_threshold: 0.70
     labels:                              # optional: the models' label horizons, in days
@@ -22,6 +22,9 @@ File format::
             labels:                      # optional: the first matching `when` wins, else `label`
               - when: "key_feature_adoption < 0.5"
                 text: "High-Value but Feature Underutilizer"
+            on_enter: [churn_winback_email]   # optional: actions of the activation section
+    activation: ...                      # optional: actions, experiments, caps, quiet hours
+                                         # (format: engine.rules.activation_section)
 
 Expressions use the language of ``engine.rules.expressions``; they may read the known variables
 (features, model scores, RFM quintiles; see ``engine.rules.variables``) and the params. Every
@@ -37,13 +40,15 @@ import hashlib
 import keyword
 import math
 import re
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from pathlib import Path
 
 import yaml
 from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from engine.activation.program import NO_ACTIVATION, ActionSpec
+from engine.rules.activation_section import parse_activation
 from engine.rules.expressions import FUNCTIONS, Expression, RuleSyntaxError, compile_expression
 from engine.rules.model import SECONDS_PER_DAY, Family, ParamValue, RuleSet, Segment
 
@@ -99,6 +104,7 @@ class _Parser:
     def __init__(self, source: str, known: Collection[str]) -> None:
         self.source, self.known = source, known
         self.params: dict[str, ParamValue] = {}
+        self.actions: Mapping[str, ActionSpec] = {}
         self._constructor = SafeConstructor()
 
     def fail(self, node: Node, problem: str) -> RulesError:
@@ -108,6 +114,8 @@ class _Parser:
         top = self.top(text)
         version = self.string(top["version"], "version")
         labels = self.labels(top)
+        activation = parse_activation(self, top["activation"]) if "activation" in top else NO_ACTIVATION
+        self.actions = activation.actions
         if "params" in top and not _is_null(top["params"]):
             self.parse_params(top["params"])
         families_node = top["families"]
@@ -118,7 +126,9 @@ class _Parser:
                 raise self.fail(self.mapping_value(node, "name"), f"duplicate family name {family.name!r}")
             families.append(family)
         fingerprint = hashlib.sha256(data).hexdigest()[:16]
-        return RuleSet(version, self.source, dict(self.params), tuple(families), fingerprint, labels)
+        return RuleSet(
+            version, self.source, dict(self.params), tuple(families), fingerprint, labels, activation
+        )
 
     def horizons(self, text: str) -> dict[str, float]:
         return self.labels(self.top(text))
@@ -147,7 +157,7 @@ class _Parser:
             raise RulesError(self.source, 1, f"invalid YAML: {exc}") from None
         if root is None:
             raise RulesError(self.source, 1, "empty rules file")
-        allowed = {"version", "params", "labels", "families"}
+        allowed = {"version", "params", "labels", "activation", "families"}
         return self.mapping(root, "the rules file", allowed, {"version", "families"})
 
     # -- structure --------------------------------------------------------------------------------
@@ -250,7 +260,7 @@ class _Parser:
         return Family(name, description, tuple(key_features), tuple(segments))
 
     def segment(self, node: Node, priority: int) -> Segment:
-        allowed = {"name", "when", "enter", "exit", "min_dwell_days", "label", "labels"}
+        allowed = {"name", "when", "enter", "exit", "min_dwell_days", "label", "labels", "on_enter"}
         fields = self.mapping(node, "a segment", allowed, {"name"})
         name = self.string(fields["name"], "segment name")
         if "when" in fields and "enter" in fields:
@@ -273,7 +283,24 @@ class _Parser:
             for item in self.sequence(fields["labels"], "labels"):
                 entry = self.mapping(item, "a label", {"when", "text"}, {"when", "text"})
                 labels.append((self.expression(entry["when"], "when"), self.string(entry["text"], "text")))
-        return Segment(name, enter, exit_, dwell * SECONDS_PER_DAY, label, tuple(labels), priority)
+        on_enter = self.on_enter(fields["on_enter"], name) if "on_enter" in fields else ()
+        return Segment(name, enter, exit_, dwell * SECONDS_PER_DAY, label, tuple(labels), priority, on_enter)
+
+    def on_enter(self, node: Node, segment: str) -> tuple[str, ...]:
+        names: list[str] = []
+        for item in self.sequence(node, f"on_enter of segment {segment!r}"):
+            action = self.string(item, "an action name")
+            if action not in self.actions:
+                known = self.actions.keys()
+                raise self.fail(
+                    item,
+                    f"unknown action {action!r} (declare it under activation.actions)"
+                    + _suggest(action, known),
+                )
+            if action in names:
+                raise self.fail(item, f"action {action!r} is listed twice")
+            names.append(action)
+        return tuple(names)
 
 
 def _is_null(node: Node) -> bool:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
+from engine.activation.program import NO_ACTIVATION, ActivationProgram
 from engine.rules.expressions import Expression, Variables, first_match
 
 SECONDS_PER_DAY = 86_400.0
@@ -37,6 +38,8 @@ class Segment:
     label: str
     labels: tuple[tuple[Expression, str], ...]
     priority: int
+    on_enter: tuple[str, ...] = ()
+    """Actions (``RuleSet.activation``) a customer's entry into the segment triggers, in order."""
     exit_condition: Expression = field(init=False, repr=False, compare=False)
     label_of: Callable[[Variables], str] = field(init=False, repr=False, compare=False)
 
@@ -111,6 +114,8 @@ class RuleSet:
     labels: Mapping[str, float] = field(default_factory=dict)
     """The label horizons the file names (``churn_days``, ``clv_days``, ``propensity_days``):
     they override the ``SEGFLOW_*`` settings of the same name for the workers and the learner."""
+    activation: ActivationProgram = NO_ACTIVATION
+    """Actions, experiments, caps and quiet hours (the rules file's ``activation`` section)."""
     crossing_points: tuple[tuple[str, float | None], ...] = field(init=False, repr=False, compare=False)
     crossing_names: tuple[tuple[str, tuple[float | None, ...]], ...] = field(
         init=False, repr=False, compare=False

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import TypeVar
@@ -20,8 +21,9 @@ from redis.exceptions import RedisError
 
 from engine.app import Runtime
 from engine.pages import attach_pages
+from engine.stream.batch_records import ACTION, DEAD_LETTER, LABEL, OUTCOME, SEGMENT_CHANGE
 from engine.stream.ingest import BatchIngest, Handled
-from engine.stream.pipeline import DEAD_LETTER, LABEL, BatchResult, OwnershipLost, RawRecord
+from engine.stream.pipeline import BatchResult, OwnershipLost, RawRecord
 from features.client import connect
 from models.snapshots import write_frontier
 
@@ -49,9 +51,15 @@ async def deliver(runtime: Runtime, result: BatchResult) -> None:
     futures = []
     for dead in result.dead_letters:
         futures.append(await send(settings.dlq_topic, dead.key, dead.encode()))
-    topics = {DEAD_LETTER: settings.dlq_topic, LABEL: settings.labels_topic}
+    topics = {
+        DEAD_LETTER: settings.dlq_topic,
+        LABEL: settings.labels_topic,
+        ACTION: settings.actions_topic,
+        OUTCOME: settings.outcomes_topic,
+    }
     for entry in result.changes:
-        # The outbox holds dead letters of too-late events and resolved labels besides changes.
+        # The outbox holds dead letters of too-late events, resolved labels, action decisions and
+        # outcomes besides changes.
         topic = topics.get(entry.kind, settings.changes_topic)
         key = entry.change_id[2:] if entry.kind == LABEL else entry.customer_id  # a label: its id
         futures.append(await send(topic, key.encode(), entry.payload))
@@ -70,12 +78,14 @@ async def _finish(runtime: Runtime, result: BatchResult, started: float) -> int:
     metrics = runtime.metrics
     metrics.add("segflow_events_applied_total", result.applied)
     metrics.add("segflow_events_duplicate_total", result.duplicates)
-    late_sent = sum(1 for entry in result.changes if entry.kind == DEAD_LETTER)
-    labels_sent = sum(1 for entry in result.changes if entry.kind == LABEL)
+    kinds = Counter(entry.kind for entry in result.changes)
+    late_sent, labels_sent = kinds[DEAD_LETTER], kinds[LABEL]
     metrics.add("segflow_events_dead_lettered_total", len(result.dead_letters) + late_sent)
     metrics.add("segflow_events_too_late_total", result.too_late)
-    metrics.add("segflow_segment_changes_sent_total", len(result.changes) - late_sent - labels_sent)
+    metrics.add("segflow_segment_changes_sent_total", kinds[SEGMENT_CHANGE])
     metrics.add("segflow_labels_sent_total", labels_sent)
+    metrics.add("segflow_action_decisions_sent_total", kinds[ACTION])
+    metrics.add("segflow_outcomes_sent_total", kinds[OUTCOME])
     metrics.add("segflow_customers_ticked_total", result.ticked)
     metrics.last_batch_seconds = time.perf_counter() - started
     metrics.last_batch_wall_ts = time.time()

@@ -18,8 +18,9 @@ class RawRecord:
     value: bytes | None
 
 
-SEGMENT_CHANGE, DEAD_LETTER, LABEL = "c", "d", "l"
-"""Outbox entry kinds: a segment change, a too-late event's dead letter, a resolved label."""
+SEGMENT_CHANGE, DEAD_LETTER, LABEL, ACTION, OUTCOME = "c", "d", "l", "a", "o"
+"""Outbox entry kinds: a segment change, a too-late event's dead letter, a resolved label, an
+action decision (``engine.activation.actions``) and a decision's outcome (``.outcomes``)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,8 @@
 each event's time first, dead-lettering what is too late), ``CustomerRun.tick`` moves a customer
 on by time alone; both are generators that yield score requests (``engine.stream.scoring``) and
 return a ``CustomerOutcome``: the compare-and-set write, the outbox entries (changes, late
-letters, labels) and what the indexes and aggregates need.
+letters, labels, action decisions and outcomes of ``engine.activation.planner``) and what the
+indexes and aggregates need.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from engine.output import DeadLetter
+from engine.activation.planner import ActionPlanner
+from engine.output import DeadLetter, SegmentChange
 from engine.snapshots.population import placement_of
 from engine.stream.batch_records import (
     DEAD_LETTER,
@@ -23,6 +25,7 @@ from engine.stream.batch_records import (
     parse_outbox_entry,
 )
 from engine.stream.customer_step import CustomerStep, Scored
+from engine.stream.working import Working
 from features.config import FeatureConfig
 from features.event import SECONDS_PER_DAY, PositionedEvent
 from features.redis_store import CustomerRecord, CustomerWrite
@@ -52,8 +55,11 @@ class CustomerOutcome:
 class CustomerRun:
     """Runs one customer's events or tick on their record, for the pipeline to commit."""
 
-    def __init__(self, step: CustomerStep, features: FeatureConfig, clock: Callable[[], float]) -> None:
+    def __init__(
+        self, step: CustomerStep, features: FeatureConfig, clock: Callable[[], float], actions: ActionPlanner
+    ) -> None:
         self._step = step
+        self._actions = actions
         self._features = features
         self._clock = clock
 
@@ -93,8 +99,8 @@ class CustomerRun:
                 caught = yield from self._step.catch_up(
                     record.customer_id, state, work, partition, positioned.event.ts, before
                 )
-                for change in caught:
-                    new_entries.append(PendingChange(record.customer_id, change.change_id, change.encode()))
+                new_entries += self._entries(work, caught)
+                new_entries += self._actions.advance(work.actions, record.customer_id, positioned.event.ts)
             state, applied = apply_event(state, positioned.event, self._features, not_before)
             if not applied:
                 outcome.too_late += 1
@@ -104,9 +110,9 @@ class CustomerRun:
                 )
                 continue
             outcome.applied += 1
+            new_entries += self._actions.on_event(work.actions, record.customer_id, positioned.event)
             changes = yield from self._step.apply_event(record, state, work, positioned)
-            for change in changes:
-                new_entries.append(PendingChange(record.customer_id, change.change_id, change.encode()))
+            new_entries += self._entries(work, changes)
         assert state is not None
         self._finish(outcome, record, state, work, partition, new_entries, offsets)
         return outcome
@@ -120,9 +126,18 @@ class CustomerRun:
             yield  # a generator like every step, even when it needs no score
         work = self._step.working(record)
         changes = yield from self._step.tick(record.customer_id, record.state, work, partition, watermark)
-        entries = [PendingChange(record.customer_id, c.change_id, c.encode()) for c in changes]
+        entries = self._entries(work, changes)
+        entries += self._actions.advance(work.actions, record.customer_id, watermark)
         self._finish(outcome, record, record.state, work, partition, entries, {})
         return outcome
+
+    def _entries(self, work: Working, changes: list[SegmentChange]) -> list[PendingChange]:
+        """Outbox entries of segment changes, each followed by the action decisions it causes."""
+        entries = []
+        for change in changes:
+            entries.append(PendingChange(change.customer_id, change.change_id, change.encode()))
+            entries += self._actions.on_change(work.actions, change)
+        return entries
 
     def _finish(
         self,

@@ -201,7 +201,12 @@ class CustomerStep:
         rules_due = next_due(
             rules, variables, work.memberships, as_of, time_model.crossing, time_model.earliest
         )
-        candidates = (rules_due, work.book.next_due(), self._cold_due(variables, as_of))
+        candidates = (
+            rules_due,
+            work.book.next_due(),
+            self._cold_due(variables, as_of),
+            work.actions.next_due(),
+        )
         work.due_at = min((t for t in candidates if t is not None), default=None)
         return work.due_at
 

@@ -16,6 +16,7 @@ from functools import partial
 
 from redis.exceptions import RedisError
 
+from engine.activation.planner import ActionPlanner
 from engine.output import DeadLetter
 from engine.rules.model import RuleSet
 from engine.snapshots.population import Placement, PopulationSnapshots
@@ -121,7 +122,9 @@ class SegmentPipeline(TimeDriven, OutboxClearing):
             clock,
             self.population.next_version_moment,
         )
-        self._run = CustomerRun(self._step, config.step.features, clock)
+        self._run = CustomerRun(
+            self._step, config.step.features, clock, ActionPlanner(lambda: self.rules, clock)
+        )
         self._seen: set[int] = set()
         self._uncertain: set[str] = set()
         """Customers whose commit failed with an error after it may have been applied."""

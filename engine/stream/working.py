@@ -1,12 +1,13 @@
 """The decoded, mutable parts of one customer record while a step runs on it.
 
 A record's extras (memberships, prediction book, scores, the moment last judged, the next due
-moment, the group attribute) are decoded once per step and written back only if they changed:
-encoding is deterministic, so an unchanged part's stored bytes stand.
+moment, the group attribute, the activation ledger) are decoded once per step and written back
+only if they changed: encoding is deterministic, so an unchanged part's stored bytes stand.
 """
 
 from __future__ import annotations
 
+from engine.activation.ledger import ACTIONS_EXTRA, ActionLedger
 from engine.codecs import decode_msgpack, encode_msgpack
 from engine.rules.evaluate import Membership
 from engine.segmentation import RuleVariables
@@ -42,6 +43,8 @@ class Working:
         self.new_labels: list[LabelMessage] = []
         """Labels resolved in this step: they leave through the outbox for the labels topic."""
         self.group = extras.get(GROUP_EXTRA)
+        self.actions = ActionLedger(extras.get(ACTIONS_EXTRA))
+        """Action decisions, held sends and open outcome windows (``engine.activation.ledger``)."""
         self.last_variables: tuple[tuple[float, int, int], RuleVariables] | None = None
         """The variables last evaluated, keyed by (as_of, events, late events): finish reuses them."""
 
@@ -64,6 +67,8 @@ class Working:
             extras[BOOK_EXTRA] = self.book.encode()
         if self.group is not None and stored.get(GROUP_EXTRA) != self.group:
             extras[GROUP_EXTRA] = self.group
+        if self.actions.changed:
+            extras[ACTIONS_EXTRA] = self.actions.encode()
         if self.due_at is not UNKNOWN_DUE and self.due_at != self._stored_due:
             extras[DUE_EXTRA] = encode_msgpack(self.due_at)
         return extras
