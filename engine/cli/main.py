@@ -16,6 +16,7 @@ from engine.cli.deliver_cmd import deliver
 from engine.cli.demo_cmd import demo
 from engine.cli.features_cmds import features
 from engine.cli.learner_cmd import learner
+from engine.cli.lift_cmd import lift
 from engine.cli.models_cmds import evaluate
 from engine.cli.rules_cmds import rules
 from engine.cli.scores_cmds import scores
@@ -40,6 +41,7 @@ for command in (
     worker,
     learner,
     deliver,
+    lift,
     produce,
     tail,
     explain,

@@ -1,8 +1,9 @@
 """What a run of ``test_determinism.py`` decided, and how two runs' decisions differ.
 
-An ``Outcome`` holds every customer's feature state and memberships and every change event a
-run emitted (decoded from its schema v1 payload); ``describe`` tells compactly, per rule
-family, where another run's outcome departs from the reference's.
+An ``Outcome`` holds every customer's feature state and memberships and every change event,
+action decision and decision outcome a run emitted (decoded from its schema v1 payload);
+``describe`` tells compactly, per rule family, where another run's outcome departs from the
+reference's.
 """
 
 from __future__ import annotations
@@ -37,6 +38,10 @@ class Outcome:
     """Change events on the topic more than once (same id): allowed, so only counted."""
     notes: dict[str, int] = field(default_factory=dict)
     """Worker counters and the like, shown next to a difference."""
+    actions: dict[str, str] = field(default_factory=dict)
+    """Action decisions by action id: their schema v1 map without the wall-clock ``emitted_ts``."""
+    outcomes: dict[str, str] = field(default_factory=dict)
+    """Decision outcomes by outcome id (their whole schema v1 map): what lift is computed from."""
 
 
 def _change_of(payload: bytes) -> tuple[str, Change]:
@@ -55,6 +60,19 @@ def add_change(outcome: Outcome, payload: bytes) -> None:
     if change_id in outcome.changes:
         outcome.sent_twice += 1
     outcome.changes[change_id] = change
+
+
+def add_action(outcome: Outcome, payload: bytes) -> None:
+    """Add one action decision (schema v1 msgpack), keyed by its id; the wall clock left out."""
+    wire = decode_msgpack(payload)
+    wire.pop("emitted_ts")
+    outcome.actions[wire["action_id"]] = repr(sorted(wire.items()))
+
+
+def add_outcome(outcome: Outcome, payload: bytes) -> None:
+    """Add one decision outcome (schema v1 msgpack), keyed by its id."""
+    wire = decode_msgpack(payload)
+    outcome.outcomes[wire["outcome_id"]] = repr(sorted(wire.items()))
 
 
 def accounted(outcome: Outcome) -> int:
@@ -136,6 +154,14 @@ def describe(
     pairs = {(i, c.to) for i, c in reference.changes.items()} ^ {(i, c.to) for i, c in other.changes.items()}
     if pairs:
         lines.append(f"  (change_id, to) pairs in one run only: {len(pairs)}")
+    for what in ("actions", "outcomes"):
+        mine, theirs = getattr(reference, what), getattr(other, what)
+        if mine != theirs:
+            differing = sum(1 for i in mine.keys() & theirs.keys() if mine[i] != theirs[i])
+            lines.append(
+                f"  {what}: {len(mine)} in the reference, {len(mine.keys() - theirs.keys())} missing,"
+                f" {len(theirs.keys() - mine.keys())} extra, {differing} with other content"
+            )
     noted = ", ".join(f"{k.removeprefix('segflow_')}={v}" for k, v in other.notes.items())
     lines.append(f"  run: {noted}; change events sent twice: {other.sent_twice}")
     return "\n".join(lines)
@@ -148,4 +174,6 @@ def same(reference: Outcome, other: Outcome) -> bool:
         and reference.memberships == other.memberships
         and reference.changes.keys() == other.changes.keys()
         and {(i, c.to) for i, c in reference.changes.items()} == {(i, c.to) for i, c in other.changes.items()}
+        and reference.actions == other.actions
+        and reference.outcomes == other.outcomes
     )

@@ -19,7 +19,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
-from determinism_outcome import Outcome, add_change
+from determinism_outcome import Outcome, add_action, add_change, add_outcome
 from helpers import wait_until
 
 from engine.app import build_pipeline
@@ -29,7 +29,7 @@ from engine.evaluate import remove_keys
 from engine.learner.local import LocalLearner
 from engine.settings import Settings
 from engine.stack import redis as redis_server
-from engine.stream.batch_records import SEGMENT_CHANGE, RawRecord
+from engine.stream.batch_records import ACTION, OUTCOME, SEGMENT_CHANGE, RawRecord
 from engine.stream.customer_step import MEMBERSHIP_EXTRA
 from engine.stream.replay import replay as replay_log
 from engine.topics import ensure_topics, start_or_close
@@ -88,11 +88,18 @@ async def _end_offsets(consumer: AIOKafkaConsumer, topic: str, partitions: int) 
 
 
 async def read_changes_topic(settings: Settings, into: Outcome) -> None:
-    """Add every change event of the settings' changes topic to ``into``, read to its end."""
+    """Add every change event, action decision and outcome of the run's topics to ``into``."""
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
     await start_or_close(consumer)
+    adders = {
+        settings.changes_topic: add_change,
+        settings.actions_topic: add_action,
+        settings.outcomes_topic: add_outcome,
+    }
     try:
-        ends = await _end_offsets(consumer, settings.changes_topic, settings.changes_partitions)
+        ends: dict[TopicPartition, int] = {}
+        for topic in adders:
+            ends.update(await _end_offsets(consumer, topic, settings.changes_partitions))
         consumer.assign(list(ends))
         await consumer.seek_to_beginning(*ends)
         left = {tp: end for tp, end in ends.items() if end > 0}
@@ -100,7 +107,7 @@ async def read_changes_topic(settings: Settings, into: Outcome) -> None:
             fetched = await consumer.getmany(*left, timeout_ms=2000, max_records=5000)
             for tp, messages in fetched.items():
                 for message in messages:
-                    add_change(into, message.value)
+                    adders[tp.topic](into, message.value)
                 if messages and messages[-1].offset + 1 >= left[tp]:
                     del left[tp]
     finally:
@@ -272,9 +279,10 @@ async def replay(settings: Settings, path: Path, customers: Sequence[str]) -> Ou
     finally:
         await pipeline.store.client.aclose()
     outcome = await read_store(settings, customers)
+    adders = {SEGMENT_CHANGE: add_change, ACTION: add_action, OUTCOME: add_outcome}
     for change in changes:
-        if change.kind == SEGMENT_CHANGE:
-            add_change(outcome, change.payload)
+        if change.kind in adders:
+            adders[change.kind](outcome, change.payload)
     outcome.notes = dict(notes)
     return outcome
 
@@ -287,6 +295,7 @@ async def remove(settings: Settings) -> None:
     try:
         existing = set(await admin.list_topics())
         names = [settings.events_topic, settings.changes_topic, settings.dlq_topic, settings.labels_topic]
+        names += [settings.actions_topic, settings.outcomes_topic, settings.actions_dlq_topic]
         await admin.delete_topics([n for n in names if n in existing])
     finally:
         await admin.close()

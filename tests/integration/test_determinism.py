@@ -18,6 +18,12 @@ tick happened for a few seconds. Every customer's feature state, their final mem
 every family and the set of change ids emitted must then equal (a)'s. A change event may be
 delivered twice, with the same id, so ids are compared as sets.
 
+The runs' rules are the shipped ones with the shipped win-back actions also on entering the
+lifecycle segment 'lapsing' (entered often in 60 days, unlike 'Likely to Churn', which waits for
+a trained churn model), so that action decisions and their outcomes are compared too: the same
+ids with the same content (but the wall-clock ``emitted_ts``) in every run. Lift is computed
+from the outcomes alone, so a SIGKILL that redelivers events changes no lift.
+
 Every run sets ``idle_advance_seconds`` to an hour: once a partition has seen no event for that
 long in wall-clock time, its watermark advances with the wall clock. That is the one documented
 way the wall clock enters decisions, and it is kept out of what this test compares. Every other
@@ -26,8 +32,10 @@ setting is the default; every run uses the same number of events partitions.
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +56,7 @@ from determinism_runs import (
 )
 
 from engine.app import load_rule_set
+from engine.rules.loader import DEFAULT_RULES_PATH
 from engine.settings import Settings, namespaced
 from engine.topics import start_or_close, topic_partitions
 from models.population import DAY_MS, PopulationConfig
@@ -88,7 +97,19 @@ def stream(tmp_path_factory: pytest.TempPathFactory) -> Stream:
 
 
 @pytest.fixture(scope="module")
-def run_settings(stack_settings: Settings) -> Iterator[Callable[[str], Settings]]:
+def rules_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shipped rules, with the win-back actions on entering 'lapsing' as well."""
+    text = DEFAULT_RULES_PATH.read_text()
+    anchor = "      - name: lapsing\n"
+    assert text.count(anchor) == 1
+    text = text.replace(anchor, anchor + "        on_enter: [churn_winback_email, churn_winback_in_app]\n")
+    path = tmp_path_factory.mktemp("rules") / "rules.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture(scope="module")
+def run_settings(stack_settings: Settings, rules_file: Path) -> Iterator[Callable[[str], Settings]]:
     """Fresh settings per run (own topics, group and key prefix); the runs' data goes afterwards."""
     tag = uuid.uuid4().hex[:8]
     made: list[Settings] = []
@@ -100,6 +121,7 @@ def run_settings(stack_settings: Settings) -> Iterator[Callable[[str], Settings]
                 "changes_partitions": PARTITIONS,
                 "batch_max_events": BATCH_MAX_EVENTS,
                 "idle_advance_seconds": IDLE_ADVANCE_SECONDS,
+                "rules_file": rules_file,
             }
         )
         made.append(settings)
@@ -148,6 +170,15 @@ def test_the_clean_run_is_a_sound_reference(
     # The replay puts each record where the producer did: the same count on every partition.
     assert asyncio.run(_events_per_partition(reference_settings)) == stream.partition_counts
     assert reference.changes, "no change events: nothing to compare"
+    decisions = Counter(decode_msgpack_repr(text)["decision"] for text in reference.actions.values())
+    assert decisions["send"] and decisions["control"] and decisions["cooldown"], decisions
+    groups = Counter(decode_msgpack_repr(text)["group"] for text in reference.outcomes.values())
+    assert groups["treated"] and groups["control"], groups
+
+
+def decode_msgpack_repr(text: str) -> dict[str, object]:
+    """A decision or outcome as ``determinism_outcome`` keeps it (the repr of its sorted items)."""
+    return dict(ast.literal_eval(text))
 
 
 def _two_workers(settings: Settings, stream: Stream, logs: Path) -> Outcome:

@@ -1,0 +1,175 @@
+"""``segflow lift``: treated vs control conversion per experiment, variant and segment."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from engine.activation.experiments.assignment import ExperimentSpec
+from engine.activation.lift_table import LiftRow, LiftTable, lift_table
+from engine.activation.outcomes import Outcome
+from engine.app import load_rule_set
+from engine.codecs import decode_msgpack
+from engine.settings import Settings
+from engine.topics import start_or_close, topic_partitions
+
+
+async def read_outcomes(settings: Settings) -> list[Outcome]:
+    """Every outcome record on the outcomes topic, read from the beginning to its current end."""
+    partitions = await topic_partitions(settings, settings.outcomes_topic)
+    if not partitions:
+        return []
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+    await start_or_close(consumer)
+    found: list[Outcome] = []
+    try:
+        tps = [TopicPartition(settings.outcomes_topic, p) for p in partitions]
+        consumer.assign(tps)
+        ends = await consumer.end_offsets(tps)
+        await consumer.seek_to_beginning(*tps)
+        left = {tp: end for tp, end in ends.items() if end > 0}
+        while left:
+            fetched = await consumer.getmany(*left, timeout_ms=2000, max_records=10_000)
+            for tp, messages in fetched.items():
+                for message in messages:
+                    found.append(
+                        _parse(decode_msgpack(message.value), f"{tp.topic}[{tp.partition}]@{message.offset}")
+                    )
+                if messages and messages[-1].offset + 1 >= left[tp]:
+                    del left[tp]
+    finally:
+        await consumer.stop()
+    return found
+
+
+def _parse(data: Any, where: str) -> Outcome:
+    try:
+        return Outcome.from_wire(data)
+    except ValueError as exc:
+        raise click.ClickException(f"{where}: {exc}") from None
+
+
+def read_file(path: Path) -> list[Outcome]:
+    """Outcome records from a JSON-lines file (one schema v1 map per line)."""
+    found = []
+    with path.open() as lines:
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                data = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise click.ClickException(f"{path}:{number}: not JSON ({exc.msg})") from None
+            found.append(_parse(data, f"{path}:{number}"))
+    return found
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.2f}%"
+
+
+def _row_text(row: LiftRow) -> str:
+    lift = row.lift
+    interval = f"[{_pct(lift.interval.lower)}, {_pct(lift.interval.upper)}]"
+    relative = "-" if lift.relative_lift is None else f"{100 * lift.relative_lift:+.1f}%"
+    revenue = "-" if lift.incremental_revenue is None else f"{lift.incremental_revenue:,.2f}"
+    conversions = "-" if lift.incremental_conversions is None else f"{lift.incremental_conversions:+.1f}"
+    return (
+        f"  {row.segment:<24} {row.arm:<14} n={lift.exposures:<6} {_pct(lift.rate):>7} vs"
+        f" {_pct(lift.control_rate):>7} (n={row.control_exposures}) lift {_pct(lift.absolute_lift)}"
+        f" {interval} rel {relative} incr. conv {conversions} revenue {revenue}"
+    )
+
+
+def render(table: LiftTable) -> str:
+    """The table as text: one block per comparison, then the sample-ratio checks."""
+    lines = [f"{table.outcomes} outcomes ({table.duplicates} repeated ids ignored)"]
+    comparison = None
+    for row in table.rows:
+        if row.comparison != comparison:
+            comparison = row.comparison
+            lines.append(f"{comparison}: rate vs control, absolute lift [95% Newcombe interval]")
+        lines.append(_row_text(row))
+    for name, check in table.ratio_checks.items():
+        verdict = "MISMATCH (p < 0.001)" if check.flagged else "ok"
+        lines.append(f"sample ratio {name}: chi2 {check.statistic:.2f}, p {check.p_value:.3g}: {verdict}")
+    if not table.rows:
+        lines.append("no measured decisions yet")
+    return "\n".join(lines)
+
+
+def as_json(table: LiftTable) -> dict[str, Any]:
+    """The table as a JSON-ready document."""
+    rows = []
+    for row in table.rows:
+        lift = row.lift
+        rows.append(
+            {
+                "comparison": row.comparison,
+                "segment": row.segment,
+                "arm": row.arm,
+                "exposures": lift.exposures,
+                "conversions": lift.conversions,
+                "rate": lift.rate,
+                "control_exposures": row.control_exposures,
+                "control_rate": lift.control_rate,
+                "absolute_lift": lift.absolute_lift,
+                "interval": [lift.interval.lower, lift.interval.upper],
+                "sequential": None
+                if lift.sequential is None
+                else [lift.sequential.lower, lift.sequential.upper],
+                "relative_lift": lift.relative_lift,
+                "incremental_conversions": lift.incremental_conversions,
+                "incremental_revenue": lift.incremental_revenue,
+            }
+        )
+    checks = {
+        name: {"statistic": c.statistic, "p_value": c.p_value, "flagged": c.flagged, "expected": c.expected}
+        for name, c in table.ratio_checks.items()
+    }
+    return {"outcomes": table.outcomes, "duplicates": table.duplicates, "rows": rows, "sample_ratio": checks}
+
+
+def experiments_of(settings: Settings) -> dict[str, ExperimentSpec]:
+    """The experiments the rules in force declare, by name."""
+    actions = load_rule_set(settings).activation.actions.values()
+    return {a.experiment.name: a.experiment for a in actions if a.experiment is not None}
+
+
+@click.command()
+@click.option("--experiment", default=None, help="Only this experiment.")
+@click.option("--segment", default=None, help="Only decisions caused by entering this segment.")
+@click.option(
+    "--file",
+    "path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Outcome records as JSON lines instead of the outcomes topic.",
+)
+@click.option("--sequential", is_flag=True, help="Add the always-valid (sequential) interval.")
+@click.option("--json", "as_json_flag", is_flag=True, help="Print a JSON document.")
+@click.pass_obj
+def lift(
+    settings: Settings,
+    experiment: str | None,
+    segment: str | None,
+    path: Path | None,
+    sequential: bool,
+    as_json_flag: bool,
+) -> None:
+    """Treated vs control conversion per experiment, variant and segment, from the outcomes.
+
+    Each experiment's variants are compared with its holdout, each action's treated decisions
+    with the global control group; outcomes are deduplicated by id.
+    """
+    outcomes = read_file(path) if path is not None else asyncio.run(read_outcomes(settings))
+    table = lift_table(outcomes, experiments_of(settings), experiment, segment, sequential)
+    if as_json_flag:
+        click.echo(json.dumps(as_json(table), indent=2))
+    else:
+        click.echo(render(table))
