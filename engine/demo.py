@@ -13,7 +13,12 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+from engine.activation.demo_experiment import demo_rules_text, simulated_lift
+from engine.activation.lift_table import lift_table
+from engine.app import load_rule_set
+from engine.app import rules_path as rules_file_of
 from engine.cli.io import format_change, produce_lines, read_changes
+from engine.cli.lift_cmd import experiments_of, read_outcomes, render
 from engine.dashboard import serve
 from engine.explain import explain_customer
 from engine.reports import segment_sizes
@@ -59,12 +64,18 @@ def run_demo(
     work = settings.stack_dir / "demo" / run_id
     events_path = work / "events.jsonl"
     work.mkdir(parents=True, exist_ok=True)
+    demo_rules = demo_rules_text(rules_file_of(settings).read_text())
+    if demo_rules is not None:
+        (work / "rules.yaml").write_text(demo_rules)
+        settings = settings.model_copy(update={"rules_file": work / "rules.yaml"})
     events = list(sample_stream(customers=customers, days=days, seed=seed))
     write_jsonl(events, events_path)
     with events_path.open("ab") as handle:
         handle.write(b"\n".join(MALFORMED_LINES) + b"\n")
     echo(f"[demo] {len(events)} events of {customers} simulated customers over {days} days -> {events_path}")
     echo(f"[demo] plus {len(MALFORMED_LINES)} malformed events, which must land in the dead-letter topic")
+    if demo_rules is not None:
+        echo(f"[demo] rules: the shipped ones, win-back also on 'lapsing': {work / 'rules.yaml'}")
     asyncio.run(ensure_topics(settings))
     worker = start_worker(settings, work / "worker.log")
     echo(f"[demo] worker pid {worker.pid}, log {work / 'worker.log'}")
@@ -81,6 +92,7 @@ def run_demo(
         letters = asyncio.run(collect(settings, settings.dlq_topic))
         _summarise(echo, changes, letters)
         _segments_and_models(echo, settings)
+        _activation(echo, settings)
         if changes:
             customer = Counter(c["customer_id"] for c in changes).most_common(1)[0][0]
             report = asyncio.run(explain_customer(settings, customer))
@@ -139,6 +151,24 @@ def _segments_and_models(echo: Callable[[str], None], settings: Settings) -> Non
                 f"  {name:28} labels {pre['n'] + hold['n']:>6}  prequential {metric} {_fmt(pre.get(metric))}"
                 f"  holdout {_fmt(hold.get(metric))}  {(status.get('models') or {}).get(name, '')}"
             )
+
+
+def _activation(echo: Callable[[str], None], settings: Settings) -> None:
+    """The run's action decisions and measured lift, then the shipped experiment on known truth."""
+    actions = asyncio.run(collect(settings, settings.actions_topic))
+    decided = Counter(f"{a['action']} {a['decision']}" for a in actions)
+    echo(f"\n[demo] {len(actions)} action decisions (segflow tail --topic {settings.actions_topic}):")
+    for what, count in sorted(decided.items()):
+        echo(f"  {what}: {count}")
+    table = lift_table(asyncio.run(read_outcomes(settings)), experiments_of(settings))
+    echo("[demo] lift measured on this run's outcomes (segflow lift):")
+    echo("  " + render(table).replace("\n", "\n  "))
+    simulated = simulated_lift(load_rule_set(settings))
+    if simulated is not None:
+        name, lines = simulated
+        echo(f"[demo] experiment {name} on simulated responses with known truth (20,000 decisions):")
+        for line in lines:
+            echo("  " + line)
 
 
 def _fmt(value: Any) -> str:

@@ -55,6 +55,7 @@ from determinism_runs import (
     worker_run,
 )
 
+from engine.activation.demo_experiment import demo_rules_text
 from engine.app import load_rule_set
 from engine.rules.loader import DEFAULT_RULES_PATH
 from engine.settings import Settings, namespaced
@@ -99,10 +100,8 @@ def stream(tmp_path_factory: pytest.TempPathFactory) -> Stream:
 @pytest.fixture(scope="module")
 def rules_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The shipped rules, with the win-back actions on entering 'lapsing' as well."""
-    text = DEFAULT_RULES_PATH.read_text()
-    anchor = "      - name: lapsing\n"
-    assert text.count(anchor) == 1
-    text = text.replace(anchor, anchor + "        on_enter: [churn_winback_email, churn_winback_in_app]\n")
+    text = demo_rules_text(DEFAULT_RULES_PATH.read_text())
+    assert text is not None
     path = tmp_path_factory.mktemp("rules") / "rules.yaml"
     path.write_text(text)
     return path
