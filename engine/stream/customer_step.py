@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.codecs import decode_msgpack, encode_msgpack
-from engine.output import SegmentChange, change_id
-from engine.rules.evaluate import FamilyDecision, evaluate_rules, next_due
-from engine.rules.model import Family, RuleSet
+from engine.output import SegmentChange
+from engine.rules.evaluate import evaluate_rules, next_due
+from engine.rules.model import RuleSet
 from engine.segmentation import QUINTILE_NAMES, SCORE_PREFIX, PopulationCuts, RuleVariables, TimeModel
-from engine.stream.external_scores import score_entries
+from engine.stream.change_builder import ChangeBuilder
 from engine.stream.lifetime_inputs import model_row, reads_lifetime
 from engine.stream.model_gate import VersionModels
 from engine.stream.rule_scores import lifetime_names, lifetime_scores, rule_scores
@@ -55,7 +55,6 @@ __all__ = [
 ]
 MAX_TICK_STEPS = 64
 NO_CUTS = PopulationCuts()
-TOP_CONTRIBUTIONS = 3
 
 ScoreRequest = tuple[VersionModels, list[float]]
 """What a step yields when it needs scores: the model snapshot to score with and one input row."""
@@ -111,7 +110,7 @@ class CustomerStep:
         self._models = models
         self._next_cuts_moment = next_cuts_moment or (lambda moment: moment + 86_400.0)
         self._clock = clock
-        self._family_models: dict[tuple[str, str], tuple[str, ...]] = {}
+        self._changes = ChangeBuilder(clock)
         self._population_readers: dict[str, tuple[bool, bool]] = {}
         self._horizon = config.lifetime_horizon_days
         self._lifetime_inputs = reads_lifetime(config.input_names)
@@ -261,63 +260,11 @@ class CustomerStep:
             family = rules.family(decision.family)
             assert family is not None
             changes.append(
-                self._change(
+                self._changes.change(
                     customer_id, rules, family, decision, variables, models, row, as_of, cause, position
                 )
             )
         return changes
-
-    def _models_of(self, rules: RuleSet, family: Family) -> tuple[str, ...]:
-        key = (rules.fingerprint, family.name)
-        if key not in self._family_models:
-            names = {n for s in family.segments for e in s.expressions() for n in e.names}
-            self._family_models[key] = tuple(
-                sorted(n[len(SCORE_PREFIX) :] for n in names if n.startswith(SCORE_PREFIX))
-            )
-        return self._family_models[key]
-
-    def _change(
-        self,
-        customer_id: str,
-        rules: RuleSet,
-        family: Family,
-        decision: FamilyDecision,
-        variables: RuleVariables,
-        models: VersionModels,
-        row: list[float],
-        as_of: float,
-        cause: dict[str, object],
-        position: int | str,
-    ) -> SegmentChange:
-        partition = int(cause["partition"])  # type: ignore[call-overload]
-        scores = score_entries(variables.scores, variables.state)
-        for name in self._models_of(rules, family):
-            top = models.contributions(name, row, TOP_CONTRIBUTIONS) if name in variables.scores else None
-            if top is not None:
-                scores[name] = {
-                    "score": round(variables.scores[name], 6),
-                    "top": [[feature, round(value, 6)] for feature, value in top],
-                }
-        key_features = {name: _plain(variables[name]) for name in family.key_features}
-        return SegmentChange(
-            change_id=change_id(
-                customer_id, family.name, decision.previous, decision.segment, partition, position
-            ),
-            customer_id=customer_id,
-            family=family.name,
-            from_segment=decision.previous,
-            to_segment=decision.segment,
-            event_ts_ms=round(as_of * 1000),
-            emitted_ts_ms=round(self._clock() * 1000),
-            rules_version=rules.version,
-            population_version=variables.cuts.version_label,
-            model_version=models.label,
-            reason=decision.reason,
-            features=key_features,
-            cause=cause,
-            label=decision.label,
-            scores=scores,
-        )
 
     def tick(
         self,
@@ -413,7 +360,3 @@ class CustomerStep:
 def _state_key(state: CustomerState, as_of: float) -> tuple[float, int, int]:
     """What a customer's variables depend on besides the rules: the moment and the state's counts."""
     return (as_of, state.events, state.late_dropped)
-
-
-def _plain(value: object) -> object:
-    return round(value, 6) if isinstance(value, float) else value

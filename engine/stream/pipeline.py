@@ -19,8 +19,8 @@ from redis.exceptions import RedisError
 from engine.activation.planner import ActionPlanner
 from engine.output import DeadLetter
 from engine.rules.model import RuleSet
-from engine.snapshots.population import Placement, PopulationSnapshots
-from engine.stream.aggregates import Move, SegmentAggregates
+from engine.snapshots.population import PopulationSnapshots
+from engine.stream.aggregates import SegmentAggregates
 from engine.stream.batch_records import (
     DEAD_LETTER,
     LABEL,
@@ -29,7 +29,8 @@ from engine.stream.batch_records import (
     RawRecord,
     parse_outbox_entry,
 )
-from engine.stream.customer_run import UNPLACED, CustomerOutcome, CustomerRun
+from engine.stream.commit_indexes import queue_indexes
+from engine.stream.customer_run import CustomerOutcome, CustomerRun
 from engine.stream.customer_step import CustomerStep, Scored, StepConfig
 from engine.stream.decoding import BatchDecoder
 from engine.stream.due_index import DueIndex
@@ -37,6 +38,7 @@ from engine.stream.model_gate import ModelGate
 from engine.stream.outbox_clearing import OutboxClearing
 from engine.stream.population_gate import PopulationGate
 from engine.stream.scoring import run_scored
+from engine.stream.snapshot_readiness import SnapshotReadiness
 from engine.stream.time_driven import TimeDriven
 from engine.stream.watermarks import LanePlan, PartitionClock
 from features.event import PositionedEvent
@@ -122,6 +124,7 @@ class SegmentPipeline(TimeDriven, OutboxClearing):
             clock,
             self.population.next_version_moment,
         )
+        self._snapshots = SnapshotReadiness(models, self.population, self._step)
         self._run = CustomerRun(
             self._step, config.step.features, clock, ActionPlanner(lambda: self.rules, clock)
         )
@@ -199,7 +202,7 @@ class SegmentPipeline(TimeDriven, OutboxClearing):
                 j = i
                 while j < len(lane.events) and (j == i or not lane.crossed[j]):
                     ts = lane.events[j].event.ts
-                    if not self._loaded_for(ts) and not await self._ready(ts):
+                    if not self._snapshots.loaded_for(ts) and not await self._snapshots.ready(ts):
                         break
                     j += 1
                 if j > i:
@@ -235,22 +238,6 @@ class SegmentPipeline(TimeDriven, OutboxClearing):
                 d for d in result.dead_letters if d.partition not in held or d.offset < held[d.partition]
             ]
         return result
-
-    def _loaded_for(self, ts: float) -> bool:
-        """Whether ``ts``'s snapshots are loaded already (no await on the common path)."""
-        if not self.models.is_loaded(self.models.version_of(ts)):
-            return False
-        return not self._step.reads_population() or self.population.is_sealed(self.population.version_of(ts))
-
-    async def _ready(self, ts: float) -> bool:
-        """Whether a decision at ``ts`` can read its model and population snapshots now."""
-        version = self.models.version_of(ts)
-        if not (self.models.is_loaded(version) or await self.models.ensure(version, version)):
-            return False
-        if not self._step.reads_population():
-            return True
-        day = self.population.version_of(ts)
-        return self.population.is_sealed(day) or await self.population.ensure(day, day)
 
     async def _run_chunk(
         self,
@@ -295,7 +282,7 @@ class SegmentPipeline(TimeDriven, OutboxClearing):
             if not pending:
                 break
             records = await self._records(pending)
-            await self._load_snapshots(records.values(), latest, first)
+            await self._snapshots.load(records.values(), latest, first)
             outcomes = run_scored({cid: run(records[cid]) for cid in pending})
             writes = [o.write for o in outcomes.values() if o.write is not None]
             unchanged = {
@@ -315,23 +302,6 @@ class SegmentPipeline(TimeDriven, OutboxClearing):
             raise OwnershipLost(f"{len(pending)} customers kept changing under this worker")
         return committed
 
-    async def _load_snapshots(
-        self, records: Iterable[CustomerRecord], latest: float, first: float | None
-    ) -> None:
-        """Make sure every snapshot the customers' moments read is loaded (up to ``latest``'s)."""
-        moments = [r.state.last_ts for r in records if r.state is not None]
-        # A customer's newest event may be later than the chunk's (an out-of-order event is
-        # judged at the customer's newest moment): its snapshots were sealed when it came.
-        earliest = min((*moments, latest) if first is None else (*moments, first, latest))
-        newest = max(moments, default=latest)
-        gates: list[ModelGate | PopulationGate] = [self.models]
-        if self._step.reads_population():
-            gates.append(self.population)
-        for gate in gates:
-            low, high = gate.version_of(earliest), gate.version_of(max(newest, latest))
-            if not await gate.ensure(low, high):
-                raise RuntimeError(f"snapshot {high} was sealed, but an earlier one is not")
-
     async def _commit_and_clear(
         self,
         writes: list[CustomerWrite],
@@ -342,7 +312,16 @@ class SegmentPipeline(TimeDriven, OutboxClearing):
         if not self._scripts_loaded:
             await self._load_scripts()
         clearing, through = self._unclear, self._deferred_seq
-        also = partial(self._queue_indexes, outcomes=outcomes)
+        also = partial(
+            queue_indexes,
+            outcomes=outcomes,
+            due=self.due,
+            population=self.population,
+            clock=self.clock,
+            positions=self._positions,
+            aggregates=self.aggregates,
+            rules=self.rules,
+        )
         try:
             lost = await self._store.commit(
                 writes, unchanged, also, clear=clearing, reload=self._load_scripts
@@ -376,30 +355,6 @@ class SegmentPipeline(TimeDriven, OutboxClearing):
             for entry_id, value in record.outbox.items():
                 if entry_id not in returned:
                     result.changes.append(parse_outbox_entry(customer_id, entry_id, value))
-
-    def _queue_indexes(self, pipe: object, *, outcomes: dict[str, CustomerOutcome]) -> None:
-        by_partition: dict[int, dict[str, float | None]] = {}
-        for customer_id, outcome in outcomes.items():
-            if outcome.write is None:
-                continue
-            by_partition.setdefault(outcome.partition, {})[customer_id] = outcome.due
-        for partition, due in by_partition.items():
-            self.due.queue(pipe, partition, due)
-        placed: dict[int, dict[str, Placement | None]] = {}
-        for customer_id, outcome in outcomes.items():
-            if outcome.population is not UNPLACED:
-                placed.setdefault(outcome.partition, {})[customer_id] = outcome.population  # type: ignore[assignment]
-        for partition, placements in placed.items():
-            self.population.queue_placements(pipe, partition, placements)
-        if self._positions:
-            self.clock.queue_positions(pipe, self._positions)
-        moves: dict[str, list[Move]] = {family.name: [] for family in self.rules.families}
-        for customer_id, outcome in outcomes.items():
-            for name, segment in outcome.placements.items():
-                if name in moves:
-                    moves[name].append((customer_id, segment, outcome.revenue_minor))
-        for family in self.rules.families:
-            self.aggregates.queue_moves(pipe, family, moves[family.name])
 
     async def _records(self, customer_ids: list[str]) -> dict[str, CustomerRecord]:
         """Records from the writer's cache where present, the rest in one round trip."""
