@@ -85,6 +85,9 @@ def run_demo(
         )
         echo(f"[demo] produced {sent} records to {settings.events_topic}")
         applied = wait_for_metric(settings, "segflow_events_applied_total", len(events), timeout=180)
+        if worker.poll() is not None:  # its port may answer for another process: trust nothing
+            echo(f"[demo] the worker exited with code {worker.returncode}; see {work / 'worker.log'}")
+            return 1
         dead = read_metric(settings, "segflow_events_dead_lettered_total")
         echo(f"[demo] worker applied {applied} events, dead-lettered {dead}")
         time.sleep(3.0)  # the worker's 1 s timer moves customers on by event time (ticks)

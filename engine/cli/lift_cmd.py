@@ -18,13 +18,20 @@ from engine.codecs import decode_msgpack
 from engine.settings import Settings
 from engine.topics import start_or_close, topic_partitions
 
+MAX_IDLE_FETCHES = 15
+"""Empty fetches of 2 s in a row after which reading the outcomes topic gives up with a reason."""
+
 
 async def read_outcomes(settings: Settings) -> list[Outcome]:
     """Every outcome record on the outcomes topic, read from the beginning to its current end."""
     partitions = await topic_partitions(settings, settings.outcomes_topic)
     if not partitions:
         return []
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+    # earliest: assign() starts an offset lookup of its own, which must not land at the end
+    # after the seek to the beginning below.
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
     await start_or_close(consumer)
     found: list[Outcome] = []
     try:
@@ -33,15 +40,27 @@ async def read_outcomes(settings: Settings) -> list[Outcome]:
         ends = await consumer.end_offsets(tps)
         await consumer.seek_to_beginning(*tps)
         left = {tp: end for tp, end in ends.items() if end > 0}
+        idle = 0
         while left:
-            fetched = await consumer.getmany(*left, timeout_ms=2000, max_records=10_000)
+            # All assigned partitions at once, a finished one paused: asking for some partitions
+            # only can leave the others' fetched records in the buffer and stall the fetcher while
+            # a worker keeps producing.
+            fetched = await consumer.getmany(timeout_ms=2000, max_records=10_000)
+            idle = 0 if fetched else idle + 1
+            if idle >= MAX_IDLE_FETCHES:
+                where = ", ".join(f"partition {tp.partition} before offset {end}" for tp, end in left.items())
+                raise click.ClickException(f"{settings.outcomes_topic}: no records arrive for {where}")
             for tp, messages in fetched.items():
+                end = left.get(tp)
+                if end is None:
+                    continue
                 for message in messages:
-                    found.append(
-                        _parse(decode_msgpack(message.value), f"{tp.topic}[{tp.partition}]@{message.offset}")
-                    )
-                if messages and messages[-1].offset + 1 >= left[tp]:
+                    if message.offset < end:
+                        where = f"{tp.topic}[{tp.partition}]@{message.offset}"
+                        found.append(_parse(decode_msgpack(message.value), where))
+                if messages and messages[-1].offset + 1 >= end:
                     del left[tp]
+                    consumer.pause(tp)
     finally:
         await consumer.stop()
     return found

@@ -89,7 +89,9 @@ async def _end_offsets(consumer: AIOKafkaConsumer, topic: str, partitions: int) 
 
 async def read_changes_topic(settings: Settings, into: Outcome) -> None:
     """Add every change event, action decision and outcome of the run's topics to ``into``."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
     await start_or_close(consumer)
     adders = {
         settings.changes_topic: add_change,
