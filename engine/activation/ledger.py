@@ -58,9 +58,6 @@ class ActionLedger:
         self.tz: str | None = data.get("z")
         self.changed = False
 
-    def __bool__(self) -> bool:
-        return bool(self.last or self.sent or self.held or self.open or self.tz)
-
     def encode(self) -> bytes:
         """Deterministic msgpack of the ledger."""
         return encode_msgpack(

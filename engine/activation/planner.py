@@ -45,10 +45,6 @@ class ActionPlanner:
         self._rules = rules
         self._clock = clock
 
-    def active(self) -> bool:
-        """Whether the rules in force declare any action."""
-        return bool(self._rules().activation)
-
     def on_change(self, ledger: ActionLedger, change: SegmentChange) -> list[PendingChange]:
         """Decisions for the actions of the segment ``change`` enters (none for an exit)."""
         rules = self._rules()
