@@ -15,6 +15,10 @@ passed the period's end (``sealable_version``) and the labels topic was read to 
 the frontiers were read. A label of an already sealed period arriving later is **late**: counted,
 never learned (nor evaluated), so it cannot make a republished snapshot differ from the first.
 
+Decision outcomes (``models.outcome_messages``) travel the same way: buffered by period,
+deduplicated by id, and added, when their period is sealed, to tallies per action, experiment,
+segment, group and variant that every later snapshot carries (what bandits and lift read).
+
 Versions are contiguous from the first period that had a label; before it the models are
 untrained and no snapshot is made (``seal_through`` still advances ``sealed``). The whole
 state, buffered labels included, is one signed checkpoint (``dump``/``restore``).
@@ -38,8 +42,21 @@ import msgpack
 from models.checkpoint import CheckpointError, dump_checkpoint, load_checkpoint
 from models.config import ModelConfig
 from models.evaluation import ModelEvaluation
-from models.label_messages import LabelMessage, MalformedLabel, decode_label, encode_label
+from models.label_messages import LabelMessage, MalformedLabel, decode_label
 from models.learning import learn_label
+from models.outcome_messages import (
+    OUTCOME_KIND,
+    MalformedOutcome,
+    OutcomeMessage,
+    OutcomeTally,
+    TallyKey,
+    decode_message,
+    decode_outcome,
+    encode_message,
+    message_id,
+    message_kind,
+    tally_key,
+)
 from models.pending import unpack_input
 from models.readiness import Readiness
 from models.readiness import readiness as model_readiness
@@ -48,7 +65,7 @@ from models.vectorized import LinearSnapshot
 
 log = logging.getLogger(__name__)
 
-SNAPSHOT_SCHEMA = 2  # 2: per model "ready" and "warming_up_reason"
+SNAPSHOT_SCHEMA = 3  # 2: per model "ready" and "warming_up_reason"; 3: "outcomes" tallies
 CHECKPOINT_KIND = "segflow-learner"
 Outcome = Literal["buffered", "duplicate", "late", "malformed"]
 _LOGGED_MALFORMED = 10
@@ -66,6 +83,9 @@ class LearnerCounts:
     evaluated: int = 0
     learned: int = 0
     drift_resets: int = 0
+    outcomes: int = 0
+    """Decision outcomes tallied (``models.outcome_messages``); copies and late ones are counted
+    in ``duplicates`` and ``late`` with the labels."""
 
 
 def period_of(ts: float, period_seconds: float) -> int:
@@ -104,8 +124,10 @@ class Learner:
         }
         self.class_counts: dict[str, list[int]] = {name: [0, 0] for name in self.tasks}
         self.labels_learned: dict[str, int] = dict.fromkeys(self.tasks, 0)
-        self.buffer: dict[int, dict[str, LabelMessage]] = {}
-        """Period -> label id -> label, for the periods not sealed yet."""
+        self.buffer: dict[int, dict[str, LabelMessage | OutcomeMessage]] = {}
+        """Period -> message id -> label or decision outcome, for the periods not sealed yet."""
+        self.tallies: dict[TallyKey, list[float]] = {}
+        """Sealed decision outcomes: key -> [outcomes, conversions, revenue]."""
         self._period_of_id: dict[str, int] = {}
         self.sealed: int | None = None
         """The highest sealed version (None: nothing sealed yet)."""
@@ -127,12 +149,20 @@ class Learner:
         return len(self._period_of_id)
 
     def offer(self, raw: bytes | None) -> Outcome:
-        """Take one message of the labels topic (malformed ones are counted, logged and skipped)."""
+        """Take one message of the labels topic: a label or a decision outcome (malformed ones
+        are counted, logged and skipped)."""
         try:
+            if message_kind(raw) == OUTCOME_KIND:
+                return self.add_outcome(decode_outcome(raw))  # type: ignore[arg-type]
             label = decode_label(raw)
-        except MalformedLabel as exc:
+        except (MalformedLabel, MalformedOutcome) as exc:
             return self._malformed(str(exc))
         return self.add(label)
+
+    def add_outcome(self, message: OutcomeMessage) -> Outcome:
+        """Buffer a decision outcome for its period, unless it is a copy or late."""
+        self.counts.consumed += 1
+        return self._buffer(message_id(message), message)
 
     def add(self, label: LabelMessage) -> Outcome:
         """Buffer a decoded label for its period, unless it is a copy, late, or does not fit."""
@@ -146,15 +176,18 @@ class Learner:
         if task == "classification" and not 0.0 <= label.y_pred <= 1.0:
             reason = f"label {label.label_id}: probability {label.y_pred!r} out of [0, 1]"
             return self._malformed(reason, counted=True)
-        period = period_of(label.due_ts, self.period_seconds)
+        return self._buffer(label.label_id, label)
+
+    def _buffer(self, message_id: str, message: LabelMessage | OutcomeMessage) -> Outcome:
+        period = period_of(message.due_ts, self.period_seconds)
         if self.sealed is not None and period <= self.sealed:
             self.counts.late += 1
             return "late"
-        if label.label_id in self._period_of_id:
+        if message_id in self._period_of_id:
             self.counts.duplicates += 1
             return "duplicate"
-        self._period_of_id[label.label_id] = period
-        self.buffer.setdefault(period, {})[label.label_id] = label
+        self._period_of_id[message_id] = period
+        self.buffer.setdefault(period, {})[message_id] = message
         return "buffered"
 
     def _malformed(self, reason: str, counted: bool = False) -> Outcome:
@@ -186,9 +219,13 @@ class Learner:
 
     def _seal(self, version: int) -> dict[str, Any] | None:
         labels = self.buffer.pop(version, {})
-        for label in sorted(labels.values(), key=lambda m: (m.due_ts, m.label_id)):
-            del self._period_of_id[label.label_id]
-            self._learn(label)
+        for mid in sorted(labels, key=lambda i: (labels[i].due_ts, i)):
+            del self._period_of_id[mid]
+            message = labels[mid]
+            if isinstance(message, OutcomeMessage):
+                self._tally(message)
+            else:
+                self._learn(message)
         self.sealed = version
         if self.first_version is None:
             if not labels:
@@ -198,6 +235,20 @@ class Learner:
             self._previous = self.snapshot(version)
             return self._previous
         return {**self._previous, "version": version}  # nothing learned: same models and metrics
+
+    def _tally(self, message: OutcomeMessage) -> None:
+        counts = self.tallies.setdefault(tally_key(message), [0, 0, 0.0])
+        counts[0] += 1
+        counts[1] += int(message.converted)
+        counts[2] = round(counts[2] + message.revenue, 2)
+        self.counts.outcomes += 1
+
+    def outcome_tallies(self) -> list[OutcomeTally]:
+        """The sealed decision outcomes, one tally per key, in key order."""
+        return [
+            OutcomeTally(*key, int(n), int(conversions), float(revenue))
+            for key, (n, conversions, revenue) in sorted(self.tallies.items())
+        ]
 
     def _learn(self, label: LabelMessage) -> None:
         name, task = label.model, self.tasks[label.model]
@@ -247,6 +298,7 @@ class Learner:
             "labels_learned_total": sum(self.labels_learned.values()),
             "models": models,
             "metrics": metrics,
+            "outcomes": [tally.to_wire() for tally in self.outcome_tallies()],
         }
 
     def reports(self) -> dict[str, dict[str, Any]]:
@@ -287,7 +339,8 @@ class Learner:
             "evaluations": self.evaluations,
             "class_counts": self.class_counts,
             "labels_learned": self.labels_learned,
-            "buffer": {p: [encode_label(m) for m in labels.values()] for p, labels in self.buffer.items()},
+            "buffer": {p: [encode_message(m) for m in labels.values()] for p, labels in self.buffer.items()},
+            "tallies": self.tallies,
         }
         return dump_checkpoint(state, meta, self._require_key())
 
@@ -313,9 +366,10 @@ class Learner:
         learner.labels_learned = dict(state["labels_learned"])  # type: ignore[call-overload]
         buffer: Mapping[int, list[bytes]] = state["buffer"]  # type: ignore[assignment]
         for period, raws in buffer.items():
-            labels = [decode_label(raw) for raw in raws]
-            learner.buffer[int(period)] = {m.label_id: m for m in labels}
-            learner._period_of_id.update((m.label_id, int(period)) for m in labels)
+            messages = {message_id(m): m for m in map(decode_message, raws)}
+            learner.buffer[int(period)] = messages
+            learner._period_of_id.update((mid, int(period)) for mid in messages)
+        learner.tallies = dict(state.get("tallies", {}))  # type: ignore[attr-defined]
         learner.sealed = meta["sealed"]
         learner.first_version = meta["first_version"]
         learner.counts = LearnerCounts(**meta["counts"])

@@ -33,8 +33,11 @@ from redis.asyncio.cluster import RedisCluster
 
 from models.checkpoint import load_checkpoint
 from models.learner import SNAPSHOT_SCHEMA
+from models.outcome_messages import OutcomeTally
 from models.vectorized import LinearSnapshot, SnapshotScorer, contributions
 
+READABLE_SCHEMAS = (2, SNAPSHOT_SCHEMA)
+"""Schema 2 snapshots (before outcome tallies) still read, with no outcomes."""
 _FRONTIER_LUA = resources.files("models").joinpath("lua/frontier.lua").read_text()
 _SEALED_LUA = resources.files("models").joinpath("lua/sealed.lua").read_text()
 Client = Redis | RedisCluster
@@ -88,6 +91,8 @@ class DecodedSnapshot:
     labels_learned_total: int
     models: dict[str, SnapshotModel]
     metrics: dict[str, dict[str, Any]]
+    outcomes: tuple[OutcomeTally, ...] = ()
+    """The decision outcomes sealed through this version (``models.outcome_messages``)."""
 
     def scorer(self) -> SnapshotScorer:
         """A scorer of model-input rows (``input_names`` order) against every model."""
@@ -109,8 +114,8 @@ def decode_snapshot(blob: bytes, key: bytes | None = None) -> DecodedSnapshot:
     for a River model that does not verify or when no key was given for one.
     """
     data = msgpack.unpackb(blob, raw=False, strict_map_key=False)
-    if not isinstance(data, dict) or data.get("schema") != SNAPSHOT_SCHEMA:
-        raise ValueError(f"not a schema-{SNAPSHOT_SCHEMA} model snapshot")
+    if not isinstance(data, dict) or data.get("schema") not in READABLE_SCHEMAS:
+        raise ValueError(f"not a schema-{SNAPSHOT_SCHEMA} (or 2) model snapshot")
     models = {}
     for name, entry in data["models"].items():
         linear, river = None, None
@@ -140,6 +145,7 @@ def decode_snapshot(blob: bytes, key: bytes | None = None) -> DecodedSnapshot:
         labels_learned_total=int(data["labels_learned_total"]),
         models=models,
         metrics=dict(data["metrics"]),
+        outcomes=tuple(OutcomeTally.from_wire(row) for row in data.get("outcomes", ())),
     )
 
 

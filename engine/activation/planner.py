@@ -9,7 +9,9 @@ delivers each once. For each action of a segment entry, in order:
    and control customers are eligible under the same rule);
 2. **global control** (hash, ``global_control_percent``) -> withheld ``global_control``;
 3. **experiment holdout** (hash, ``holdout_percent``) -> withheld ``control``; else the sticky
-   weighted variant (``engine.activation.experiments.assignment``);
+   weighted variant (``engine.activation.experiments.assignment``), or under a bandit policy the
+   arm drawn from the allocation of the sealed snapshot the decision's time reads
+   (``engine.activation.bandit_arms``);
 4. **frequency cap**: the channel's sends in the last ``per_days`` reach ``max`` -> withheld
    ``frequency_cap`` (control decisions use no capacity);
 5. **quiet hours**: a send whose moment falls in the customer's local quiet hours is held in the
@@ -18,7 +20,9 @@ delivers each once. For each action of a segment entry, in order:
 Measured decisions (sent or control) wait in the ledger for their outcome: the first outcome
 event of the action's reward kind inside ``[send moment, + attribution_days)`` credits the
 latest such decision of that action; a window that closes without one is an outcome of 0 at
-its end. Either way one outcome record is emitted (``engine.activation.outcomes``).
+its end. Either way one outcome record is emitted (``engine.activation.outcomes``) and, for the
+learner's tallies (bandits and lift), one outcome message to the labels topic
+(``models.outcome_messages``).
 """
 
 from __future__ import annotations
@@ -27,23 +31,37 @@ from collections.abc import Callable
 from typing import Any
 
 from engine.activation.actions import SEND, ActionDecision, action_id
-from engine.activation.experiments.assignment import CONTROL, GLOBAL_CONTROL, assign, global_control
+from engine.activation.bandit_arms import BanditArms
+from engine.activation.experiments.assignment import (
+    CONTROL,
+    GLOBAL_CONTROL,
+    assign,
+    global_control,
+    in_holdout,
+    treated_probability,
+)
+from engine.activation.experiments.bandits import choose, decision_point
 from engine.activation.ledger import ActionLedger, OpenDecision
 from engine.activation.outcomes import Outcome
 from engine.activation.program import ActionSpec
 from engine.codecs import encode_msgpack
 from engine.output import SegmentChange
 from engine.rules.model import RuleSet
-from engine.stream.batch_records import ACTION, OUTCOME, PendingChange
+from engine.stream.batch_records import ACTION, OUTCOME, TALLY, PendingChange
 from features.event import Event
+from models.outcome_messages import OUTCOME_KIND, OUTCOME_SCHEMA, OutcomeMessage, encode_outcome
 
 
 class ActionPlanner:
     """Applies the rules' activation program to one customer's ledger."""
 
-    def __init__(self, rules: Callable[[], RuleSet], clock: Callable[[], float]) -> None:
+    def __init__(
+        self, rules: Callable[[], RuleSet], clock: Callable[[], float], bandits: BanditArms | None = None
+    ) -> None:
+        """``bandits``: the arm counts bandit decisions read (None: every arm counts zero)."""
         self._rules = rules
         self._clock = clock
+        self._bandits = bandits or BanditArms(None)
 
     def on_change(self, ledger: ActionLedger, change: SegmentChange) -> list[PendingChange]:
         """Decisions for the actions of the segment ``change`` enters (none for an exit)."""
@@ -77,7 +95,12 @@ class ActionPlanner:
             verdict, probability = GLOBAL_CONTROL, fraction
         else:
             verdict = SEND
-            if experiment is not None:
+            if experiment is not None and spec.bandit is not None and not in_holdout(experiment, cid):
+                state = self._bandits.state(ts, experiment)
+                choice = choose(state, experiment.arms, spec.bandit, decision_point(decision_id))
+                variant = choice.arm
+                probability = (1.0 - fraction) * treated_probability(experiment, choice.probability)
+            elif experiment is not None:
                 assignment = assign(experiment, cid)
                 variant, probability = assignment.variant, (1.0 - fraction) * assignment.probability
                 if assignment.is_control:
@@ -164,10 +187,12 @@ class ActionPlanner:
         chosen = {id(d) for d in credited.values()}
         ledger.open = [d for d in ledger.open if id(d) not in chosen]
         ledger.changed = True
-        return [
-            _outcome_entry(customer_id, d, True, revenue if d.reward == "purchase" else 0.0, event.ts)
-            for d in sorted(credited.values(), key=lambda d: d.decision_id)
-        ]
+        entries = []
+        for d in sorted(credited.values(), key=lambda d: d.decision_id):
+            entries += _outcome_entries(
+                customer_id, d, True, revenue if d.reward == "purchase" else 0.0, event.ts
+            )
+        return entries
 
     def advance(self, ledger: ActionLedger, customer_id: str, moment: float) -> list[PendingChange]:
         """Release held decisions and close outcome windows due at or before ``moment``."""
@@ -182,7 +207,7 @@ class ActionPlanner:
         ledger.held = [item for item in ledger.held if item[0] > moment]
         closed = sorted((d for d in ledger.open if d.ends <= moment), key=lambda d: (d.ends, d.decision_id))
         for decision in closed:
-            entries.append(_outcome_entry(customer_id, decision, False, 0.0, decision.ends))
+            entries += _outcome_entries(customer_id, decision, False, 0.0, decision.ends)
         ledger.open = [d for d in ledger.open if d.ends > moment]
         ledger.changed = True
         return entries
@@ -205,9 +230,10 @@ def _decision_entry(customer_id: str, wire: dict[str, Any]) -> PendingChange:
     return PendingChange(customer_id, f"a:{wire['action_id']}", encode_msgpack(wire), ACTION)
 
 
-def _outcome_entry(
+def _outcome_entries(
     customer_id: str, decision: OpenDecision, converted: bool, revenue: float, at: float
-) -> PendingChange:
+) -> list[PendingChange]:
+    """The outcome record (outcomes topic) and the learner's outcome message (labels topic)."""
     outcome = Outcome(
         outcome_id=decision.decision_id,
         customer_id=customer_id,
@@ -226,4 +252,21 @@ def _outcome_entry(
         outcome_ts_ms=round(at * 1000),
         reward=decision.reward,
     )
-    return PendingChange(customer_id, f"o:{decision.decision_id}", outcome.encode(), OUTCOME)
+    tally = OutcomeMessage(
+        schema=OUTCOME_SCHEMA,
+        kind=OUTCOME_KIND,
+        outcome_id=decision.decision_id,
+        action=decision.action,
+        experiment=decision.experiment or "",
+        policy=decision.policy,
+        group=decision.group,
+        variant=(decision.variant or "") if decision.group == "treated" else "",
+        segment=decision.segment,
+        converted=converted,
+        revenue=round(revenue, 2),
+        due_ts=at,
+    )
+    return [
+        PendingChange(customer_id, f"o:{decision.decision_id}", outcome.encode(), OUTCOME),
+        PendingChange(customer_id, f"t:{decision.decision_id}", encode_outcome(tally), TALLY),
+    ]

@@ -14,13 +14,14 @@ from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from engine.activation.experiments.assignment import ExperimentSpec
+from engine.activation.experiments.bandits import BanditConfig
 
 REWARDS = ("purchase", "converted", "clicked")
 """What counts as an action's outcome: any purchase (its amount is the outcome's revenue), or a
 ``campaign_response`` for the action (``campaign`` = the action's name) that converted, or that
 was clicked or converted."""
 AB_POLICIES = ("fixed", "ab")
-"""Variant policies the pipeline runs: none (one variant) or sticky weighted A/B/n."""
+"""Variant policies without a bandit: none (one variant) or sticky weighted A/B/n."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,8 +88,11 @@ class ActionSpec:
     reward: str = "purchase"
     experiment: ExperimentSpec | None = None
     policy: str = "fixed"
-    """How a variant is chosen: "fixed" (no experiment) or "ab" (sticky weighted); the delivery
-    side's destinations file holds the templates (``engine.activation.delivery``)."""
+    """How a variant is chosen: "fixed" (no experiment), "ab" (sticky weighted) or a bandit
+    policy (``bandit``); the delivery side's destinations file holds the templates
+    (``engine.activation.delivery``)."""
+    bandit: BanditConfig | None = None
+    """The bandit's configuration when ``policy`` is one (``engine.activation.bandit_arms``)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ from typing import Any
 
 from engine.app import checkpoint_key, model_config
 from engine.settings import Settings
-from engine.stream.batch_records import LABEL, PendingChange
+from engine.stream.batch_records import LEARNER_KINDS, PendingChange
 from models.learner import Learner, encode_snapshot, sealable_version
 from models.snapshots import raise_sealed, read_frontier, snapshot_key, write_frontier
 
@@ -30,9 +30,10 @@ class LocalLearner:
         )
 
     def offer(self, outputs: Iterable[PendingChange]) -> None:
-        """Take the labels among a batch's or tick's outputs (as if delivered to the topic)."""
+        """Take the labels and outcome messages among a batch's or tick's outputs (as if
+        delivered to the labels topic)."""
         for entry in outputs:
-            if entry.kind == LABEL:
+            if entry.kind in LEARNER_KINDS:
                 self.learner.offer(entry.payload)
 
     async def advance(self, frontiers: Mapping[int, float]) -> int | None:

@@ -21,8 +21,17 @@ Format::
           experiment:                    # optional
             name: winback_2026q4         # required: part of every assignment hash
             holdout_percent: 10          # optional (default 0)
-            policy: ab                   # optional: ab (default)
-            variants: {plain: 1, discount_10: 1}   # required: name -> relative weight
+            policy: ab                   # optional: ab (default) | thompson | epsilon_greedy | ucb
+            variants: {plain: 1, discount_10: 1}   # required: name -> relative weight (ab only)
+            bandit:                      # optional, bandit policies only (defaults shown)
+              min_rewards: 100           # every arm gets 1/K until each has this many outcomes
+              floor: 0.01                # every arm keeps at least this probability
+              epsilon: 0.1               # epsilon_greedy's exploration share
+              thompson_draws: 10000      # Monte Carlo draws of Thompson's allocation
+
+A bandit policy draws each decision's arm from the allocation its policy computes over the
+treated outcomes sealed in the model snapshot the decision's event time reads
+(``engine.activation.bandit_arms``); the variants' weights are then not used.
 
 Every problem is a ``RulesError`` with a one-line ``FILE:LINE: problem`` message.
 """
@@ -40,6 +49,7 @@ from engine.activation.experiments.assignment import (
     Variant,
     validate_global_control_fraction,
 )
+from engine.activation.experiments.bandits import BANDIT_POLICIES, BanditConfig
 from engine.activation.program import (
     AB_POLICIES,
     REWARDS,
@@ -56,7 +66,6 @@ if TYPE_CHECKING:
 
 _NAME = re.compile(r"[a-z][a-z0-9_]*")
 _CLOCK = re.compile(r"([01]\d|2[0-3]):([0-5]\d)")
-BANDIT_POLICIES = ("thompson", "epsilon_greedy", "ucb")
 DEFAULT_ATTRIBUTION_DAYS = 14.0
 
 
@@ -160,9 +169,9 @@ def _action(parser: _Parser, node: Node) -> ActionSpec:
         reward = parser.string(fields["reward"], "reward")
         if reward not in REWARDS:
             raise parser.fail(fields["reward"], f"unknown reward {reward!r} (one of {', '.join(REWARDS)})")
-    experiment, policy = None, "fixed"
+    experiment, policy, bandit = None, "fixed", None
     if "experiment" in fields:
-        experiment, policy = _experiment(parser, fields["experiment"])
+        experiment, policy, bandit = _experiment(parser, fields["experiment"])
     return ActionSpec(
         name,
         channel,
@@ -171,11 +180,12 @@ def _action(parser: _Parser, node: Node) -> ActionSpec:
         reward,
         experiment,
         policy,
+        bandit,
     )
 
 
-def _experiment(parser: _Parser, node: Node) -> tuple[ExperimentSpec, str]:
-    allowed = {"name", "holdout_percent", "policy", "variants"}
+def _experiment(parser: _Parser, node: Node) -> tuple[ExperimentSpec, str, BanditConfig | None]:
+    allowed = {"name", "holdout_percent", "policy", "variants", "bandit"}
     fields = parser.mapping(node, "an experiment", allowed, {"name", "variants"})
     name = parser.string(fields["name"], "experiment name")
     if not _NAME.fullmatch(name):
@@ -188,13 +198,9 @@ def _experiment(parser: _Parser, node: Node) -> tuple[ExperimentSpec, str]:
     policy = "ab"
     if "policy" in fields:
         policy = parser.string(fields["policy"], "policy")
-        if policy in BANDIT_POLICIES:
-            raise parser.fail(
-                fields["policy"],
-                f"policy {policy!r}: bandit allocation is not available in the pipeline yet (use ab)",
-            )
-        if policy not in AB_POLICIES[1:]:
-            raise parser.fail(fields["policy"], f"unknown policy {policy!r} (ab)")
+        if policy not in (*AB_POLICIES[1:], *BANDIT_POLICIES):
+            known = ", ".join((*AB_POLICIES[1:], *BANDIT_POLICIES))
+            raise parser.fail(fields["policy"], f"unknown policy {policy!r} (one of {known})")
     weights = parser.mapping(fields["variants"], "variants", set(), set())
     if not weights:
         raise parser.fail(fields["variants"], "variants must not be empty")
@@ -208,4 +214,31 @@ def _experiment(parser: _Parser, node: Node) -> tuple[ExperimentSpec, str]:
         if weight <= 0:
             raise parser.fail(weight_node, f"weight of variant {variant!r} must be positive")
         variants.append(Variant(variant, weight))
-    return ExperimentSpec(name, tuple(variants), holdout), policy
+    if "bandit" in fields and policy not in BANDIT_POLICIES:
+        raise parser.fail(
+            fields["bandit"], f"bandit settings need a bandit policy ({', '.join(BANDIT_POLICIES)})"
+        )
+    bandit = None
+    if policy in BANDIT_POLICIES:
+        bandit = _bandit(parser, fields.get("bandit"), fields["policy"], policy, len(variants))
+    return ExperimentSpec(name, tuple(variants), holdout), policy, bandit
+
+
+def _bandit(parser: _Parser, node: Node | None, where: Node, policy: str, arms: int) -> BanditConfig:
+    allowed = {"min_rewards", "floor", "epsilon", "thompson_draws"}
+    fields = parser.mapping(node, "bandit settings", allowed, set()) if node is not None else {}
+    values: dict[str, float | int] = {}
+    for key, value_node in fields.items():
+        number = parser.number(value_node, key)
+        if key in ("min_rewards", "thompson_draws"):
+            if number != int(number):
+                raise parser.fail(value_node, f"{key} must be a whole number")
+            number = int(number)
+        values[key] = number
+    try:
+        config = BanditConfig(policy, **values)  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise parser.fail(node or where, str(exc)) from None
+    if config.floor * arms > 1.0:
+        raise parser.fail(node or where, f"floor {config.floor} times {arms} variants exceeds 1")
+    return config

@@ -21,7 +21,15 @@ from redis.exceptions import RedisError
 
 from engine.app import Runtime
 from engine.pages import attach_pages
-from engine.stream.batch_records import ACTION, DEAD_LETTER, LABEL, OUTCOME, SEGMENT_CHANGE
+from engine.stream.batch_records import (
+    ACTION,
+    DEAD_LETTER,
+    LABEL,
+    LEARNER_KINDS,
+    OUTCOME,
+    SEGMENT_CHANGE,
+    TALLY,
+)
 from engine.stream.ingest import BatchIngest, Handled
 from engine.stream.pipeline import BatchResult, OwnershipLost, RawRecord
 from features.client import connect
@@ -54,6 +62,7 @@ async def deliver(runtime: Runtime, result: BatchResult) -> None:
     topics = {
         DEAD_LETTER: settings.dlq_topic,
         LABEL: settings.labels_topic,
+        TALLY: settings.labels_topic,
         ACTION: settings.actions_topic,
         OUTCOME: settings.outcomes_topic,
     }
@@ -61,7 +70,7 @@ async def deliver(runtime: Runtime, result: BatchResult) -> None:
         # The outbox holds dead letters of too-late events, resolved labels, action decisions and
         # outcomes besides changes.
         topic = topics.get(entry.kind, settings.changes_topic)
-        key = entry.change_id[2:] if entry.kind == LABEL else entry.customer_id  # a label: its id
+        key = entry.change_id[2:] if entry.kind in LEARNER_KINDS else entry.customer_id  # its own id
         futures.append(await send(topic, key.encode(), entry.payload))
     if futures:
         await asyncio.gather(*futures)

@@ -18,9 +18,12 @@ class RawRecord:
     value: bytes | None
 
 
-SEGMENT_CHANGE, DEAD_LETTER, LABEL, ACTION, OUTCOME = "c", "d", "l", "a", "o"
+SEGMENT_CHANGE, DEAD_LETTER, LABEL, ACTION, OUTCOME, TALLY = "c", "d", "l", "a", "o", "t"
 """Outbox entry kinds: a segment change, a too-late event's dead letter, a resolved label, an
-action decision (``engine.activation.actions``) and a decision's outcome (``.outcomes``)."""
+action decision (``engine.activation.actions``), a decision's outcome (``.outcomes``) and the
+same outcome for the learner's tallies (``models.outcome_messages``, on the labels topic)."""
+LEARNER_KINDS = (LABEL, TALLY)
+"""The kinds that go to the labels topic, keyed by their id (the entry id without its prefix)."""
 
 
 @dataclass(frozen=True, slots=True)

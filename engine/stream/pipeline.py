@@ -16,6 +16,7 @@ from functools import partial
 
 from redis.exceptions import RedisError
 
+from engine.activation.bandit_arms import BanditArms
 from engine.activation.planner import ActionPlanner
 from engine.output import DeadLetter
 from engine.rules.model import RuleSet
@@ -126,7 +127,10 @@ class SegmentPipeline(TimeDriven, OutboxClearing):
         )
         self._snapshots = SnapshotReadiness(models, self.population, self._step)
         self._run = CustomerRun(
-            self._step, config.step.features, clock, ActionPlanner(lambda: self.rules, clock)
+            self._step,
+            config.step.features,
+            clock,
+            ActionPlanner(lambda: self.rules, clock, BanditArms(models.at)),
         )
         self._seen: set[int] = set()
         self._uncertain: set[str] = set()

@@ -264,7 +264,17 @@ def test_a_campaign_reward_needs_a_response_to_the_action() -> None:
         (MEASURED, "nope", "unknown action 'nope'"),
         (MEASURED.replace("email", "sms"), "winback", "unknown channel 'sms'"),
         (CONTROLLED.replace("global_control_percent: 5", "global_control_percent: 20"), "winback", "1-15"),
-        (CONTROLLED.replace("variants:", "policy: thompson\n        variants:"), "winback", "bandit"),
+        (
+            CONTROLLED.replace("variants:", "bandit: {floor: 0.1}\n        variants:"),
+            "winback",
+            "need a bandit",
+        ),
+        (
+            CONTROLLED.replace("variants:", "policy: ucb\n        bandit: {floor: 0.6}\n        variants:"),
+            "winback",
+            "floor 0.6 times 2 variants exceeds 1",
+        ),
+        (CONTROLLED.replace("variants:", "policy: greedy\n        variants:"), "winback", "unknown policy"),
         (QUIET.replace('"08:00"', '"8am"'), "winback", "HH:MM"),
         (QUIET.replace("Europe/Madrid", "Mars/Olympus"), "winback", "unknown time zone"),
         (CAPPED.replace("max: 2", "max: 0"), "winback", "whole number >= 1"),

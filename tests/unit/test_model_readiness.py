@@ -149,7 +149,7 @@ def sealed(rules: ReadinessRules) -> tuple[dict[str, Any], list[Any]]:
 def test_snapshot_carries_readiness_through_a_round_trip() -> None:
     snapshot, labels = sealed(ReadinessRules(min_labels=1000))
     decoded = decode_snapshot(encode_snapshot(snapshot))
-    assert snapshot["schema"] == SNAPSHOT_SCHEMA == 2
+    assert snapshot["schema"] == SNAPSHOT_SCHEMA == 3
     for spec in SPECS:
         learned = sum(1 for m in labels if m.model == spec.name and not m.holdout)
         assert 0 < learned < 1000
@@ -173,8 +173,15 @@ def test_readiness_is_a_function_of_the_snapshot_alone() -> None:
 
 def test_a_schema_1_snapshot_is_refused() -> None:
     snapshot, _ = sealed(ReadinessRules())
-    with pytest.raises(ValueError, match="schema-2"):
+    with pytest.raises(ValueError, match="schema-3"):
         decode_snapshot(msgpack.packb({**snapshot, "schema": 1}, use_bin_type=True))
+
+
+def test_a_schema_2_snapshot_still_reads_without_outcome_tallies() -> None:
+    snapshot, _ = sealed(ReadinessRules())
+    older = {key: value for key, value in snapshot.items() if key != "outcomes"}
+    decoded = decode_snapshot(msgpack.packb({**older, "schema": 2}, use_bin_type=True))
+    assert decoded.outcomes == () and set(decoded.models) == set(snapshot["models"])
 
 
 def test_the_gate_gives_rules_the_scores_of_ready_models_only() -> None:
