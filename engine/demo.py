@@ -163,7 +163,8 @@ def _activation(echo: Callable[[str], None], settings: Settings) -> None:
     echo(f"\n[demo] {len(actions)} action decisions (segflow tail --topic {settings.actions_topic}):")
     for what, count in sorted(decided.items()):
         echo(f"  {what}: {count}")
-    table = lift_table(asyncio.run(read_outcomes(settings)), experiments_of(settings))
+    specs, bandits = experiments_of(settings)
+    table = lift_table(asyncio.run(read_outcomes(settings)), specs, bandits=bandits)
     echo("[demo] lift measured on this run's outcomes (segflow lift):")
     echo("  " + render(table).replace("\n", "\n  "))
     simulated = simulated_lift(load_rule_set(settings))

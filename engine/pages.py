@@ -1,6 +1,7 @@
 """The worker's web pages (Faust's web server, ``SEGFLOW_WEB_PORT``).
 
-GET  /segflow/metrics         Prometheus text: counters, model quality (the learner's report)
+GET  /segflow/metrics         Prometheus text: counters, model quality (the learner's report),
+                              lift from the latest sealed snapshot (``engine.activation.lift_metrics``)
 GET  /segflow/health          JSON liveness
 GET  /segflow/models          JSON: the sealed model version, per model "ready" or "warming up:
                               <reason>" (``models``, the learner's latest decision) and the
@@ -21,9 +22,11 @@ from typing import Any
 from aiohttp.web import Response
 from faust.web import View
 
+from engine.activation.lift_metrics import lift_lines
 from engine.app import Runtime
 from models.inputs import input_row
 from models.report import prometheus_lines
+from models.snapshots import DecodedSnapshot
 
 
 async def models_status(runtime: Runtime) -> dict[str, Any]:
@@ -60,6 +63,13 @@ async def predict(runtime: Runtime, body: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+async def _latest_snapshot(runtime: Runtime, sealed: int | None) -> DecodedSnapshot | None:
+    """The latest sealed snapshot with outcome tallies (None before the first one)."""
+    if sealed is None:
+        return None
+    return await runtime.pipeline.models.store.load(sealed)
+
+
 def attach_pages(runtime: Runtime) -> None:
     """Register the pages on the runtime's app."""
     app = runtime.app
@@ -75,6 +85,7 @@ def attach_pages(runtime: Runtime) -> None:
             *prometheus_lines(
                 status["learner"].get("reports") or {}, status["learner"].get("readiness") or {}
             ),
+            *lift_lines(await _latest_snapshot(runtime, sealed), runtime.pipeline.rules),
         ]
         return Response(text=runtime.metrics.render(), content_type="text/plain")
 

@@ -4,7 +4,9 @@ Outcomes are deduplicated by ``outcome_id`` (one per decision), so a topic that 
 after a redelivery gives the same table. Two comparisons are made:
 
 * **experiment**: each variant against the experiment's holdout (``control``), with the
-  sample-ratio check of the exposures against the allocation the rules file declares;
+  sample-ratio check of the exposures against the allocation the rules file declares (for a
+  bandit, control against all treated: the holdout is its one fixed split; its arms' lifts pool
+  decisions made under allocations that moved over time);
 * **global control**: per action, every treated decision against the global control group.
 
 An outcome is credited to the latest decision of its action whose window holds its event time
@@ -13,7 +15,7 @@ An outcome is credited to the latest decision of its action whose window holds i
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from engine.activation.experiments.assignment import CONTROL, ExperimentSpec, variant_probabilities
@@ -25,6 +27,7 @@ from engine.activation.experiments.lift import (
     sample_ratio_mismatch,
 )
 from engine.activation.outcomes import Outcome
+from models.outcome_messages import OutcomeTally
 
 ALL_SEGMENTS = "*"
 
@@ -63,8 +66,27 @@ def unique(outcomes: Iterable[Outcome]) -> tuple[list[Outcome], int]:
     return list(seen.values()), repeats
 
 
-def _counts(outcomes: list[Outcome]) -> ArmCounts:
-    return ArmCounts(len(outcomes), sum(o.converted for o in outcomes), sum(o.revenue for o in outcomes))
+def tallies_of(outcomes: Iterable[Outcome]) -> list[OutcomeTally]:
+    """Outcome records summed per (action, experiment, segment, group, variant), in key order;
+    the form the learner seals (``models.outcome_messages``: "" for no experiment or variant,
+    and a control group's variant is "")."""
+    sums: dict[tuple[str, str, str, str, str], list[float]] = {}
+    for o in outcomes:
+        variant = (o.variant or "") if o.group == "treated" else ""
+        key = (o.action, o.experiment or "", o.segment, o.group, variant)
+        counts = sums.setdefault(key, [0, 0, 0.0])
+        counts[0] += 1
+        counts[1] += int(o.converted)
+        counts[2] += o.revenue
+    return [OutcomeTally(*key, int(n), int(c), float(r)) for key, (n, c, r) in sorted(sums.items())]
+
+
+def _counts(tallies: Iterable[OutcomeTally]) -> ArmCounts:
+    n = c = 0
+    revenue = 0.0
+    for tally in tallies:
+        n, c, revenue = n + tally.outcomes, c + tally.conversions, revenue + tally.revenue
+    return ArmCounts(n, c, revenue)
 
 
 def lift_table(
@@ -73,39 +95,67 @@ def lift_table(
     experiment: str | None = None,
     segment: str | None = None,
     sequential: bool = False,
+    bandits: Collection[str] = (),
 ) -> LiftTable:
-    """The lift rows of ``outcomes`` (optionally one experiment's, one segment's)."""
+    """The lift rows of ``outcomes`` (optionally one experiment's, one segment's).
+
+    ``bandits``: the experiments whose variants a bandit allocates; their sample-ratio check
+    compares control with all treated decisions (the holdout is the one fixed split).
+    """
     kept, repeats = unique(outcomes)
-    if segment is not None:
-        kept = [o for o in kept if o.segment == segment]
+    table = tallied_lift(tallies_of(kept), experiments, experiment, segment, sequential, bandits)
+    return LiftTable(table.rows, table.ratio_checks, table.outcomes, repeats)
+
+
+def tallied_lift(
+    tallies: Sequence[OutcomeTally],
+    experiments: Mapping[str, ExperimentSpec],
+    experiment: str | None = None,
+    segment: str | None = None,
+    sequential: bool = False,
+    bandits: Collection[str] = (),
+) -> LiftTable:
+    """``lift_table`` of outcomes already tallied (a sealed snapshot's, or ``tallies_of``)."""
+    kept = [t for t in tallies if segment is None or t.segment == segment]
     rows: list[LiftRow] = []
     checks: dict[str, SampleRatioCheck] = {}
-    names = sorted({o.experiment for o in kept if o.experiment is not None})
+    names = sorted({t.experiment for t in kept if t.experiment})
     for name in names if experiment is None else [n for n in names if n == experiment]:
-        members = [o for o in kept if o.experiment == name and o.group != "global_control"]
-        for seg in [ALL_SEGMENTS, *sorted({o.segment for o in members})]:
-            scoped = members if seg == ALL_SEGMENTS else [o for o in members if o.segment == seg]
-            control = [o for o in scoped if o.group == CONTROL]
-            arms = sorted({o.variant or "" for o in scoped if o.group == "treated"})
-            for arm in arms:
-                treated = [o for o in scoped if o.group == "treated" and o.variant == arm]
-                lift = arm_lift(arm, _counts(treated), _counts(control), sequential=sequential)
-                rows.append(LiftRow(f"experiment {name}", seg, arm, lift, len(control)))
+        members = [t for t in kept if t.experiment == name and t.group != "global_control"]
+        for seg in [ALL_SEGMENTS, *sorted({t.segment for t in members})]:
+            scoped = [t for t in members if seg == ALL_SEGMENTS or t.segment == seg]
+            control = _counts(t for t in scoped if t.group == CONTROL)
+            for arm in sorted({t.variant for t in scoped if t.group == "treated"}):
+                treated = _counts(t for t in scoped if t.group == "treated" and t.variant == arm)
+                lift = arm_lift(arm, treated, control, sequential=sequential)
+                rows.append(LiftRow(f"experiment {name}", seg, arm, lift, control.exposures))
         spec = experiments.get(name)
         if spec is not None:
-            observed: dict[str, int] = {}
-            for o in members:
-                arm = CONTROL if o.group == CONTROL else o.variant or ""
-                observed[arm] = observed.get(arm, 0) + 1
-            allocation = variant_probabilities(spec)
-            if len(allocation) >= 2 and set(observed) <= set(allocation):
-                checks[name] = sample_ratio_mismatch(observed, allocation)
+            check = _ratio_check(members, spec, name in bandits)
+            if check is not None:
+                checks[name] = check
     if experiment is None:
-        for action in sorted({o.action for o in kept}):
-            mine = [o for o in kept if o.action == action]
-            held = [o for o in mine if o.group == "global_control"]
-            if held:
-                treated = [o for o in mine if o.group == "treated"]
-                lift = arm_lift("treated", _counts(treated), _counts(held), sequential=sequential)
-                rows.append(LiftRow(f"global control {action}", ALL_SEGMENTS, "treated", lift, len(held)))
-    return LiftTable(rows, checks, len(kept), repeats)
+        for action in sorted({t.action for t in kept}):
+            mine = [t for t in kept if t.action == action]
+            held = _counts(t for t in mine if t.group == "global_control")
+            if held.exposures:
+                treated = _counts(t for t in mine if t.group == "treated")
+                lift = arm_lift("treated", treated, held, sequential=sequential)
+                rows.append(
+                    LiftRow(f"global control {action}", ALL_SEGMENTS, "treated", lift, held.exposures)
+                )
+    return LiftTable(rows, checks, sum(t.outcomes for t in kept), 0)
+
+
+def _ratio_check(members: list[OutcomeTally], spec: ExperimentSpec, bandit: bool) -> SampleRatioCheck | None:
+    observed: dict[str, int] = {}
+    for t in members:
+        arm = CONTROL if t.group == CONTROL else ("treated" if bandit else t.variant)
+        observed[arm] = observed.get(arm, 0) + t.outcomes
+    allocation = variant_probabilities(spec)
+    if bandit:
+        allocation = {CONTROL: spec.holdout_fraction, "treated": 1.0 - spec.holdout_fraction}
+    allocation = {arm: p for arm, p in allocation.items() if p > 0}
+    if len(allocation) < 2 or not set(observed) <= set(allocation):
+        return None
+    return sample_ratio_mismatch(observed, allocation)

@@ -154,10 +154,14 @@ def as_json(table: LiftTable) -> dict[str, Any]:
     return {"outcomes": table.outcomes, "duplicates": table.duplicates, "rows": rows, "sample_ratio": checks}
 
 
-def experiments_of(settings: Settings) -> dict[str, ExperimentSpec]:
-    """The experiments the rules in force declare, by name."""
+def experiments_of(settings: Settings) -> tuple[dict[str, ExperimentSpec], frozenset[str]]:
+    """The experiments the rules in force declare, by name, and those a bandit allocates."""
     actions = load_rule_set(settings).activation.actions.values()
-    return {a.experiment.name: a.experiment for a in actions if a.experiment is not None}
+    specs = {a.experiment.name: a.experiment for a in actions if a.experiment is not None}
+    bandits = frozenset(
+        a.experiment.name for a in actions if a.experiment is not None and a.bandit is not None
+    )
+    return specs, bandits
 
 
 @click.command()
@@ -187,7 +191,8 @@ def lift(
     with the global control group; outcomes are deduplicated by id.
     """
     outcomes = read_file(path) if path is not None else asyncio.run(read_outcomes(settings))
-    table = lift_table(outcomes, experiments_of(settings), experiment, segment, sequential)
+    specs, bandits = experiments_of(settings)
+    table = lift_table(outcomes, specs, experiment, segment, sequential, bandits)
     if as_json_flag:
         click.echo(json.dumps(as_json(table), indent=2))
     else:

@@ -12,9 +12,9 @@ nothing of the period is missing then) and seals:
 3. save the checkpoint (models, evaluations, buffered labels, sealed version and the topic
    offset), fenced by the lease; a refused save means ownership was lost: stand by;
 4. update the report hash ``<prefix>:learner:report`` (every field JSON text): labels
-   consumed, evaluated, learned, duplicates, late, malformed, buffered, sealed version, offset,
-   end offset and lag, the owner and its generation, and per model its evaluation report and
-   its readiness (``readiness``: ready, or warming up and why; that of the last sealed version).
+   consumed, evaluated, learned, duplicates, late, malformed, decision outcomes tallied, buffered,
+   sealed version, offset, end offset and lag, the owner and its generation, and per model its
+   evaluation report and its readiness (``readiness``: ready, or warming up and why; that of the last sealed version).
 
 Between seals the checkpoint is saved every ``checkpoint_seconds`` while labels were buffered.
 A crash anywhere restarts from the last checkpoint and its offset; the snapshots sealed again
@@ -225,6 +225,7 @@ class LearnerService:
             "late": counts.late,
             "malformed": counts.malformed,
             "drift_resets": counts.drift_resets,
+            "outcomes_tallied": counts.outcomes,
             "buffered": learner.buffered,
             "sealed_version": learner.sealed,
             "first_version": learner.first_version,

@@ -2,7 +2,7 @@
 
 File format::
 
-    version: "segments-2026.12.2"       # required string: the rules_version stamped on change events
+    version: "segments-2026.12.3"       # required string: the rules_version stamped on change events
     params:                              # optional named constants, usable in expressions by name
       churn_risk_threshold: 0.70
     labels:                              # optional: the models' label horizons, in days

@@ -55,7 +55,7 @@ pytestmark = pytest.mark.integration
 DAY_MS = 86_400_000
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 PARTITION = 0
-RULES_VERSION = "segments-2026.12.2"
+RULES_VERSION = "segments-2026.12.3"
 MODELS = {
     "churn",
     "clv",

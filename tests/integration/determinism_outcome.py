@@ -42,6 +42,8 @@ class Outcome:
     """Action decisions by action id: their schema v1 map without the wall-clock ``emitted_ts``."""
     outcomes: dict[str, str] = field(default_factory=dict)
     """Decision outcomes by outcome id (their whole schema v1 map): what lift is computed from."""
+    tallies: dict[int, str] = field(default_factory=dict)
+    """Per sealed model snapshot version, its decision-outcome tallies (what bandits read)."""
 
 
 def _change_of(payload: bytes) -> tuple[str, Change]:
@@ -162,6 +164,12 @@ def describe(
                 f"  {what}: {len(mine)} in the reference, {len(mine.keys() - theirs.keys())} missing,"
                 f" {len(theirs.keys() - mine.keys())} extra, {differing} with other content"
             )
+    common = reference.tallies.keys() & other.tallies.keys()
+    differing = sorted(k for k in common if reference.tallies[k] != other.tallies[k])
+    if differing or not common:
+        lines.append(
+            f"  snapshot tallies: {len(common)} versions in both, {len(differing)} differ {differing[:5]}"
+        )
     noted = ", ".join(f"{k.removeprefix('segflow_')}={v}" for k, v in other.notes.items())
     lines.append(f"  run: {noted}; change events sent twice: {other.sent_twice}")
     return "\n".join(lines)
@@ -176,4 +184,11 @@ def same(reference: Outcome, other: Outcome) -> bool:
         and {(i, c.to) for i, c in reference.changes.items()} == {(i, c.to) for i, c in other.changes.items()}
         and reference.actions == other.actions
         and reference.outcomes == other.outcomes
+        and same_tallies(reference, other)
     )
+
+
+def same_tallies(reference: Outcome, other: Outcome) -> bool:
+    """Every model snapshot sealed in both runs tallies the same outcomes (and some are)."""
+    common = reference.tallies.keys() & other.tallies.keys()
+    return bool(common) and all(reference.tallies[k] == other.tallies[k] for k in common)

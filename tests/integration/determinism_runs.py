@@ -22,7 +22,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from determinism_outcome import Outcome, add_action, add_change, add_outcome
 from helpers import wait_until
 
-from engine.app import build_pipeline
+from engine.app import build_pipeline, checkpoint_key
 from engine.cli.io import iter_payloads, produce_lines
 from engine.codecs import decode_msgpack
 from engine.evaluate import remove_keys
@@ -36,6 +36,7 @@ from engine.topics import ensure_topics, start_or_close
 from engine.worker_process import free_port, read_metrics, start_worker, stop_worker
 from features.client import connect
 from features.redis_store import RedisFeatureStore
+from models.snapshots import ModelSnapshotStore
 
 APPLIED, DEAD, DUPLICATE = (
     "segflow_events_applied_total",
@@ -69,10 +70,14 @@ def kafka_order(settings: Settings, path: Path, per_partition: int) -> Iterator[
 
 
 async def read_store(settings: Settings, customers: Sequence[str]) -> Outcome:
-    """Every customer's state and memberships as stored under the settings' key prefix."""
+    """Every customer's state and memberships as stored under the settings' key prefix, and the
+    decision-outcome tallies of every sealed model snapshot (what bandits read)."""
     client = connect(settings.redis_url)
     try:
         records = await RedisFeatureStore(client, prefix=settings.key_prefix).load(list(customers))
+        tallies = await _sealed_tallies(
+            ModelSnapshotStore(client, settings.key_prefix, checkpoint_key(settings))
+        )
     finally:
         await client.aclose()
     memberships = {}
@@ -80,7 +85,17 @@ async def read_store(settings: Settings, customers: Sequence[str]) -> Outcome:
         raw = record.extras.get(MEMBERSHIP_EXTRA)
         members = decode_msgpack(raw) if raw is not None else {}
         memberships[cid] = {family: (m[0], m[1]) for family, m in members.items()}
-    return Outcome({cid: r.state for cid, r in records.items()}, memberships, {})
+    return Outcome({cid: r.state for cid, r in records.items()}, memberships, {}, tallies=tallies)
+
+
+async def _sealed_tallies(store: ModelSnapshotStore) -> dict[int, str]:
+    sealed = await store.sealed_version()
+    tallies = {}
+    for version in range(sealed + 1 if sealed is not None else 0):
+        snapshot = await store.load(version)
+        if snapshot is not None:
+            tallies[version] = repr(snapshot.outcomes)
+    return tallies
 
 
 async def _end_offsets(consumer: AIOKafkaConsumer, topic: str, partitions: int) -> dict[TopicPartition, int]:

@@ -22,7 +22,10 @@ The runs' rules are the shipped ones with the shipped win-back actions also on e
 lifecycle segment 'lapsing' (entered often in 60 days, unlike 'Likely to Churn', which waits for
 a trained churn model), so that action decisions and their outcomes are compared too: the same
 ids with the same content (but the wall-clock ``emitted_ts``) in every run. Lift is computed
-from the outcomes alone, so a SIGKILL that redelivers events changes no lift.
+from the outcomes alone, so a SIGKILL that redelivers events changes no lift. The in-app
+message's Thompson bandit leaves exploration after 10 outcomes per arm here (100 shipped), so
+its arms are drawn from sealed outcome tallies for most of the run: every snapshot sealed in two
+runs must tally the same outcomes (the bandit state), and every decision draw the same arm.
 
 Every run sets ``idle_advance_seconds`` to an hour: once a partition has seen no event for that
 long in wall-clock time, its watermark advances with the wall clock. That is the one documented
@@ -101,7 +104,8 @@ def stream(tmp_path_factory: pytest.TempPathFactory) -> Stream:
 def rules_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The shipped rules, with the win-back actions on entering 'lapsing' as well."""
     text = demo_rules_text(DEFAULT_RULES_PATH.read_text())
-    assert text is not None
+    assert text is not None and text.count("policy: thompson") == 1
+    text = text.replace("policy: thompson", "policy: thompson\n        bandit: {min_rewards: 10}")
     path = tmp_path_factory.mktemp("rules") / "rules.yaml"
     path.write_text(text)
     return path
@@ -173,6 +177,12 @@ def test_the_clean_run_is_a_sound_reference(
     assert decisions["send"] and decisions["control"] and decisions["cooldown"], decisions
     groups = Counter(decode_msgpack_repr(text)["group"] for text in reference.outcomes.values())
     assert groups["treated"] and groups["control"], groups
+    # The bandit left exploration: some in-app decisions were drawn with probabilities other than
+    # the exploring 1/2 (times the 95% outside the global control group).
+    bandit = [decode_msgpack_repr(t) for t in reference.actions.values() if "winback_message" in t]
+    sent = [d for d in bandit if d["decision"] == "send"]
+    assert sent and any(abs(float(d["probability"]) - 0.475) > 0.01 for d in sent), sent[:3]
+    assert reference.tallies and "winback_message" in reference.tallies[max(reference.tallies)]
 
 
 def decode_msgpack_repr(text: str) -> dict[str, object]:

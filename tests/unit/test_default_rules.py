@@ -57,7 +57,7 @@ def segment_of(fam: Family, variables: Mapping[str, object], current: Membership
 
 
 def test_families_and_segment_names_in_order(rules: RuleSet) -> None:
-    assert rules.version == "segments-2026.12.2"
+    assert rules.version == "segments-2026.12.3"
     names = {f.name: [s.name for s in f.segments] for f in rules.families}
     assert names == {
         "rfm": [

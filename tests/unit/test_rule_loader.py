@@ -316,4 +316,4 @@ def test_segflow_rules_check_subprocess_has_no_traceback(tmp_path: Path) -> None
         timeout=60,
     )
     assert ok.returncode == 0, ok.stderr
-    assert ok.stdout.strip().endswith("ok (version segments-2026.12.2, 4 families, 19 segments)")
+    assert ok.stdout.strip().endswith("ok (version segments-2026.12.3, 4 families, 19 segments)")
