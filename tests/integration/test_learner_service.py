@@ -1,7 +1,8 @@
 """``segflow learner`` processes on real Kafka and Redis: published snapshots, crashes, standby.
 
-Labels go to the labels topic in waves, shuffled, some twice, some ahead of their period; after
-each wave the test raises the label frontiers (workers do that in production). The expected
+Labels and decision outcomes (what bandits and lift read) go to the labels topic in waves,
+shuffled, some twice, some ahead of their period; after each wave the test raises the label
+frontiers (workers do that in production). The expected
 snapshots are computed in this process by ``models.learner`` from the same labels, and every
 published ``msnap:<k>`` must equal them byte for byte, however the learner process was killed
 and restarted on the way, or replaced by its standby.
@@ -29,8 +30,9 @@ from engine.settings import Settings
 from engine.topics import ensure_topics, start_or_close
 from engine.worker_process import start_learner, stop_worker
 from models.checkpoint import load_checkpoint
-from models.label_messages import LabelMessage, encode_label, label_key
+from models.label_messages import LabelMessage, label_key
 from models.learner import Learner, encode_snapshot, period_of
+from models.outcome_messages import OUTCOME_KIND, OUTCOME_SCHEMA, OutcomeMessage, encode_message
 from models.snapshots import (
     ModelSnapshotStore,
     frontier_key,
@@ -67,6 +69,7 @@ class Stream:
         self.settings = settings
         self.config = model_config(settings)
         self.labels = make_labels(self.config, 500, seed=seed, days=6, partitions=PARTITIONS)
+        self.outcomes = [outcome_of(label, i) for i, label in enumerate(self.labels[::4])]
         first = period_of(min(m.due_ts for m in self.labels), DAY)
         self.last = period_of(max(m.due_ts for m in self.labels), DAY)
         self.cuts = [first + 2, first + 4, self.last]
@@ -74,16 +77,17 @@ class Stream:
 
     def expected(self) -> dict[int, bytes]:
         learner = Learner(self.config, DAY, KEY.encode())
-        for label in shuffled_with_copies(self.labels, seed=1):
-            learner.offer(encode_label(label))
+        for message in shuffled_with_copies([*self.labels, *self.outcomes], seed=1):  # type: ignore[list-item]
+            learner.offer(encode_message(message))
         return {k: encode_snapshot(s) for k, s in learner.seal_through(self.last)}
 
-    def wave(self, index: int) -> tuple[list[LabelMessage], dict[int, float]]:
-        """The labels due before wave ``index``'s cut, not sent yet, plus a few of later periods."""
+    def wave(self, index: int) -> tuple[list[LabelMessage | OutcomeMessage], dict[int, float]]:
+        """The messages due before wave ``index``'s cut, not sent yet, plus a few of later periods."""
         end = (self.cuts[index] + 1) * DAY
         previous = (self.cuts[index - 1] + 1) * DAY if index else float("-inf")
-        due = [m for m in self.labels if previous <= m.due_ts < end]
-        ahead = [m for m in self.labels if end <= m.due_ts < end + DAY][::7]
+        messages: list[LabelMessage | OutcomeMessage] = [*self.labels, *self.outcomes]
+        due = [m for m in messages if previous <= m.due_ts < end]
+        ahead = [m for m in messages if end <= m.due_ts < end + DAY][::7]
         batch = shuffled_with_copies(due + ahead, seed=index)
         # Partition 3 lags by a period until the last wave: the seal waits for the slowest.
         lag = 0.0 if index == len(self.cuts) - 1 else DAY
@@ -97,7 +101,7 @@ class Stream:
         await start_or_close(producer)
         try:
             topic = self.settings.labels_topic
-            futures = [await producer.send(topic, encode_label(m), key=label_key(m)) for m in batch]
+            futures = [await producer.send(topic, encode_message(m), key=key_of(m)) for m in batch]
             futures += [await producer.send(topic, raw) for raw in extra]
             await asyncio.gather(*futures)
         finally:
@@ -114,6 +118,29 @@ class Stream:
         finally:
             await client.aclose()
         return period_of(min(frontiers.values()), DAY) - 1
+
+
+def outcome_of(label: LabelMessage, index: int) -> OutcomeMessage:
+    """A decision outcome due when ``label`` is (arms and groups spread by index)."""
+    group = ("treated", "treated", "control", "global_control")[index % 4]
+    return OutcomeMessage(
+        schema=OUTCOME_SCHEMA,
+        kind=OUTCOME_KIND,
+        outcome_id=f"decision-{index}",
+        action="winback",
+        experiment="offer" if group != "global_control" else "",
+        policy="thompson",
+        group=group,
+        variant=("a", "b")[index % 2] if group == "treated" else "",
+        segment="lapsing",
+        converted=index % 3 == 0,
+        revenue=9.5 if index % 3 == 0 else 0.0,
+        due_ts=label.due_ts,
+    )
+
+
+def key_of(message: LabelMessage | OutcomeMessage) -> bytes:
+    return label_key(message) if isinstance(message, LabelMessage) else message.outcome_id.encode()
 
 
 async def wait_sealed(store: ModelSnapshotStore, version: int, timeout: float = 20.0) -> None:
@@ -176,11 +203,13 @@ def test_a_learner_publishes_the_snapshots_computed_in_process(
         assert report["sealed_version"] == stream.last == max(expected)
         assert report["labels_consumed"] == stream.sent and report["malformed"] == 1
         assert report["labels_evaluated"] == len(stream.labels) and report["late"] == 0
-        assert report["duplicates"] == stream.sent - 1 - len(stream.labels)
+        assert report["duplicates"] == stream.sent - 1 - len(stream.labels) - len(stream.outcomes)
+        assert report["outcomes_tallied"] == len(stream.outcomes) > 100
         assert report["lag"] == 0 and report["buffered"] == 0
         assert set(report["reports"]) == {spec.name for spec in stream.config.specs}
         decoded = await store.load(stream.last)
         assert decoded is not None and decoded.labels_learned_total == report["labels_learned"]
+        assert sum(t.outcomes for t in decoded.outcomes) == len(stream.outcomes)
         assert await client.get(lease_key(settings.key_prefix)) is None  # released on SIGTERM
 
     with_redis(settings, body)
