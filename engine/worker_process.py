@@ -71,7 +71,8 @@ def wait_for_metric(settings: Settings, name: str, at_least: int, timeout: float
 
 
 def read_metrics(port: int) -> dict[str, int]:
-    """Every counter of the worker's /segflow/metrics page in one request (empty when unreachable)."""
+    """Every sample of the worker's /segflow/metrics page in one request, by name with its labels
+    (``segflow_lift_exposures{...}``), as whole numbers (empty when unreachable)."""
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/segflow/metrics", timeout=2) as response:
             text = response.read().decode()
@@ -80,7 +81,7 @@ def read_metrics(port: int) -> dict[str, int]:
     counters = {}
     for line in text.splitlines():
         if line and not line.startswith("#"):
-            name, _, value = line.partition(" ")
+            name, _, value = line.rpartition(" ")  # label values may hold spaces
             counters[name] = int(float(value))
     return counters
 
