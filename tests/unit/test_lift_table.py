@@ -93,3 +93,20 @@ def test_the_cli_reads_outcome_lines_and_reports_errors_in_one_line(tmp_path: Pa
     path.write_text('{"v": 1, "outcome_id": "x"}\n')
     result = CliRunner().invoke(cli, ["lift", "--file", str(path)])
     assert result.exit_code != 0 and f"{path}:1: outcome lacks" in result.output
+
+
+def test_a_bandits_ratio_check_reads_only_the_holdout_split() -> None:
+    # A bandit sent 90% of the treated decisions to one arm: against the declared 40/40 weights
+    # that is a mismatch, but the only fixed split of a bandit is control (20%) vs treated (80%).
+    rng = random.Random(5)
+    records = []
+    for i in range(10_000):
+        if rng.random() < 0.2:
+            records.append(outcome(i, "control", "control", rng.random() < 0.05))
+        else:
+            arm = "discount" if rng.random() < 0.9 else "plain"
+            records.append(outcome(i, "treated", arm, rng.random() < TRUE_RATES[arm]))
+    assert lift_table(records, {"offer": SPEC}).ratio_checks["offer"].flagged
+    check = lift_table(records, {"offer": SPEC}, bandits={"offer"}).ratio_checks["offer"]
+    assert not check.flagged and check.p_value > 0.001
+    assert check.expected == pytest.approx({"control": 0.2 * len(records), "treated": 0.8 * len(records)})
