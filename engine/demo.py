@@ -84,12 +84,14 @@ def run_demo(
             produce_lines(settings, events_path, "jsonl", "msgpack", True, settings.events_topic)
         )
         echo(f"[demo] produced {sent} records to {settings.events_topic}")
-        applied = wait_for_metric(settings, "segflow_events_applied_total", len(events), timeout=180)
+        applied = wait_for_metric(settings, "segflow_events_applied_total", len(events), 120, worker)
         if worker.poll() is not None:  # its port may answer for another process: trust nothing
             echo(f"[demo] the worker exited with code {worker.returncode}; see {work / 'worker.log'}")
             return 1
         dead = read_metric(settings, "segflow_events_dead_lettered_total")
         echo(f"[demo] worker applied {applied} events, dead-lettered {dead}")
+        if applied < len(events):
+            echo(f"[demo] the worker applied {applied} of {len(events)} events and then none for 120 s")
         time.sleep(3.0)  # the worker's 1 s timer moves customers on by event time (ticks)
         changes = asyncio.run(collect(settings, settings.changes_topic))
         letters = asyncio.run(collect(settings, settings.dlq_topic))

@@ -58,14 +58,24 @@ def stop_worker(process: subprocess.Popen[bytes], timeout: float = 30.0) -> int:
         return process.wait()
 
 
-def wait_for_metric(settings: Settings, name: str, at_least: int, timeout: float) -> int:
-    """Poll the worker's metrics page until counter ``name`` reaches ``at_least``."""
-    deadline = time.monotonic() + timeout
-    value = 0
-    while time.monotonic() < deadline:
-        value = read_metric(settings, name)
-        if value >= at_least:
-            return value
+def wait_for_metric(
+    settings: Settings, name: str, at_least: int, stall_seconds: float, process: subprocess.Popen[bytes]
+) -> int:
+    """Poll the worker's metrics page until counter ``name`` reaches ``at_least``.
+
+    Gives up (returning the last value) once the counter has not grown for ``stall_seconds``,
+    however long the whole wait took (a busy machine is slow, not stuck), or when ``process``
+    exited: its port may then answer for another process.
+    """
+    value, moved = 0, time.monotonic()
+    while process.poll() is None:
+        seen = read_metric(settings, name)
+        if seen >= at_least:
+            return seen
+        if seen > value:
+            value, moved = seen, time.monotonic()
+        elif time.monotonic() - moved > stall_seconds:
+            break
         time.sleep(0.5)
     return value
 
