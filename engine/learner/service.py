@@ -14,7 +14,8 @@ nothing of the period is missing then) and seals:
 4. update the report hash ``<prefix>:learner:report`` (every field JSON text): labels
    consumed, evaluated, learned, duplicates, late, malformed, decision outcomes tallied, buffered,
    sealed version, offset, end offset and lag, the owner and its generation, and per model its
-   evaluation report and its readiness (``readiness``: ready, or warming up and why; that of the last sealed version).
+   evaluation report and its readiness (``readiness``: ready, or warming up and why; that of
+   the last sealed version).
 
 Between seals the checkpoint is saved every ``checkpoint_seconds`` while labels were buffered.
 A crash anywhere restarts from the last checkpoint and its offset; the snapshots sealed again
