@@ -94,13 +94,15 @@ def _pct(value: float | None) -> str:
 
 def _row_text(row: LiftRow) -> str:
     lift = row.lift
+    head = f"  {row.segment:<24} {row.arm:<14} n={lift.exposures:<6} {_pct(lift.rate):>7}"
+    if not row.control_exposures:  # no holdout: rates only (the global control group measures it)
+        return f"{head} (no holdout: no lift)"
     interval = f"[{_pct(lift.interval.lower)}, {_pct(lift.interval.upper)}]"
     relative = "-" if lift.relative_lift is None else f"{100 * lift.relative_lift:+.1f}%"
     revenue = "-" if lift.incremental_revenue is None else f"{lift.incremental_revenue:,.2f}"
     conversions = "-" if lift.incremental_conversions is None else f"{lift.incremental_conversions:+.1f}"
     return (
-        f"  {row.segment:<24} {row.arm:<14} n={lift.exposures:<6} {_pct(lift.rate):>7} vs"
-        f" {_pct(lift.control_rate):>7} (n={row.control_exposures}) lift {_pct(lift.absolute_lift)}"
+        f"{head} vs {_pct(lift.control_rate):>7} (n={row.control_exposures}) lift {_pct(lift.absolute_lift)}"
         f" {interval} rel {relative} incr. conv {conversions} revenue {revenue}"
     )
 
