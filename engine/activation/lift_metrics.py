@@ -42,6 +42,10 @@ _ROW_GAUGES: tuple[tuple[str, str], ...] = (
 )
 
 
+_NEEDS_CONTROL = 3
+"""Gauges from ``segflow_lift_control_rate`` on compare with a control group."""
+
+
 def lift_lines(snapshot: DecodedSnapshot | None, rules: RuleSet) -> list[str]:
     """Exposition lines of the lift the snapshot's tallies give under the rules' experiments."""
     lines = [
@@ -59,6 +63,8 @@ def lift_lines(snapshot: DecodedSnapshot | None, rules: RuleSet) -> list[str]:
     for index, (name, text) in enumerate(_ROW_GAUGES):
         lines += [f"# HELP {name} {text}", f"# TYPE {name} gauge"]
         for row, row_values in values:
+            if not row.control_exposures and index >= _NEEDS_CONTROL:
+                continue  # an experiment without a holdout has rates, no lift
             value = row_values[index]
             if value is not None and math.isfinite(value):
                 lines.append(f"{name}{{{_row_labels(row)}}} {_number(value)}")
