@@ -145,28 +145,41 @@ class Receiver:
 
 
 class _Sink:
-    def __init__(self) -> None:
+    def __init__(self, refuse_first: int) -> None:
         self.messages: list[tuple[list[str], EmailMessage]] = []
+        self.refuse_first = refuse_first
+        self.refused: list[EmailMessage] = []
 
     async def handle_DATA(
         self, server: Any, session: Any, envelope: Any
     ) -> str:  # aiosmtpd calls it by this name
         message = message_from_bytes(envelope.original_content, policy=policy.default)
+        if len(self.refused) < self.refuse_first:
+            self.refused.append(message)  # type: ignore[arg-type]
+            return "451 4.3.0 Try again later"
         self.messages.append((list(envelope.rcpt_tos), message))  # type: ignore[arg-type]
         return "250 OK"
 
 
 class SmtpServer:
-    """An aiosmtpd server on 127.0.0.1 that keeps every message it receives."""
+    """An aiosmtpd server on 127.0.0.1 that keeps every message it receives.
 
-    def __init__(self) -> None:
+    ``refuse_first``: the first that many messages are answered ``451`` (a temporary failure,
+    the message not kept), as a server that is busy for a while; ``refused`` keeps them.
+    """
+
+    def __init__(self, refuse_first: int = 0) -> None:
         self.port = free_port()
-        self._sink = _Sink()
+        self._sink = _Sink(refuse_first)
         self._controller = Controller(self._sink, hostname="127.0.0.1", port=self.port)
 
     @property
     def messages(self) -> list[tuple[list[str], EmailMessage]]:
         return list(self._sink.messages)
+
+    @property
+    def refused(self) -> list[EmailMessage]:
+        return list(self._sink.refused)
 
     def __enter__(self) -> SmtpServer:
         self._controller.start()
