@@ -134,7 +134,11 @@ WORKER_METRICS = (
 
 async def follow(settings: Settings, view: DashboardView) -> None:
     """Keep ``view`` up to date from the changes and dead-letter topics."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+    # earliest: assign()'s own offset lookup must not land at the end after the seek to the
+    # beginning below (see engine.cli.io.read_to_end).
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
     await start_or_close(consumer)
     try:
         assigned = []

@@ -17,8 +17,9 @@ from engine.activation.demo_experiment import demo_rules_text, simulated_lift
 from engine.activation.lift_table import lift_table
 from engine.app import load_rule_set
 from engine.app import rules_path as rules_file_of
-from engine.cli.io import format_change, produce_lines, read_changes
+from engine.cli.io import format_change, produce_lines, read_to_end
 from engine.cli.lift_cmd import experiments_of, read_outcomes, render
+from engine.codecs import decode_msgpack
 from engine.dashboard import serve
 from engine.explain import explain_customer
 from engine.reports import segment_sizes
@@ -45,7 +46,7 @@ def demo_settings(base: Settings, run_id: str) -> Settings:
 async def collect(settings: Settings, topic: str) -> list[dict[str, Any]]:
     """Every record of ``topic`` so far, decoded."""
     found: list[dict[str, Any]] = []
-    await read_changes(settings, topic, True, None, 3.0, found.append)
+    await read_to_end(settings, topic, on_record=lambda record: found.append(decode_msgpack(record.value)))
     return found
 
 

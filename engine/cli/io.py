@@ -1,16 +1,17 @@
-"""Reading event files into Kafka and reading segment changes back out."""
+"""Reading event files into Kafka, and topics back out: to their end (``read_to_end``) or as they come."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
 from engine.codecs import decode_msgpack, encode_msgpack
 from engine.schemas import ATTRIBUTE_SPECS
@@ -134,6 +135,126 @@ def format_change(change: dict[str, Any]) -> str:
     )
 
 
+IDLE_FETCHES = 15
+"""Empty fetches in a row after which reading a topic to its end gives up with a reason."""
+FETCH_TIMEOUT_MS = 2000
+"""How long one fetch of ``read_to_end`` waits for records."""
+
+Record = ConsumerRecord[bytes, bytes]
+"""A record as a groupless consumer of a segflow topic fetches it (raw key and value)."""
+
+
+class TopicReadError(ValueError):
+    """A topic to read does not exist, or its records below the end offsets never arrive."""
+
+
+@contextlib.asynccontextmanager
+async def _assigned(
+    settings: Settings, topic: str, reset: str, partitions: list[int]
+) -> AsyncIterator[tuple[AIOKafkaConsumer, list[TopicPartition]]]:
+    """A consumer without a group (it never commits nor takes partitions from a group) assigned
+    every partition of ``topic``; ``reset`` must be the way the caller seeks (see ``read_to_end``)."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset=reset,
+    )
+    await start_or_close(consumer)
+    try:
+        assigned = [TopicPartition(topic, p) for p in partitions]
+        consumer.assign(assigned)
+        yield consumer, assigned
+    finally:
+        await consumer.stop()
+
+
+async def _partitions(settings: Settings, topic: str, missing_ok: bool = False) -> list[int]:
+    partitions = await topic_partitions(settings, topic)
+    if not partitions and not missing_ok:
+        raise TopicReadError(f"topic {topic} does not exist (run `segflow topics create`)")
+    return partitions
+
+
+async def _drain(
+    consumer: AIOKafkaConsumer,
+    assigned: list[TopicPartition],
+    on_record: Callable[[Record], object],
+    limit: int | None = None,
+    idle_fetches: int = IDLE_FETCHES,
+    fetch_timeout_ms: int = FETCH_TIMEOUT_MS,
+) -> int:
+    """Pass each record from the beginning to the end offsets taken now to ``on_record``; return
+    how many. Unless ``limit`` stopped it, each partition is left resumed at its end offset."""
+    ends = await consumer.end_offsets(assigned)
+    await consumer.seek_to_beginning(*assigned)
+    left = {tp: end for tp, end in ends.items() if await consumer.position(tp) < end}
+    consumer.pause(*(tp for tp in assigned if tp not in left))
+    read = idle = 0
+    while left:
+        fetched = await consumer.getmany(timeout_ms=fetch_timeout_ms, max_records=10_000)
+        idle = 0 if fetched else idle + 1
+        if idle >= idle_fetches:
+            where = ", ".join(f"partition {tp.partition} before offset {end}" for tp, end in left.items())
+            seconds = idle * fetch_timeout_ms / 1000
+            raise TopicReadError(f"{assigned[0].topic}: no records arrive in {seconds:g}s for {where}")
+        for tp, records in fetched.items():
+            end = left.get(tp)
+            if end is None:  # paused since it was fetched
+                continue
+            for record in records:
+                if record.offset >= end:
+                    break
+                on_record(record)
+                read += 1
+                if limit is not None and read >= limit:
+                    return read
+            position = await consumer.position(tp)
+            if position >= end:
+                if position > end:  # records past the end were fetched: keep them for a follower
+                    consumer.seek(tp, end)
+                consumer.pause(tp)
+                del left[tp]
+    consumer.resume(*assigned)
+    return read
+
+
+async def read_to_end(
+    settings: Settings,
+    topic: str,
+    *,
+    on_record: Callable[[Record], object],
+    missing_ok: bool = False,
+    idle_fetches: int = IDLE_FETCHES,
+    fetch_timeout_ms: int = FETCH_TIMEOUT_MS,
+) -> int:
+    """Pass every record of ``topic``, from the beginning of each partition to the end offsets
+    taken at the start, to ``on_record`` (partition by partition in offset order, partitions
+    interleaved); return how many.
+
+    Built this way because of how aiokafka positions a consumer it was given partitions:
+
+    * ``assign()`` starts an offset lookup of its own with the ``auto_offset_reset`` strategy, and
+      its answer overrides a ``seek_to_beginning()`` made while it is in flight: with the default
+      ("latest") the reader could start at the end and see nothing. So: "earliest", no group.
+    * The end offsets are taken first and nothing past them is passed on, so it ends even while a
+      worker keeps producing. A partition is done when the consumer's position reaches its end
+      (not by its last record's offset: offsets can have gaps, and a partition whose records all
+      expired has none); an empty partition is done at once.
+    * Every fetch asks for all partitions, finished ones paused: asking for some partitions only
+      can leave the others' fetched records in the buffer and stall the fetcher.
+    * ``idle_fetches`` empty fetches of ``fetch_timeout_ms`` in a row while partitions are short of
+      their end raise ``TopicReadError`` naming them, instead of waiting for ever.
+
+    A topic that does not exist raises ``TopicReadError`` too, or with ``missing_ok`` reads 0.
+    """
+    partitions = await _partitions(settings, topic, missing_ok)
+    if not partitions:
+        return 0
+    async with _assigned(settings, topic, "earliest", partitions) as (consumer, assigned):
+        return await _drain(consumer, assigned, on_record, None, idle_fetches, fetch_timeout_ms)
+
+
 async def read_changes(
     settings: Settings,
     topic: str,
@@ -142,18 +263,15 @@ async def read_changes(
     idle_timeout: float | None,
     show: Callable[[dict[str, Any]], None],
 ) -> int:
-    """Read changes without joining a consumer group (so it never steals partitions)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
-    await start_or_close(consumer)
-    seen = 0
-    try:
-        partitions = await topic_partitions(settings, topic)
-        if not partitions:
-            raise ValueError(f"topic {topic} does not exist (run `segflow topics create`)")
-        assigned = [TopicPartition(topic, p) for p in partitions]
-        consumer.assign(assigned)
+    """Show changes without joining a consumer group (so it never steals partitions): from the
+    beginning to the end offsets as ``read_to_end`` reads them, or from the end, then as they
+    come; until ``max_count`` of them or ``idle_timeout`` seconds without one."""
+    # The offset reset matches the seek: assign()'s own lookup must not undo it (see read_to_end).
+    reset = "earliest" if from_beginning else "latest"
+    async with _assigned(settings, topic, reset, await _partitions(settings, topic)) as (consumer, assigned):
+        seen = 0
         if from_beginning:
-            await consumer.seek_to_beginning(*assigned)
+            seen = await _drain(consumer, assigned, lambda r: show(decode_msgpack(r.value)), max_count)
         else:
             await consumer.seek_to_end(*assigned)
         while max_count is None or seen < max_count:
@@ -167,6 +285,4 @@ async def read_changes(
                     seen += 1
                     if max_count is not None and seen >= max_count:
                         return seen
-    finally:
-        await consumer.stop()
     return seen

@@ -8,61 +8,25 @@ from pathlib import Path
 from typing import Any
 
 import click
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from engine.activation.experiments.assignment import ExperimentSpec
 from engine.activation.lift_table import LiftRow, LiftTable, lift_table
 from engine.activation.outcomes import Outcome
 from engine.app import load_rule_set
+from engine.cli.io import Record, read_to_end
 from engine.codecs import decode_msgpack
 from engine.settings import Settings
-from engine.topics import start_or_close, topic_partitions
-
-MAX_IDLE_FETCHES = 15
-"""Empty fetches of 2 s in a row after which reading the outcomes topic gives up with a reason."""
 
 
 async def read_outcomes(settings: Settings) -> list[Outcome]:
     """Every outcome record on the outcomes topic, read from the beginning to its current end."""
-    partitions = await topic_partitions(settings, settings.outcomes_topic)
-    if not partitions:
-        return []
-    # earliest: assign() starts an offset lookup of its own, which must not land at the end
-    # after the seek to the beginning below.
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
-    )
-    await start_or_close(consumer)
     found: list[Outcome] = []
-    try:
-        tps = [TopicPartition(settings.outcomes_topic, p) for p in partitions]
-        consumer.assign(tps)
-        ends = await consumer.end_offsets(tps)
-        await consumer.seek_to_beginning(*tps)
-        left = {tp: end for tp, end in ends.items() if end > 0}
-        idle = 0
-        while left:
-            # All assigned partitions at once, a finished one paused: asking for some partitions
-            # only can leave the others' fetched records in the buffer and stall the fetcher while
-            # a worker keeps producing.
-            fetched = await consumer.getmany(timeout_ms=2000, max_records=10_000)
-            idle = 0 if fetched else idle + 1
-            if idle >= MAX_IDLE_FETCHES:
-                where = ", ".join(f"partition {tp.partition} before offset {end}" for tp, end in left.items())
-                raise click.ClickException(f"{settings.outcomes_topic}: no records arrive for {where}")
-            for tp, messages in fetched.items():
-                end = left.get(tp)
-                if end is None:
-                    continue
-                for message in messages:
-                    if message.offset < end:
-                        where = f"{tp.topic}[{tp.partition}]@{message.offset}"
-                        found.append(_parse(decode_msgpack(message.value), where))
-                if messages and messages[-1].offset + 1 >= end:
-                    del left[tp]
-                    consumer.pause(tp)
-    finally:
-        await consumer.stop()
+
+    def add(record: Record) -> None:
+        where = f"{record.topic}[{record.partition}]@{record.offset}"
+        found.append(_parse(decode_msgpack(record.value), where))
+
+    await read_to_end(settings, settings.outcomes_topic, on_record=add, missing_ok=True)
     return found
 
 

@@ -19,6 +19,7 @@ from engine.activation.actions import ActionDecision, action_id
 from engine.activation.delivery.config import load_destinations
 from engine.activation.delivery.counters import DeliveryCounters
 from engine.activation.delivery.service import DeliveryService
+from engine.cli.io import Record, read_to_end
 from engine.codecs import decode_msgpack
 from engine.settings import Settings
 from engine.topics import ensure_topics, start_or_close, topic_partitions
@@ -120,22 +121,11 @@ def produce_actions(settings: Settings, actions: list[ActionDecision | tuple[byt
     asyncio.run(produce(settings, records))
 
 
-async def read_topic(settings: Settings, topic: str) -> list[Any]:
+async def read_topic(settings: Settings, topic: str) -> list[Record]:
     """Every record of ``topic`` now (read without a group), in partition and offset order."""
-    partitions = [TopicPartition(topic, p) for p in await topic_partitions(settings, topic)]
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
-    await start_or_close(consumer)
-    try:
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        ends = await consumer.end_offsets(partitions)
-        records: list[Any] = []
-        while [tp for tp in partitions if await consumer.position(tp) < ends[tp]]:
-            for batch in (await consumer.getmany(timeout_ms=200)).values():
-                records.extend(batch)
-        return sorted(records, key=lambda r: (r.partition, r.offset))
-    finally:
-        await consumer.stop()
+    records: list[Record] = []
+    await read_to_end(settings, topic, on_record=records.append, missing_ok=True)
+    return sorted(records, key=lambda r: (r.partition, r.offset))
 
 
 async def dead_letters(settings: Settings) -> list[dict[str, Any]]:

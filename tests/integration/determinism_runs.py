@@ -23,7 +23,7 @@ from determinism_outcome import Outcome, add_action, add_change, add_outcome
 from helpers import wait_until
 
 from engine.app import build_pipeline, checkpoint_key
-from engine.cli.io import iter_payloads, produce_lines
+from engine.cli.io import iter_payloads, produce_lines, read_to_end
 from engine.codecs import decode_msgpack
 from engine.evaluate import remove_keys
 from engine.learner.local import LocalLearner
@@ -104,31 +104,13 @@ async def _end_offsets(consumer: AIOKafkaConsumer, topic: str, partitions: int) 
 
 async def read_changes_topic(settings: Settings, into: Outcome) -> None:
     """Add every change event, action decision and outcome of the run's topics to ``into``."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
-    )
-    await start_or_close(consumer)
     adders = {
         settings.changes_topic: add_change,
         settings.actions_topic: add_action,
         settings.outcomes_topic: add_outcome,
     }
-    try:
-        ends: dict[TopicPartition, int] = {}
-        for topic in adders:
-            ends.update(await _end_offsets(consumer, topic, settings.changes_partitions))
-        consumer.assign(list(ends))
-        await consumer.seek_to_beginning(*ends)
-        left = {tp: end for tp, end in ends.items() if end > 0}
-        while left:
-            fetched = await consumer.getmany(*left, timeout_ms=2000, max_records=5000)
-            for tp, messages in fetched.items():
-                for message in messages:
-                    adders[tp.topic](into, message.value)
-                if messages and messages[-1].offset + 1 >= left[tp]:
-                    del left[tp]
-    finally:
-        await consumer.stop()
+    for topic, add in adders.items():
+        await read_to_end(settings, topic, on_record=lambda record, add=add: add(into, record.value))
 
 
 class Fleet:

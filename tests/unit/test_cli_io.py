@@ -1,14 +1,20 @@
-"""Event files into payloads (CSV and JSONL) and segment changes into lines; no Kafka involved."""
+"""Event files into payloads (CSV and JSONL), segment changes into lines, and ``read_to_end``'s
+giving up (on a stand-in consumer); no Kafka involved."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
+from typing import Any
 
 import msgpack
 import pytest
+from aiokafka import TopicPartition
+from aiokafka.structs import ConsumerRecord
 
-from engine.cli.io import format_change, iter_csv, iter_payloads
+from engine.cli import io
+from engine.cli.io import TopicReadError, format_change, iter_csv, iter_payloads, read_to_end
 from engine.schemas import validate_event
 
 CSV_TEXT = (
@@ -229,3 +235,59 @@ def test_format_change_tolerates_missing_fields() -> None:
         "reason": {"text": "odd"},
     }
     assert format_change(change) == "?  c-1  lifecycle: new -> (none)  because odd"
+
+
+# --- read_to_end giving up --------------------------------------------------------------------
+
+
+class StandIn:
+    """A consumer of partitions 0 (end offset 3) and 1 (end offset 2) whose only fetch returns
+    partition 0's records 0 to 4: partition 1's never arrive."""
+
+    def __init__(self, **_config: Any) -> None:
+        self.positions: dict[TopicPartition, int] = {}
+        self.fetches = 0
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def assign(self, partitions: list[TopicPartition]) -> None:
+        self.positions = dict.fromkeys(partitions, 0)
+
+    async def end_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+        return {tp: 3 - tp.partition for tp in partitions}
+
+    async def seek_to_beginning(self, *partitions: TopicPartition) -> None: ...
+
+    async def position(self, tp: TopicPartition) -> int:
+        return self.positions[tp]
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self.positions[tp] = offset
+
+    def pause(self, *partitions: TopicPartition) -> None: ...
+
+    async def getmany(self, **_options: Any) -> dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]:
+        self.fetches += 1
+        if self.fetches > 1:
+            return {}
+        tp = TopicPartition("t", 0)
+        self.positions[tp] = 5
+        return {tp: [ConsumerRecord("t", 0, n, 0, 0, None, b"%d" % n, None, 0, 1, []) for n in range(5)]}
+
+
+def test_read_to_end_gives_up_naming_the_partitions_short_of_their_end(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def partitions(_settings: object, _topic: str) -> list[int]:
+        return [0, 1]
+
+    monkeypatch.setattr(io, "topic_partitions", partitions)
+    monkeypatch.setattr(io, "AIOKafkaConsumer", StandIn)
+    values: list[bytes | None] = []
+    settings: Any = type("S", (), {"kafka_bootstrap": "stand-in:9092"})()
+    with pytest.raises(TopicReadError) as raised:
+        asyncio.run(read_to_end(settings, "t", on_record=lambda r: values.append(r.value), idle_fetches=3))
+    assert str(raised.value) == "t: no records arrive in 6s for partition 1 before offset 2"
+    assert values == [b"0", b"1", b"2"]  # nothing past partition 0's end offset
