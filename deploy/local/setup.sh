@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Idempotent setup of everything segflow needs on a Debian 12 machine:
-# apt packages (Java 17, Maven, redis-server, kcat), a virtualenv with segflow and its dev tools,
-# and the Kafka jars from Maven Central (fetched by `segflow stack up` on first start).
+# apt packages (Java 17, Maven, redis-server, kcat; Chromium and poppler-utils for `segflow brief
+# --pdf` and the dashboard's browser tests), a virtualenv with segflow and its dev tools (plotly for
+# the dashboard's charts, playwright to drive Chromium in tests/e2e), and the Kafka jars from Maven
+# Central (fetched by `segflow stack up` on first start).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -11,6 +13,8 @@ command -v mvn >/dev/null || need_apt+=(maven)
 command -v redis-server >/dev/null || need_apt+=(redis-server)
 command -v kcat >/dev/null || need_apt+=(kcat)
 command -v curl >/dev/null || need_apt+=(curl)
+command -v chromium >/dev/null || need_apt+=(chromium)
+command -v pdftoppm >/dev/null || need_apt+=(poppler-utils)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
 if ((${#need_apt[@]})); then
   echo "[setup] apt-get install ${need_apt[*]}"
@@ -27,7 +31,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 stamp=.venv/.segflow-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  echo "[setup] pip install -e .[dev]"
+  echo "[setup] pip install -e .[dev] (with plotly and playwright; Playwright's browser download is not used)"
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -e '.[dev]'
   touch "$stamp"

@@ -1,4 +1,4 @@
-"""``segflow produce``, ``segflow tail`` and ``segflow explain``: tools for people."""
+"""``segflow produce``, ``tail``, ``explain``, ``dashboard`` and ``brief``: tools for people."""
 
 from __future__ import annotations
 
@@ -83,11 +83,51 @@ def explain(settings: Settings, customer_id: str, as_json: bool) -> None:
 @click.command()
 @click.option("--port", type=int, default=8088, show_default=True, help="Port on 127.0.0.1.")
 @click.option("--seconds", type=float, default=None, help="Stop after this many seconds (default: run).")
+@click.option(
+    "--scan-seconds",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="Scan the customer records again when a page needs it and the last scan is older.",
+)
+@click.option(
+    "--refresh", type=float, default=30.0, show_default=True, help="The main page reloads itself (0: never)."
+)
 @click.pass_obj
-def dashboard(settings: Settings, port: int, seconds: float | None) -> None:
-    """Serve a live page of segment sizes, transitions, worker counters and dead letters."""
+def dashboard(
+    settings: Settings, port: int, seconds: float | None, scan_seconds: float, refresh: float
+) -> None:
+    """Serve the analyst's pages: segments, R x F, trends, transitions, lag, lift, model quality."""
     from engine.dashboard import serve
 
     click.echo(f"dashboard on http://127.0.0.1:{port}/ (Ctrl-C to stop)")
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(settings, port, seconds))
+        asyncio.run(serve(settings, port, seconds, scan_seconds, refresh))
+
+
+@click.command()
+@click.argument("family")
+@click.argument("segment")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("brief.html"),
+    show_default=True,
+    help="The HTML brief.",
+)
+@click.option(
+    "--pdf", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Also print it to this PDF."
+)
+@click.option("--chromium", default=None, help="Chromium executable for --pdf (default: chromium on PATH).")
+@click.pass_obj
+def brief(
+    settings: Settings, family: str, segment: str, out: Path, pdf: Path | None, chromium: str | None
+) -> None:
+    """A one-page brief on one segment for marketing (HTML; --pdf prints it with headless Chromium)."""
+    from engine.dashboard.brief import gather_brief, print_pdf, render_brief
+
+    content = asyncio.run(gather_brief(settings, family, segment))
+    out.write_text(render_brief(content), encoding="utf-8")
+    click.echo(f"brief: {out}")
+    if pdf is not None:
+        click.echo(f"pdf: {print_pdf(out, pdf, chromium)}")

@@ -11,7 +11,7 @@ from aiokafka.errors import KafkaError
 from redis.exceptions import RedisError
 
 from engine.cli.bench_cmd import bench
-from engine.cli.data_cmds import dashboard, explain, produce, tail
+from engine.cli.data_cmds import brief, dashboard, explain, produce, tail
 from engine.cli.deliver_cmd import deliver
 from engine.cli.demo_cmd import demo
 from engine.cli.features_cmds import features
@@ -52,6 +52,7 @@ for command in (
     scores,
     bench,
     dashboard,
+    brief,
     demo,
     rules,
 ):

@@ -108,7 +108,7 @@ async def export_rows(
         horizon = step.config.lifetime_horizon_days
         plan: ExportPlan | None = None
         input_names = step.config.input_names
-        async for records in _batches(pipeline):
+        async for records in record_batches(pipeline):
             counts.read += len(records)
             kept: list[tuple[CustomerRecord, dict[str, str | None]]] = []
             for record in records:
@@ -159,7 +159,7 @@ async def export_rows(
         await client.aclose()
 
 
-async def _batches(pipeline: SegmentPipeline) -> AsyncIterator[list[CustomerRecord]]:
+async def record_batches(pipeline: SegmentPipeline) -> AsyncIterator[list[CustomerRecord]]:
     """Every customer record, ``BATCH`` at a time (SCAN, then one pipelined read)."""
     store = pipeline.store
     pattern = f"{store.prefix}:c:*"

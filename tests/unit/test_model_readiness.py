@@ -15,7 +15,9 @@ import pytest
 from learner_data import DAY, make_labels
 
 from engine.app import readiness_rules
-from engine.dashboard import DashboardView, render_page
+from engine.dashboard.data import DashboardData, Lag
+from engine.dashboard.page import render_page
+from engine.dashboard.timeline import ChangeLog
 from engine.explain import Explanation
 from engine.settings import load_settings
 from engine.stream.model_gate import VersionModels
@@ -207,13 +209,14 @@ def test_metrics_explain_and_dashboard_say_warming_up() -> None:
     explanation = Explanation("c1", 0.0, {}, {}, {}, {}, {}, 0, "v1", models={"clv": "warming up: 3 labels"})
     assert "warming up: 3 labels" in explanation.render()
     assert explanation.as_dict()["models"] == {"clv": "warming up: 3 labels"}
-    report = {"n": 3, "roc_auc": None, "mae": None}
-    status = {
-        "models": {"clv": "warming up: 3 labels learned < 200"},
-        "learner": {"reports": {"clv": {"task": "regression", "prequential": report, "holdout": report}}},
-    }
-    page = render_page(DashboardView(), {}, None, status)
-    assert "<td>warming up: 3 labels learned &lt; 200</td>" in page
+    learner = {"readiness": readiness_report, "reports": {}}
+    data = DashboardData(
+        None, None, "off", None, "", ChangeLog(), Lag("g", {}), None, 0, learner, [], 200, {}
+    )
+    page = render_page(data)
+    assert (
+        '<td class="readiness">warming up: 3...</td>' in page and '<td class="readiness">ready</td>' in page
+    )
 
 
 def test_settings_reach_the_readiness_rules(monkeypatch: pytest.MonkeyPatch) -> None:
