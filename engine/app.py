@@ -56,6 +56,8 @@ class Runtime:
     reloader: RulesReloader
     ingest: Any = None
     """The ``engine.stream.ingest.BatchIngest`` service, once ``engine.stream.agents`` attached it."""
+    status: Any = None
+    """The ``engine.ops.worker_status.WorkerStatus`` service (readiness, lag and size gauges)."""
 
     def reload_rules(self) -> None:
         """Swap in a changed, valid rules file (see ``engine.rules.reload``)."""

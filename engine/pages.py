@@ -1,8 +1,12 @@
 """The worker's web pages (Faust's web server, ``SEGFLOW_WEB_PORT``).
 
-GET  /segflow/metrics         Prometheus text: counters, model quality (the learner's report),
-                              lift from the latest sealed snapshot (``engine.activation.lift_metrics``)
+GET  /segflow/metrics         Prometheus text (``engine.monitoring``): counters, histograms, lag and
+                              segment-size gauges, model quality (the learner's report), lift from
+                              the latest sealed snapshot (``engine.activation.lift_metrics``)
 GET  /segflow/health          JSON liveness
+GET  /segflow/ready           JSON readiness (``engine.ops.worker_status``): 200 {"ready": true, ...}
+                              when Redis, the broker and a partition assignment are there, else
+                              503 {"ready": false, "reasons": [...]}
 GET  /segflow/models          JSON: the sealed model version, per model "ready" or "warming up:
                               <reason>" (``models``, the learner's latest decision) and the
                               learner's report (labels consumed, learned, duplicates, late, lag;
@@ -16,17 +20,24 @@ POST /segflow/models/predict  JSON {"features": {catalogue feature: value}, "ver
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 from typing import Any
 
 from aiohttp.web import Response
 from faust.web import View
+from redis.exceptions import RedisError
 
 from engine.activation.lift_metrics import lift_lines
 from engine.app import Runtime
 from models.inputs import input_row
 from models.report import prometheus_lines
 from models.snapshots import DecodedSnapshot
+
+log = logging.getLogger(__name__)
+MODEL_LINES_TIMEOUT_SECONDS = 1.0
+"""The longest a scrape waits for Redis (the model and lift lines); a scrape must not hang on it."""
 
 
 async def models_status(runtime: Runtime) -> dict[str, Any]:
@@ -70,28 +81,42 @@ async def _latest_snapshot(runtime: Runtime, sealed: int | None) -> DecodedSnaps
     return await runtime.pipeline.models.store.load(sealed)
 
 
+async def _model_lines(runtime: Runtime) -> list[str]:
+    """The sealed model version, model quality and lift lines of the metrics page (Redis reads)."""
+    status = await models_status(runtime)
+    sealed = status["sealed_version"]
+    return [
+        "# HELP segflow_model_sealed_version The highest sealed model snapshot version.",
+        "# TYPE segflow_model_sealed_version gauge",
+        f"segflow_model_sealed_version {-1 if sealed is None else sealed}",
+        *prometheus_lines(status["learner"].get("reports") or {}, status["learner"].get("readiness") or {}),
+        *lift_lines(await _latest_snapshot(runtime, sealed), runtime.pipeline.rules),
+    ]
+
+
 def attach_pages(runtime: Runtime) -> None:
     """Register the pages on the runtime's app."""
     app = runtime.app
 
     @app.page("/segflow/metrics")
     async def metrics_page(web, request):  # type: ignore[no-untyped-def]
-        status = await models_status(runtime)
-        sealed = status["sealed_version"]
-        runtime.metrics.model_lines = [
-            "# HELP segflow_model_sealed_version The highest sealed model snapshot version.",
-            "# TYPE segflow_model_sealed_version gauge",
-            f"segflow_model_sealed_version {-1 if sealed is None else sealed}",
-            *prometheus_lines(
-                status["learner"].get("reports") or {}, status["learner"].get("readiness") or {}
-            ),
-            *lift_lines(await _latest_snapshot(runtime, sealed), runtime.pipeline.rules),
-        ]
+        try:
+            lines = await asyncio.wait_for(_model_lines(runtime), MODEL_LINES_TIMEOUT_SECONDS)
+            runtime.metrics.model_lines = lines
+        except (RedisError, OSError, TimeoutError) as exc:  # the rest still answers, with the last lines
+            log.warning("model and lift lines not refreshed (%s: %s)", type(exc).__name__, exc)
         return Response(text=runtime.metrics.render(), content_type="text/plain")
 
     @app.page("/segflow/health")
     async def health_page(web, request):  # type: ignore[no-untyped-def]
         return web.json(runtime.metrics.health())
+
+    @app.page("/segflow/ready")
+    async def ready_page(web, request):  # type: ignore[no-untyped-def]
+        if runtime.status is None:
+            return web.json({"ready": False, "reasons": ["worker: not started"]}, status=503)
+        body = await runtime.status.readiness()
+        return web.json(body, status=200 if body["ready"] else 503)
 
     @app.page("/segflow/models")
     async def models_page(web, request):  # type: ignore[no-untyped-def]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import socket
@@ -13,6 +14,9 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 
 from engine.settings import Settings
 
@@ -80,20 +84,41 @@ def wait_for_metric(
     return value
 
 
-def read_metrics(port: int) -> dict[str, int]:
-    """Every sample of the worker's /segflow/metrics page in one request, by name with its labels
-    (``segflow_lift_exposures{...}``), as whole numbers (empty when unreachable)."""
+def metrics_text(port: int) -> str | None:
+    """The worker's /segflow/metrics page (None when unreachable)."""
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/segflow/metrics", timeout=2) as response:
-            text = response.read().decode()
+            return str(response.read().decode())
     except OSError:
+        return None
+
+
+def parse_samples(text: str) -> list[Sample]:
+    """Every sample of an exposition text (prometheus-client's parser: labels, escapes, NaN)."""
+    return [sample for family in text_string_to_metric_families(text) for sample in family.samples]
+
+
+def sample_key(sample: Sample) -> str:
+    """``name`` or ``name{label="value",...}`` (labels sorted, as prometheus-client renders them)."""
+    if not sample.labels:
+        return sample.name
+    labels = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(sample.labels.items()))
+    return f"{sample.name}{{{labels}}}"
+
+
+def read_metrics(port: int) -> dict[str, int]:
+    """Every sample of the worker's /segflow/metrics page in one request, by ``sample_key``
+    (``segflow_events_total{outcome="applied",type="purchase"}``), as whole numbers; samples
+    that are not finite (NaN) are left out; empty when unreachable. ``_created`` samples (when
+    a counter was created, epoch seconds) are there too, under their own names."""
+    text = metrics_text(port)
+    if text is None:
         return {}
-    counters = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")  # label values may hold spaces
-            counters[name] = int(float(value))
-    return counters
+    return {sample_key(s): int(s.value) for s in parse_samples(text) if math.isfinite(s.value)}
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 def read_metric(settings: Settings, name: str) -> int:

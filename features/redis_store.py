@@ -158,6 +158,9 @@ class RedisFeatureStore:
         self._commit_sha: str | None = None
         self._clock = clock
         self.population = PopulationStats(client, prefix)
+        self.on_round_trip: Callable[[float], None] | None = None
+        """Called with the seconds of each pipelined round trip of ``load``, ``commit`` and
+        ``clear_outbox`` that succeeded (the worker's ``segflow_redis_call_seconds``)."""
 
     @property
     def prefix(self) -> str:
@@ -180,8 +183,16 @@ class RedisFeatureStore:
         async with self._client.pipeline(transaction=False) as pipe:
             for customer_id in customer_ids:
                 pipe.hgetall(self.key(customer_id))
-            replies = await pipe.execute()
+            replies = await self._execute(pipe)
         return {cid: _parse_record(cid, raw) for cid, raw in zip(customer_ids, replies, strict=True)}
+
+    async def _execute(self, pipe: Any) -> list[Any]:
+        """Run a queued pipeline in one round trip, timed for ``on_round_trip``."""
+        started = time.perf_counter()
+        replies: list[Any] = await pipe.execute()
+        if self.on_round_trip is not None:
+            self.on_round_trip(time.perf_counter() - started)
+        return replies
 
     async def get(self, customer_id: str) -> CustomerRecord | None:
         """One customer's record, or None when the store has never seen them."""
@@ -250,7 +261,7 @@ class RedisFeatureStore:
             self.population.queue_updates(pipe, ranked, self._clock(), track_seen=self._ttl_seconds > 0)
             if also is not None:
                 also(pipe)
-            replies = (await pipe.execute())[cleared : cleared + calls]
+            replies = (await self._execute(pipe))[cleared : cleared + calls]
         versions = [int(version) for reply in replies for version in reply]
         return [w.customer_id for w, version in zip(writes, versions, strict=True) if version == 0]
 
@@ -268,4 +279,4 @@ class RedisFeatureStore:
             return
         async with self._client.pipeline(transaction=False) as pipe:
             self._queue_clear(pipe, sent)
-            await pipe.execute()
+            await self._execute(pipe)

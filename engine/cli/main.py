@@ -15,6 +15,7 @@ from engine.cli.data_cmds import brief, dashboard, explain, produce, tail
 from engine.cli.deliver_cmd import deliver
 from engine.cli.demo_cmd import demo
 from engine.cli.features_cmds import features
+from engine.cli.lag_cmd import lag
 from engine.cli.learner_cmd import learner
 from engine.cli.lift_cmd import lift
 from engine.cli.models_cmds import evaluate
@@ -42,6 +43,7 @@ for command in (
     learner,
     deliver,
     lift,
+    lag,
     produce,
     tail,
     explain,

@@ -12,24 +12,17 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import TypeVar
 
 from redis.exceptions import RedisError
 
 from engine.app import Runtime
+from engine.ops.metrics import count_delivered
+from engine.ops.worker_status import WorkerStatus
 from engine.pages import attach_pages
-from engine.stream.batch_records import (
-    ACTION,
-    DEAD_LETTER,
-    LABEL,
-    LEARNER_KINDS,
-    OUTCOME,
-    SEGMENT_CHANGE,
-    TALLY,
-)
+from engine.stream.batch_records import ACTION, DEAD_LETTER, LABEL, LEARNER_KINDS, OUTCOME, TALLY
 from engine.stream.ingest import BatchIngest, Handled
 from engine.stream.pipeline import BatchResult, OwnershipLost, RawRecord
 from features.client import connect
@@ -76,7 +69,9 @@ async def deliver(runtime: Runtime, result: BatchResult) -> None:
         await asyncio.gather(*futures)
 
 
-async def _finish(runtime: Runtime, result: BatchResult, started: float) -> int:
+async def _finish(
+    runtime: Runtime, result: BatchResult, started: float, records: Sequence[RawRecord] = ()
+) -> int:
     """Deliver a batch's (or tick's) output, count what happened; return its outbox-clear ticket.
 
     The delivered entries leave the outbox with the next commit's round trip (or a flush when
@@ -85,17 +80,7 @@ async def _finish(runtime: Runtime, result: BatchResult, started: float) -> int:
     await _with_retry(runtime, "deliver", partial(deliver, runtime, result))
     ticket = runtime.pipeline.defer_clear(result.changes)
     metrics = runtime.metrics
-    metrics.add("segflow_events_applied_total", result.applied)
-    metrics.add("segflow_events_duplicate_total", result.duplicates)
-    kinds = Counter(entry.kind for entry in result.changes)
-    late_sent, labels_sent = kinds[DEAD_LETTER], kinds[LABEL]
-    metrics.add("segflow_events_dead_lettered_total", len(result.dead_letters) + late_sent)
-    metrics.add("segflow_events_too_late_total", result.too_late)
-    metrics.add("segflow_segment_changes_sent_total", kinds[SEGMENT_CHANGE])
-    metrics.add("segflow_labels_sent_total", labels_sent)
-    metrics.add("segflow_action_decisions_sent_total", kinds[ACTION])
-    metrics.add("segflow_outcomes_sent_total", kinds[OUTCOME])
-    metrics.add("segflow_customers_ticked_total", result.ticked)
+    count_delivered(metrics, result, records)
     metrics.last_batch_seconds = time.perf_counter() - started
     metrics.last_batch_wall_ts = time.time()
     return ticket
@@ -112,10 +97,11 @@ async def handle_batch(runtime: Runtime, records: list[RawRecord]) -> Handled:
             # Not committed: whoever owns these customers now will (re)process them.
             log.error("%s; leaving the batch uncommitted for the new owner", exc)
             return Handled(None, {})
-        ticket = await _finish(runtime, result, started)
+        ticket = await _finish(runtime, result, started, records)
         runtime.metrics.add("segflow_batches_total")
         if result.held:
             runtime.metrics.add("segflow_batches_held_total")
+        runtime.metrics.batch_seconds.observe(time.perf_counter() - started)
     return Handled(ticket, result.held)
 
 
@@ -175,6 +161,9 @@ def attach_agent(runtime: Runtime) -> None:
         settings, handle, flush, lambda: runtime.pipeline.cleared_through, revoked, runtime.lock
     )
     runtime.app.service(runtime.ingest)  # type: ignore[arg-type]
+    runtime.pipeline.store.on_round_trip = runtime.metrics.redis_call_seconds.observe
+    runtime.status = WorkerStatus(runtime)
+    runtime.app.service(runtime.status)  # type: ignore[arg-type]
     if settings.learner_embedded:
         _attach_learner(runtime)
     ingest = runtime.ingest

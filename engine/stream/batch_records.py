@@ -16,6 +16,14 @@ class RawRecord:
     offset: int
     key: bytes | None
     value: bytes | None
+    timestamp_ms: int | None = None
+    """The record's Kafka timestamp (None: not from Kafka, e.g. a file replay)."""
+
+
+APPLIED, DUPLICATE, TOO_LATE, DEAD_LETTERED = "applied", "duplicate", "too_late", "dead_lettered"
+"""What became of an input event (``BatchResult.events``, ``segflow_events_total{outcome}``)."""
+INVALID_TYPE = "invalid"
+"""The event type counted for a record that did not decode to a valid event."""
 
 
 SEGMENT_CHANGE, DEAD_LETTER, LABEL, ACTION, OUTCOME, TALLY = "c", "d", "l", "a", "o", "t"

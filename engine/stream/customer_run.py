@@ -18,7 +18,9 @@ from engine.output import DeadLetter, SegmentChange
 from engine.snapshots.population import placement_of
 from engine.stream.batch_records import (
     DEAD_LETTER,
+    DUPLICATE,
     LABEL,
+    TOO_LATE,
     PendingChange,
     RawRecord,
     late_letter_id,
@@ -50,6 +52,8 @@ class CustomerOutcome:
     revenue_minor: int = 0
     population: object = UNPLACED
     """Where the customer is counted in their partition's population (``_UNPLACED``: untouched)."""
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    """(event type, ``duplicate`` | ``too_late``) of each event not applied (for the metrics)."""
 
 
 class CustomerRun:
@@ -77,6 +81,8 @@ class CustomerRun:
             deliveries=[parse_outbox_entry(record.customer_id, k, v) for k, v in record.outbox.items()]
         )
         fresh = record.fresh(events)
+        if len(fresh) < len(events):
+            outcome.skipped += _duplicates(events, fresh)
         if not fresh:
             # Redelivered: re-assert where the customer is counted, so lost aggregates heal.
             outcome.placements = self._step.placements(record)
@@ -104,6 +110,7 @@ class CustomerRun:
             state, applied = apply_event(state, positioned.event, self._features, not_before)
             if not applied:
                 outcome.too_late += 1
+                outcome.skipped.append((positioned.event.type, TOO_LATE))
                 late = self._too_late_letter(state, positioned, raw_by_position, not_before)
                 new_entries.append(
                     PendingChange(record.customer_id, late_letter_id(positioned), late.encode(), DEAD_LETTER)
@@ -200,6 +207,12 @@ def _later(a: float | None, b: float | None) -> float | None:
     if a is None:
         return b
     return a if b is None else max(a, b)
+
+
+def _duplicates(events: list[PositionedEvent], fresh: list[PositionedEvent]) -> list[tuple[str, str]]:
+    """(type, ``duplicate``) of the events already applied (at or below the applied offset)."""
+    kept = {(p.partition, p.offset) for p in fresh}
+    return [(p.event.type, DUPLICATE) for p in events if (p.partition, p.offset) not in kept]
 
 
 def _label_entry(customer_id: str, label: LabelMessage) -> PendingChange:

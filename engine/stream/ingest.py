@@ -173,7 +173,9 @@ class BatchIngest(Service):
             # A held partition is paused until its records in memory are all processed, so its
             # records here come before anything fetched of it later.
             fresh = [
-                RawRecord(m.topic, m.partition, m.offset, m.key, m.value) for b in fetched.values() for m in b
+                RawRecord(m.topic, m.partition, m.offset, m.key, m.value, m.timestamp)
+                for b in fetched.values()
+                for m in b
             ]
             records = sorted(again + fresh, key=lambda r: (r.partition, r.offset))
             handled = await self._handle(records)

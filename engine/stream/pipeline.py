@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 
 from redis.exceptions import RedisError
@@ -30,6 +30,7 @@ from engine.stream.batch_records import (
     RawRecord,
     parse_outbox_entry,
 )
+from engine.stream.batch_result import BatchResult
 from engine.stream.commit_indexes import queue_indexes
 from engine.stream.customer_run import CustomerOutcome, CustomerRun
 from engine.stream.customer_step import CustomerStep, Scored, StepConfig
@@ -47,30 +48,18 @@ from features.record_cache import RecordCache
 from features.redis_store import CustomerRecord, CustomerWrite, RedisFeatureStore
 from features.state import CustomerState
 
-__all__ = ["DEAD_LETTER", "LABEL", "SEGMENT_CHANGE", "PendingChange", "RawRecord", "SegmentPipeline"]
+__all__ = [
+    "DEAD_LETTER",
+    "LABEL",
+    "SEGMENT_CHANGE",
+    "BatchResult",
+    "PendingChange",
+    "RawRecord",
+    "SegmentPipeline",
+]
 log = logging.getLogger(__name__)
 
 MAX_COMMIT_ATTEMPTS = 5
-
-
-@dataclass(slots=True)
-class BatchResult:
-    """What one batch produced and how its events were accounted for."""
-
-    changes: list[PendingChange] = field(default_factory=list)
-    dead_letters: list[DeadLetter] = field(default_factory=list)
-    applied: int = 0
-    duplicates: int = 0
-    too_late: int = 0
-    labels: int = 0
-    """Labels resolved (they are among ``changes``, for the labels topic)."""
-    ticked: int = 0
-    frontiers: dict[int, float] = field(default_factory=dict)
-    """Partition -> every label due before this event time is among the outputs so far: publish
-    it once they are delivered (the learner seals model versions by it)."""
-    held: dict[int, int] = field(default_factory=dict)
-    """Partition -> first offset not processed: it waits for a population snapshot to be sealed
-    (other partitions are behind in event time); fetch it again from there, a little later."""
 
 
 class OwnershipLost(RuntimeError):
@@ -260,14 +249,7 @@ class SegmentPipeline(TimeDriven, OutboxClearing):
             return self._run.apply(record, by_customer[record.customer_id], raw_by_position, befores)
 
         committed = await self._commit_with_retries(list(by_customer), run, latest, first)
-        returned = {change.change_id for change in result.changes}
-        for customer_id, outcome in committed.items():
-            result.applied += outcome.applied
-            result.too_late += outcome.too_late
-            result.duplicates += len(by_customer[customer_id]) - outcome.applied - outcome.too_late
-            # An earlier chunk's entries are in the outbox until delivered: return them once.
-            result.changes.extend(d for d in outcome.deliveries if d.change_id not in returned)
-        result.labels = sum(1 for c in result.changes if c.kind == LABEL)
+        result.add_committed(by_customer, committed)
 
     async def _commit_with_retries(
         self,
