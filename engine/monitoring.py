@@ -185,29 +185,27 @@ class WorkerMetrics:
             ("reason",),
             registry=registry,
         )
-        self.batch_seconds = Histogram(
-            "segflow_batch_seconds",
-            "Seconds a batch took: process, deliver and count.",
-            buckets=BATCH_BUCKETS,
-            registry=registry,
+
+        def histogram(name: str, text: str, buckets: tuple[float, ...]) -> Histogram:
+            return Histogram(name, text, buckets=buckets, registry=registry)
+
+        self.batch_seconds = histogram(
+            "segflow_batch_seconds", "Seconds a batch took: process, deliver and count.", BATCH_BUCKETS
         )
-        self.redis_call_seconds = Histogram(
+        self.redis_call_seconds = histogram(
             "segflow_redis_call_seconds",
             "Seconds of the pipeline's pipelined Redis round trips (record reads, commits, outbox clears).",
-            buckets=REDIS_BUCKETS,
-            registry=registry,
+            REDIS_BUCKETS,
         )
-        self.ingest_to_emit_seconds = Histogram(
+        self.ingest_to_emit_seconds = histogram(
             "segflow_ingest_to_emit_seconds",
             "Seconds from the input record's Kafka timestamp to its segment change acked by the broker.",
-            buckets=EMIT_BUCKETS,
-            registry=registry,
+            EMIT_BUCKETS,
         )
-        self.event_time_to_emit_seconds = Histogram(
+        self.event_time_to_emit_seconds = histogram(
             "segflow_event_time_to_emit_seconds",
             "Seconds from a segment change's event time to the change acked by the broker.",
-            buckets=EMIT_BUCKETS,
-            registry=registry,
+            EMIT_BUCKETS,
         )
         self.consumer_lag = LabelledGauge(
             "segflow_consumer_lag",

@@ -6,6 +6,7 @@ from typing import Any
 
 import msgpack
 import pytest
+from test_event_decoder import TS_MS, wire
 
 from engine.monitoring import WorkerMetrics
 from engine.ops.metrics import (
@@ -21,25 +22,6 @@ from engine.stream.batch_result import BatchResult
 from engine.stream.customer_run import CustomerOutcome
 from engine.stream.decoding import BatchDecoder
 from features.event import Event, PositionedEvent
-
-TS_MS = 1_764_000_000_000
-
-
-def wire(event_type: str = "purchase", **changes: Any) -> dict[str, Any]:
-    attrs = {
-        "purchase": {"amount": 19.99, "currency": "EUR", "product": "basic"},
-        "login": {"channel": "web"},
-    }
-    env: dict[str, Any] = {
-        "v": 1,
-        "event_id": "e-1",
-        "customer_id": "c-1",
-        "type": event_type,
-        "ts": TS_MS,
-        "attrs": dict(attrs[event_type]),
-    }
-    env.update(changes)
-    return env
 
 
 def pack(value: Any) -> bytes:
