@@ -31,6 +31,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from helpers import wait_until
 from redis.asyncio import Redis
 
+from engine.cli.io import read_to_end
 from engine.codecs import decode_msgpack
 from engine.reports import segment_sizes
 from engine.settings import Settings
@@ -181,25 +182,11 @@ def lag_of(settings: Settings) -> dict[int, float]:
 
 async def read_changes(settings: Settings) -> list[dict[str, Any]]:
     """Every record on the changes topic, from the beginning to its end now."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+    found: list[dict[str, Any]] = []
+    await read_to_end(
+        settings, settings.changes_topic, on_record=lambda r: found.append(decode_msgpack(r.value))
     )
-    await start_or_close(consumer)
-    try:
-        tps = [TopicPartition(settings.changes_topic, p) for p in range(settings.changes_partitions)]
-        consumer.assign(tps)
-        ends = await consumer.end_offsets(tps)
-        await consumer.seek_to_beginning(*tps)
-        found: list[dict[str, Any]] = []
-        left = {tp: end for tp, end in ends.items() if end > 0}
-        while left:
-            for tp, messages in (await consumer.getmany(timeout_ms=1000)).items():
-                found += [decode_msgpack(m.value) for m in messages if m.offset < ends[tp]]
-                if messages and messages[-1].offset + 1 >= ends[tp]:
-                    left.pop(tp, None)
-        return found
-    finally:
-        await consumer.stop()
+    return found
 
 
 def worker_settings(isolated: Settings) -> Settings:
