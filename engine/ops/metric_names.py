@@ -15,6 +15,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from engine.monitoring import COUNTER_HELP
+
 WORKER, DELIVER = "worker", "deliver"
 
 
@@ -35,23 +37,8 @@ def _counters(*names: str, served_by: str = WORKER) -> list[Metric]:
 _LIFT_LABELS = ("comparison", "name", "segment", "arm")
 
 METRICS: tuple[Metric, ...] = (
-    # The worker's counters (engine.monitoring.COUNTER_HELP).
-    *_counters(
-        "segflow_events_applied_total",
-        "segflow_events_duplicate_total",
-        "segflow_events_dead_lettered_total",
-        "segflow_events_too_late_total",
-        "segflow_segment_changes_sent_total",
-        "segflow_batches_total",
-        "segflow_batches_held_total",
-        "segflow_customers_expired_total",
-        "segflow_batch_retries_total",
-        "segflow_labels_sent_total",
-        "segflow_action_decisions_sent_total",
-        "segflow_outcomes_sent_total",
-        "segflow_customers_ticked_total",
-        "segflow_rules_reloads_total",
-    ),
+    # The worker's plain counters, as engine.monitoring declares them.
+    *_counters(*COUNTER_HELP),
     Metric("segflow_events_total", "counter", ("type", "outcome")),
     Metric("segflow_segment_changes_total", "counter", ("family", "to_segment")),
     Metric("segflow_dead_letters_total", "counter", ("reason",)),

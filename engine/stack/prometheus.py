@@ -16,8 +16,6 @@ worker on ``SEGFLOW_WEB_PORT`` (the demo's) as target ``default``; other workers
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -32,10 +30,9 @@ from engine.stack.processes import (
     LOOPBACK,
     ServerStatus,
     StackError,
+    ensure_command,
     ensure_ports_free,
     live_pid,
-    require_command,
-    run_checked,
     start_detached,
     stop_process,
     wait_until,
@@ -176,21 +173,8 @@ def server_version(port: int) -> str | None:
 
 
 def ensure_prometheus() -> str:
-    """Path of ``prometheus``; installs Debian's package when missing and we are root."""
-    found = shutil.which("prometheus")
-    if found:
-        return found
-    apt = shutil.which("apt-get")
-    if apt is None or os.geteuid() != 0:
-        return require_command("prometheus", APT_PACKAGE)
-    env = ["env", "DEBIAN_FRONTEND=noninteractive"]
-    install = [*env, apt, "install", "-y", "--no-install-recommends", APT_PACKAGE]
-    try:
-        run_checked(install, f"apt-get install {APT_PACKAGE}", 900)
-    except StackError:
-        run_checked([apt, "update"], "apt-get update", 900)
-        run_checked(install, f"apt-get install {APT_PACKAGE}", 900)
-    return require_command("prometheus", APT_PACKAGE)
+    """Path of ``prometheus``; installs Debian's package (no recommends) when missing and we are root."""
+    return ensure_command("prometheus", APT_PACKAGE, "--no-install-recommends")
 
 
 DRIFT = "running with other settings (port or dirs) than requested; run `segflow stack down`"
