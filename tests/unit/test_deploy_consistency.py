@@ -287,3 +287,15 @@ def test_kustomize_builds_every_object() -> None:
     settings_map = next(d for d in objects if d["metadata"]["name"].startswith("segflow-settings-"))
     assert settings_map["data"] == env_file(K8S / "segflow.env")
     assert COMPOSE.exists()
+
+
+def test_the_containers_bind_reaches_both_web_servers(tmp_path: Path) -> None:
+    from engine.activation.delivery.counters import DeliveryCounters
+    from engine.activation.delivery.metrics import MetricsServer
+    from engine.app import faust_app
+
+    bind = dockerfile_env()["SEGFLOW_WEB_BIND"]
+    assert bind == "0.0.0.0" and DEFAULTS.web_bind == "127.0.0.1"
+    settings = load_settings(read_profile=False, stack_dir=tmp_path, web_bind=bind)
+    assert faust_app(settings, "web-data").conf.web_bind == bind
+    assert MetricsServer(DeliveryCounters(), DELIVER_WEB, settings.web_bind).host == bind
