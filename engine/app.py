@@ -237,7 +237,7 @@ def feature_config(settings: Settings) -> FeatureConfig:
 
 
 def faust_app(settings: Settings, data_dir: str, web_enabled: bool | None = None) -> faust.App:
-    """A Faust app for ``settings``: its group, web server on loopback, data under the stack dir."""
+    """A Faust app for ``settings``: its group, web server on ``web_bind``, data under the stack dir."""
     datadir = settings.stack_dir / data_dir
     datadir.mkdir(parents=True, exist_ok=True)
     return faust.App(
@@ -254,7 +254,7 @@ def faust_app(settings: Settings, data_dir: str, web_enabled: bool | None = None
         producer_acks=-1,
         web_enabled=settings.web_enabled if web_enabled is None else web_enabled,
         web_port=settings.web_port,
-        web_bind="127.0.0.1",
+        web_bind=settings.web_bind,
         web_host="127.0.0.1",
         datadir=str(datadir),
     )

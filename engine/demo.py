@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
+import subprocess
 import time
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from engine.activation.demo_experiment import demo_rules_text, simulated_lift
@@ -22,8 +25,10 @@ from engine.cli.lift_cmd import experiments_of, read_outcomes, render
 from engine.codecs import decode_msgpack
 from engine.dashboard import serve
 from engine.explain import explain_customer
+from engine.profiles import write_profile, written_by_demo
 from engine.reports import segment_sizes
-from engine.settings import Settings, namespaced
+from engine.settings import LOCAL_PROFILE, Settings, namespaced
+from engine.stack import prometheus
 from engine.topics import ensure_topics
 from engine.worker_process import models_status_of, read_metric, start_worker, stop_worker, wait_for_metric
 from models.simulate import sample_stream, write_jsonl
@@ -58,8 +63,13 @@ def run_demo(
     seed: int,
     dashboard_seconds: float | None,
     dashboard_port: int,
+    profile: Path | None = None,
 ) -> int:
-    """Replay a simulated population through a real worker and show what it decided."""
+    """Replay a simulated population through a real worker and show what it decided.
+
+    With ``profile``, the run's settings are left there (unless a person wrote that file: then
+    beside the run's files) for the commands that follow. Ctrl-C stops the worker and returns 130.
+    """
     run_id = time.strftime("%Y%m%d%H%M%S")
     settings = demo_settings(base, run_id)
     work = settings.stack_dir / "demo" / run_id
@@ -78,7 +88,11 @@ def run_demo(
     if demo_rules is not None:
         echo(f"[demo] rules: the shipped ones, win-back also on 'lapsing': {work / 'rules.yaml'}")
     asyncio.run(ensure_topics(settings))
-    worker = start_worker(settings, work / "worker.log")
+    written = _leave_profile(echo, settings, run_id, profile, work)
+    # The worker has a session of its own, so Ctrl-C reaches only the demo, which then stops
+    # the worker once; SIGTERM and SIGHUP (terminal closed) stop the demo the same way.
+    handlers = {s: signal.signal(s, signal.default_int_handler) for s in (signal.SIGTERM, signal.SIGHUP)}
+    worker = start_worker(settings, work / "worker.log", own_session=True)
     echo(f"[demo] worker pid {worker.pid}, log {work / 'worker.log'}")
     try:
         sent = asyncio.run(
@@ -104,7 +118,7 @@ def run_demo(
             report = asyncio.run(explain_customer(settings, customer))
             if report is not None:
                 echo(f"\n[demo] segflow explain {customer}\n{report.render()}")
-        _explore_hint(echo, settings)
+        _explore_hint(echo, settings, written)
         if dashboard_seconds is None or dashboard_seconds > 0:
             how_long = "until Ctrl-C" if dashboard_seconds is None else f"for {dashboard_seconds:g}s"
             echo(f"\n[demo] dashboard: http://127.0.0.1:{dashboard_port}/ ({how_long})")
@@ -113,8 +127,43 @@ def run_demo(
             except KeyboardInterrupt:
                 echo("[demo] dashboard stopped")
         return 0 if applied >= len(events) and dead == len(MALFORMED_LINES) else 1
+    except KeyboardInterrupt:
+        echo("\n[demo] interrupted")
+        return 130
     finally:
+        _stop(echo, worker)
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+
+
+def _stop(echo: Callable[[str], None], worker: subprocess.Popen[bytes]) -> None:
+    """Stop the demo's worker; a second Ctrl-C cannot cut this short (it would leave it running)."""
+    ignored = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {signum: signal.signal(signum, signal.SIG_IGN) for signum in ignored}
+    try:
+        echo(f"[demo] stopping the worker (pid {worker.pid})")
         stop_worker(worker)
+        echo("[demo] worker stopped; the stack keeps running (segflow stack down stops it)")
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _leave_profile(
+    echo: Callable[[str], None], settings: Settings, run_id: str, profile: Path | None, work: Path
+) -> Path | None:
+    """Write the run's profile to ``profile`` (or beside the run's files, when a person wrote
+    ``profile``); a copy always goes to the run's directory. Returns where the CLI should read it."""
+    if profile is None:
+        return None
+    about = f"the demo run {run_id} ({settings.app_id})"
+    write_profile(settings, work / "segflow.env", about)
+    if profile.exists() and not written_by_demo(profile):
+        echo(f"[demo] {profile} is not the demo's: left alone; this run's profile is {work / 'segflow.env'}")
+        return work / "segflow.env"
+    write_profile(settings, profile, about)
+    echo(f"[demo] wrote {profile}: segflow commands run in {profile.parent} now read this run")
+    return profile
 
 
 def _summarise(
@@ -182,8 +231,16 @@ def _fmt(value: Any) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
-def _explore_hint(echo: Callable[[str], None], settings: Settings) -> None:
-    env = f"SEGFLOW_CHANGES_TOPIC={settings.changes_topic} SEGFLOW_KEY_PREFIX={settings.key_prefix}"
-    echo(f"\n[demo] explore this run:  {env} segflow tail --from-beginning --idle-timeout 3")
-    echo(f"[demo]                    {env} segflow explain <customer_id>")
-    echo(f"[demo]                    {env} segflow segments;  segflow models;  segflow models fairness")
+def _explore_hint(echo: Callable[[str], None], settings: Settings, profile: Path | None) -> None:
+    if profile is None:
+        env = f"SEGFLOW_CHANGES_TOPIC={settings.changes_topic} SEGFLOW_KEY_PREFIX={settings.key_prefix} "
+    elif profile.name == LOCAL_PROFILE and profile.parent == Path.cwd():
+        env = ""
+    else:
+        env = f"SEGFLOW_PROFILE={profile} "
+    echo(f"\n[demo] explore this run:  {env}segflow tail --from-beginning --idle-timeout 3")
+    echo(f"[demo]                    {env}segflow explain <customer_id>")
+    echo(f"[demo]                    {env}segflow segments;  segflow models;  segflow lift")
+    if prometheus.running(settings):
+        url = f"http://127.0.0.1:{settings.prometheus_port}/graph?g0.expr=segflow_events_applied_total"
+        echo(f"[demo] Prometheus (alerts of deploy/monitoring/alerts.yml): {url}")

@@ -3,10 +3,16 @@
 Every field can be set with an environment variable ``SEGFLOW_<FIELD NAME>`` (case-insensitive),
 for example ``SEGFLOW_KAFKA_BOOTSTRAP=127.0.0.1:19092``. The defaults describe the local stack
 that ``segflow stack up`` starts on loopback. ``segflow config`` prints the values in force.
+
+A *profile* is a file of such ``SEGFLOW_*=value`` lines (``segflow demo`` writes one):
+``load_settings`` reads ``segflow --profile FILE``, else the file named by ``SEGFLOW_PROFILE``
+(``none`` or empty: no profile), else ``.segflow.env`` in the current directory when there is
+one. Environment variables win over the profile's lines.
 """
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -36,6 +42,8 @@ class Settings(BaseSettings):
     kafka_heap: str = "768m"
     redis_port: int = Field(16379, ge=1024, le=65535)
     redis_cluster_base_port: int = Field(17000, ge=1024, le=65000)
+    prometheus_port: int = Field(19090, ge=1024, le=65535)
+    """The optional local Prometheus (``segflow stack up --prometheus``) on loopback."""
 
     # Connections
     kafka_bootstrap: str = "127.0.0.1:19092"
@@ -62,6 +70,10 @@ class Settings(BaseSettings):
     """The most one fetch reads of one partition: large fetches mean few requests to the broker."""
     web_enabled: bool = True
     web_port: int = Field(6066, ge=1024, le=65535)
+    web_bind: str = "127.0.0.1"
+    """The address the worker's and ``segflow deliver``'s web pages listen on: loopback unless
+    something outside the host must reach them (a container: ``0.0.0.0``, for Prometheus and
+    Kubernetes probes)."""
     log_level: str = "warn"
 
     # Feature store
@@ -145,7 +157,7 @@ class Settings(BaseSettings):
     deliver_log_interval_seconds: float = Field(30.0, gt=0, le=86_400)
     """How often ``segflow deliver`` logs its counters."""
     deliver_web_port: int = Field(6067, ge=0, le=65535)
-    """``segflow deliver``'s metrics and health pages on 127.0.0.1 (0: none)."""
+    """``segflow deliver``'s metrics and health pages on ``web_bind`` (0: none)."""
 
     @property
     def labels_topic(self) -> str:
@@ -208,10 +220,31 @@ class SettingsError(Exception):
     """Configuration is invalid; the message is one line meant for a person."""
 
 
-def load_settings(**overrides: object) -> Settings:
-    """Read settings from the environment (and ``overrides``), with a one-line error on failure."""
+PROFILE_VARIABLE = "SEGFLOW_PROFILE"
+LOCAL_PROFILE = ".segflow.env"
+NO_PROFILE = "none"
+"""The value of ``SEGFLOW_PROFILE`` that reads no profile at all (child processes, tests)."""
+
+
+def profile_path(explicit: Path | None = None) -> Path | None:
+    """The profile in force: ``explicit``, else ``$SEGFLOW_PROFILE``, else ``./.segflow.env``."""
+    if explicit is not None:
+        return explicit
+    named = os.environ.get(PROFILE_VARIABLE)
+    if named is not None:
+        return None if named.strip().lower() in ("", NO_PROFILE) else Path(named)
+    local = Path.cwd() / LOCAL_PROFILE
+    return local if local.is_file() else None
+
+
+def load_settings(profile: Path | None = None, *, read_profile: bool = True, **overrides: object) -> Settings:
+    """Read settings from the environment, the profile in force (see :func:`profile_path`; none
+    when not ``read_profile``) and ``overrides``, with a one-line error on failure."""
+    path = profile_path(profile) if read_profile else None
+    if path is not None and not path.is_file():
+        raise SettingsError(f"profile {path} not found (set {PROFILE_VARIABLE}={NO_PROFILE} for none)")
     try:
-        return Settings(**overrides)  # type: ignore[arg-type]
+        return Settings(_env_file=path, **overrides)  # type: ignore[arg-type,call-arg]
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(part) for part in first["loc"])

@@ -18,13 +18,19 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from engine.settings import Settings
+from engine.settings import NO_PROFILE, PROFILE_VARIABLE, Settings
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
-    """The SEGFLOW_* variables that reproduce ``settings`` in another process."""
+    """The SEGFLOW_* variables that reproduce ``settings`` in another process.
+
+    They include ``SEGFLOW_PROFILE=none``: the child reads no profile (a ``.segflow.env`` in its
+    working directory would otherwise fill in the optionals left out here).
+    """
     # An unset optional (None) is left out: its env var would read back as the string "None".
-    return {f"SEGFLOW_{k.upper()}": str(v) for k, v in settings.model_dump().items() if v is not None}
+    env = {f"SEGFLOW_{k.upper()}": str(v) for k, v in settings.model_dump().items() if v is not None}
+    env[PROFILE_VARIABLE] = NO_PROFILE
+    return env
 
 
 WORKER_ARGS = ("-m", "engine", "worker")
@@ -32,18 +38,25 @@ LEARNER_ARGS = ("-m", "engine", "learner")
 
 
 def start_worker(
-    settings: Settings, log_path: Path, args: Sequence[str] = WORKER_ARGS
+    settings: Settings, log_path: Path, args: Sequence[str] = WORKER_ARGS, own_session: bool = False
 ) -> subprocess.Popen[bytes]:
     """Run ``segflow worker`` (or ``python <args>``) in a child process with ``settings``.
 
     The child inherits this process's environment (PYTHONPATH included) except ``SEGFLOW_*``,
-    which come from ``settings`` alone.
+    which come from ``settings`` alone. With ``own_session`` the terminal's Ctrl-C does not reach
+    it: the caller stops it (``stop_worker``), once.
     """
     env = {k: v for k, v in os.environ.items() if not k.upper().startswith("SEGFLOW_")}
     env.update(settings_env(settings))
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("wb") as log:
-        return subprocess.Popen([sys.executable, *args], env=env, stdout=log, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            [sys.executable, *args],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=own_session,
+        )
 
 
 def start_learner(settings: Settings, log_path: Path, args: Sequence[str] = ()) -> subprocess.Popen[bytes]:

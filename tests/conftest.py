@@ -7,12 +7,17 @@ own key prefix and topic names, so tests never see each other's data.
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 
 import pytest
 
-from engine.settings import Settings, load_settings, namespaced
+from engine.settings import NO_PROFILE, PROFILE_VARIABLE, Settings, load_settings, namespaced
+
+# A profile left in the working directory (`segflow demo` writes ./.segflow.env) must not steer
+# the tests; SEGFLOW_PROFILE set on purpose still does.
+os.environ.setdefault(PROFILE_VARIABLE, NO_PROFILE)
 
 
 @pytest.fixture(scope="session")

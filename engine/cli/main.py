@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from pathlib import Path
 
 import click
 from aiokafka.errors import KafkaError
@@ -24,15 +25,25 @@ from engine.cli.scores_cmds import scores
 from engine.cli.segments_cmds import models, segments
 from engine.cli.stack_cmds import config, stack, topics
 from engine.cli.worker_cmd import worker
-from engine.settings import SettingsError, load_settings
+from engine.settings import SettingsError, load_settings, profile_path
 from engine.stack.processes import StackError
+
+PROFILE_META = "segflow.profile"
+"""``ctx.meta`` key of the profile file in force (None: none)."""
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--profile",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Read SEGFLOW_* settings from FILE (default: $SEGFLOW_PROFILE, else ./.segflow.env if any).",
+)
 @click.pass_context
-def cli(ctx: click.Context) -> None:
+def cli(ctx: click.Context, profile: Path | None) -> None:
     """segflow: real-time customer segmentation on Kafka, Redis and River."""
-    ctx.obj = load_settings()
+    ctx.meta[PROFILE_META] = profile_path(profile)
+    ctx.obj = load_settings(profile)
 
 
 for command in (

@@ -26,15 +26,18 @@ def _print_status(status: manager.StackStatus) -> None:
 
 @click.group()
 def stack() -> None:
-    """Start, check and stop the local Kafka and Redis (loopback only)."""
+    """Start, check and stop the local Kafka and Redis, optionally Prometheus (loopback only)."""
 
 
 @stack.command()
 @click.option("--cluster", is_flag=True, help="Also start a 3-node Redis Cluster.")
+@click.option(
+    "--prometheus", is_flag=True, help="Also start Prometheus (SEGFLOW_PROMETHEUS_PORT) scraping the workers."
+)
 @click.pass_obj
-def up(settings: Settings, cluster: bool) -> None:
+def up(settings: Settings, cluster: bool, prometheus: bool) -> None:
     """Start Kafka (KRaft) and Redis unless already running; wait until they answer."""
-    _print_status(manager.up(settings, cluster=cluster))
+    _print_status(manager.up(settings, cluster=cluster, prometheus=prometheus))
 
 
 @stack.command()
@@ -70,8 +73,11 @@ def topics_create(settings: Settings) -> None:
 
 
 @click.command()
-@click.pass_obj
-def config(settings: Settings) -> None:
-    """Print the settings in force (from SEGFLOW_* environment variables and defaults)."""
+@click.pass_context
+def config(ctx: click.Context) -> None:
+    """Print the settings in force (SEGFLOW_* environment variables, the profile, defaults)."""
+    settings: Settings = ctx.obj
+    profile = ctx.meta.get("segflow.profile")
+    click.echo(f"# profile: {profile if profile is not None else '(none)'}")
     for name, value in settings.model_dump().items():
         click.echo(f"SEGFLOW_{name.upper()}={value}")

@@ -1,4 +1,5 @@
-"""The local stack as a whole: ``up``, ``down`` and ``status`` of Kafka + Redis on loopback.
+"""The local stack as a whole: ``up``, ``down`` and ``status`` of Kafka + Redis on loopback
+(and, optionally, a Redis Cluster and Prometheus).
 
 ``up`` is idempotent (servers that already answer are left alone) and only returns once every
 server really answers; ``down`` stops whatever runs; ``status`` never changes anything except
@@ -11,6 +12,7 @@ from dataclasses import dataclass, field
 
 from engine.settings import Settings
 from engine.stack import kafka as kafka_server
+from engine.stack import prometheus as prometheus_server
 from engine.stack import redis as redis_server
 from engine.stack.processes import ServerStatus, StackError
 
@@ -40,29 +42,38 @@ class StackStatus:
 
 
 def status(settings: Settings) -> StackStatus:
-    """Kafka and Redis status, plus the Redis Cluster masters when they run."""
+    """Kafka and Redis status, plus the Redis Cluster masters and Prometheus when they run."""
     servers = [kafka_server.status(settings), redis_server.status(settings)]
     servers += redis_server.cluster_status(settings)
+    if prometheus_server.running(settings):
+        servers.append(prometheus_server.status(settings))
     return StackStatus(servers)
 
 
-def up(settings: Settings, cluster: bool = False) -> StackStatus:
-    """Start Redis and Kafka (and, with ``cluster``, a 3-master Redis Cluster) unless running.
+def up(settings: Settings, cluster: bool = False, prometheus: bool = False) -> StackStatus:
+    """Start Redis and Kafka (with ``cluster``, a 3-master Redis Cluster; with ``prometheus``,
+    Prometheus scraping the workers) unless running.
 
     Waits until each server really answers (Kafka: a metadata request; Redis: PING; cluster:
-    cluster_state:ok) and raises StackError naming the log file when one does not.
+    cluster_state:ok; Prometheus: /-/ready) and raises StackError naming the log file when one
+    does not.
     """
     actions = [redis_server.up(settings)]
     if cluster:
         actions += redis_server.cluster_up(settings)
     actions.append(kafka_server.up(settings))
+    if prometheus:
+        actions.append(prometheus_server.up(settings))
     return StackStatus(status(settings).servers, actions)
 
 
 def down(settings: Settings) -> StackStatus:
-    """Stop Kafka, Redis and any Redis Cluster masters; fine when nothing runs."""
+    """Stop Kafka, Redis, any Redis Cluster masters and Prometheus; fine when nothing runs."""
     actions = [kafka_server.down(settings), redis_server.down(settings)]
     actions += redis_server.cluster_down(settings)
+    stopped = prometheus_server.down(settings)
+    if stopped is not None:
+        actions.append(stopped)
     return StackStatus(status(settings).servers, actions)
 
 

@@ -52,6 +52,24 @@ def require_command(name: str, apt_package: str) -> str:
     return path
 
 
+def ensure_command(name: str, apt_package: str, *apt_options: str) -> str:
+    """Path of executable ``name``; installs Debian's ``apt_package`` when missing and we are root
+    (``apt-get update`` first only when the install fails without it)."""
+    found = shutil.which(name)
+    if found:
+        return found
+    apt = shutil.which("apt-get")
+    if apt is None or os.geteuid() != 0:
+        return require_command(name, apt_package)
+    install = ["env", "DEBIAN_FRONTEND=noninteractive", apt, "install", "-y", *apt_options, apt_package]
+    try:
+        run_checked(install, f"apt-get install {apt_package}", 900)
+    except StackError:
+        run_checked([apt, "update"], "apt-get update", 900)
+        run_checked(install, f"apt-get install {apt_package}", 900)
+    return require_command(name, apt_package)
+
+
 def read_pid(pid_file: Path) -> int | None:
     """The pid stored in ``pid_file``, or None when it is missing or unreadable."""
     try:

@@ -7,8 +7,6 @@ one directory per node with its own ``nodes.conf``.
 
 from __future__ import annotations
 
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +17,7 @@ from engine.stack.processes import (
     LOOPBACK,
     ServerStatus,
     StackError,
+    ensure_command,
     ensure_ports_free,
     live_pid,
     require_command,
@@ -123,19 +122,7 @@ def render_redis_conf(settings: Settings) -> str:
 
 def ensure_redis_server() -> str:
     """Path of ``redis-server``; installs Debian's package when missing and we are root."""
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    apt = shutil.which("apt-get")
-    if apt is None or os.geteuid() != 0:
-        return require_command("redis-server", "redis-server")
-    install = ["env", "DEBIAN_FRONTEND=noninteractive", apt, "install", "-y", "redis-server"]
-    try:
-        run_checked(install, "apt-get install redis-server", 900)
-    except StackError:
-        run_checked([apt, "update"], "apt-get update", 900)
-        run_checked(install, "apt-get install redis-server", 900)
-    return require_command("redis-server", "redis-server")
+    return ensure_command("redis-server", "redis-server")
 
 
 def _client(port: int) -> redis_py.Redis:

@@ -13,6 +13,7 @@ import re
 import pytest
 
 from engine.activation.lift_metrics import lift_lines
+from engine.ops.metric_names import BY_NAME
 from engine.rules.loader import parse_rules
 from models.config import ModelConfig
 from models.learner import Learner, encode_snapshot
@@ -101,6 +102,10 @@ def test_the_gauges_of_a_sealed_snapshot_match_newcombes_table() -> None:
     held_arm = 'comparison="global_control",name="winback",segment="*",arm="treated"'
     assert got[("segflow_lift_control_rate", held_arm)] == pytest.approx(0.5)
     assert got[("segflow_lift_exposures", held_arm)] == 70
+    # Every gauge is one engine/ops/metric_names.py documents, with its labels.
+    for name, labels in got:
+        assert name in BY_NAME, name
+        assert {part.split("=")[0] for part in labels.split(",") if part} == set(BY_NAME[name].labels)
 
 
 def test_before_any_sealed_outcome_only_the_version_is_shown() -> None:

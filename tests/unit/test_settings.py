@@ -13,10 +13,11 @@ from engine.topics import topic_specs
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No SEGFLOW_* variable from the surrounding shell leaks into these tests."""
+    """No SEGFLOW_* variable from the surrounding shell (nor a ./.segflow.env) leaks into these tests."""
     for name in list(os.environ):
         if name.upper().startswith("SEGFLOW_"):
             monkeypatch.delenv(name)
+    monkeypatch.setenv("SEGFLOW_PROFILE", "none")
 
 
 def error_of(**overrides: object) -> str:

@@ -1,6 +1,6 @@
 """The metrics page of ``segflow deliver``: its counters in Prometheus text, and a health page.
 
-Endpoints on 127.0.0.1:``SEGFLOW_DELIVER_WEB_PORT`` (``--web-port``; 0: no page), as the
+Endpoints on ``SEGFLOW_WEB_BIND``:``SEGFLOW_DELIVER_WEB_PORT`` (``--web-port``; 0: no page), as the
 worker's pages are:
   GET /segflow/metrics   counters (per destination, per withheld reason) and the in-flight gauge
   GET /segflow/health    JSON: ok, and the counters

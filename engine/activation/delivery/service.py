@@ -91,7 +91,7 @@ class DeliveryService:
         """Deliver until ``stop`` is set (or, with ``once``, until the topic is drained)."""
         stop = stop or asyncio.Event()
         port = self.settings.deliver_web_port
-        metrics = MetricsServer(self.counters, port) if port else None
+        metrics = MetricsServer(self.counters, port, self.settings.web_bind) if port else None
         try:
             if metrics is not None:
                 await metrics.start()

@@ -1,0 +1,91 @@
+"""engine.ops.metric_names: every name the pages serve is documented; PromQL names read right."""
+
+from __future__ import annotations
+
+import re
+
+from engine.activation.delivery.counters import DeliveryCounters
+from engine.activation.delivery.metrics import render_metrics
+from engine.monitoring import COUNTER_HELP, WorkerMetrics
+from engine.ops.metric_names import (
+    BY_NAME,
+    DELIVER,
+    EXTERNAL,
+    METRICS,
+    WORKER,
+    family_of,
+    known,
+    referenced_series,
+)
+from models.report import prometheus_lines
+
+_SAMPLE = re.compile(r"^([A-Za-z_:][\w:]*)")
+_TYPE = re.compile(r"^# TYPE (\S+) (\S+)$")
+
+
+def served(text: str) -> dict[str, str]:
+    """Family -> type of every ``# TYPE`` line, and the families of the samples."""
+    families: dict[str, str] = {}
+    for line in text.splitlines():
+        typed = _TYPE.match(line)
+        if typed:
+            families[typed.group(1)] = typed.group(2)
+        elif line and not line.startswith("#"):
+            name = _SAMPLE.match(line)
+            assert name is not None, line
+            families.setdefault(name.group(1), "untyped")
+    return families
+
+
+def test_names_are_unique_and_typed() -> None:
+    assert len(BY_NAME) == len(METRICS)
+    assert {m.kind for m in METRICS} <= {"counter", "gauge", "histogram"}
+    assert {m.served_by for m in METRICS} <= {WORKER, DELIVER}
+    assert all(m.name.startswith("segflow_") for m in METRICS)
+    assert all(m.name.endswith("_total") for m in METRICS if m.kind == "counter")
+    assert not set(EXTERNAL) & set(BY_NAME)
+
+
+def test_the_worker_page_serves_only_documented_names_with_their_types() -> None:
+    metrics = WorkerMetrics()
+    report = {
+        "prequential": {"n": 3, "roc_auc": 0.7},
+        "holdout": {"n": 1, "mae": 2.0},
+        "drift": {"detections": 0},
+    }
+    metrics.model_lines = prometheus_lines({"churn": report}, {"churn": {"ready": True}})
+    for name, kind in served(metrics.render()).items():
+        assert name in BY_NAME, f"{name} is served but not in engine/ops/metric_names.py"
+        assert BY_NAME[name].kind == kind, name
+        assert BY_NAME[name].served_by == WORKER
+    assert set(COUNTER_HELP) <= set(BY_NAME)
+
+
+def test_the_deliver_page_serves_only_documented_names() -> None:
+    counters = DeliveryCounters()
+    counters.destination("crm")
+    for name, kind in served(render_metrics(counters)).items():
+        assert name in BY_NAME and BY_NAME[name].kind == kind, name
+        assert BY_NAME[name].served_by == DELIVER, name
+
+
+def test_histogram_series_belong_to_their_family() -> None:
+    assert family_of("segflow_batch_seconds_bucket") == "segflow_batch_seconds"
+    assert family_of("segflow_batch_seconds_count") == "segflow_batch_seconds"
+    assert family_of("segflow_events_applied_total") == "segflow_events_applied_total"
+    assert family_of("segflow_model_ready_bucket") is None  # a gauge has no buckets
+    assert known("up") and known("probe_success") and not known("segflow_nonsense")
+
+
+def test_referenced_series_reads_metric_names_only() -> None:
+    assert referenced_series(
+        'sum by (topic) (rate(segflow_events_total{outcome="applied",x=~"a|b"}[$__rate_interval]))'
+    ) == {"segflow_events_total"}
+    assert referenced_series(
+        "histogram_quantile(0.99, sum by (le) (rate(a_bucket[5m]))) > 2e-3 and on(instance) b offset 1h"
+    ) == {"a_bucket", "b"}
+    assert referenced_series('absent(up{job="segflow-worker"} == 1) / ignoring(le) group_left c') == {
+        "up",
+        "c",
+    }
+    assert referenced_series('max(x) by (model) unless sum without (le, "q") (y)') == {"x", "y"}
