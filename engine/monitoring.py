@@ -33,7 +33,14 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Sequence
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
@@ -41,6 +48,10 @@ from prometheus_client.samples import Sample
 
 from engine.schemas import EVENT_TYPES
 from engine.stream.batch_records import APPLIED, DEAD_LETTERED, DUPLICATE, INVALID_TYPE, TOO_LATE
+
+# Each counter's and histogram's ``_created`` series is served as a gauge in the text format:
+# twice the series for nothing a rate() needs (Prometheus detects counter resets itself).
+disable_created_metrics()
 
 COUNTER_HELP: dict[str, str] = {
     "segflow_events_applied_total": "Events applied to customer state.",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import re
+from prometheus_client.parser import text_string_to_metric_families
 
 from engine.activation.delivery.counters import DeliveryCounters
 from engine.activation.delivery.metrics import render_metrics
@@ -19,21 +19,15 @@ from engine.ops.metric_names import (
 )
 from models.report import prometheus_lines
 
-_SAMPLE = re.compile(r"^([A-Za-z_:][\w:]*)")
-_TYPE = re.compile(r"^# TYPE (\S+) (\S+)$")
-
 
 def served(text: str) -> dict[str, str]:
-    """Family -> type of every ``# TYPE`` line, and the families of the samples."""
+    """Documented name -> type of every family on a page, read with prometheus-client's parser
+    (a counter family ``x`` is served as ``x_total`` and ``x_created``: its documented name is
+    ``x_total``)."""
     families: dict[str, str] = {}
-    for line in text.splitlines():
-        typed = _TYPE.match(line)
-        if typed:
-            families[typed.group(1)] = typed.group(2)
-        elif line and not line.startswith("#"):
-            name = _SAMPLE.match(line)
-            assert name is not None, line
-            families.setdefault(name.group(1), "untyped")
+    for family in text_string_to_metric_families(text):
+        name = family.name + "_total" if family.type == "counter" else family.name
+        families[name] = family.type
     return families
 
 
