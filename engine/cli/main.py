@@ -15,6 +15,7 @@ from engine.cli.data_cmds import dashboard, explain, produce, tail
 from engine.cli.deliver_cmd import deliver
 from engine.cli.demo_cmd import demo
 from engine.cli.features_cmds import features
+from engine.cli.import_cmd import import_group
 from engine.cli.learner_cmd import learner
 from engine.cli.lift_cmd import lift
 from engine.cli.models_cmds import evaluate
@@ -43,6 +44,7 @@ for command in (
     deliver,
     lift,
     produce,
+    import_group,
     tail,
     explain,
     features,
