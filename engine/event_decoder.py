@@ -45,7 +45,7 @@ from engine.schemas import (
     EVENT_SCHEMA_VERSION,
     MAX_ID_LENGTH,
     MAX_TS_MS,
-    MIN_TS_MS,
+    SECONDS_LIMIT,
     InvalidEvent,
     parse_ts,
     score_problem,
@@ -123,7 +123,7 @@ def _accepted(wire: _WireEvent, currency: str | None) -> Event | None:
             return None
     else:
         millis = float(ts)
-        if not MIN_TS_MS <= millis <= MAX_TS_MS:  # also false for NaN
+        if not SECONDS_LIMIT <= millis <= MAX_TS_MS:  # also false for NaN (engine.schemas.epoch_ms_problem)
             return None
         seconds = millis / 1000
     attrs: dict[str, Any] = {} if wire.attrs is None else wire.attrs

@@ -6,7 +6,8 @@ Event schema v1 (a map; msgpack on the wire, JSON accepted):
     event_id     str, 1-128 chars, unique per event (producer-assigned)
     customer_id  str, 1-128 chars; also the Kafka message key
     type         one of EVENT_TYPES
-    ts           event time: int epoch milliseconds, or an RFC 3339 string with a zone
+    ts           event time: int epoch milliseconds, or an RFC 3339 string with a zone, in
+                 1970-01-01..2100-01-01 (a number that looks like seconds is refused)
     attrs        map, optional; per type, the attributes in ATTRIBUTE_SPECS
                  (required ones must be present with the right type; others are kept as-is)
 
@@ -34,10 +35,15 @@ EVENT_SCHEMA_VERSION = 1
 SEGMENT_CHANGE_SCHEMA_VERSION = 2
 DEAD_LETTER_SCHEMA_VERSION = 1
 MAX_ID_LENGTH = 128
-# Event times before 2000-01-01 or after 2100-01-01 are almost certainly unit mistakes
-# (seconds sent as milliseconds, or the reverse); reject them with a reason.
-MIN_TS_MS = 946_684_800_000
+# Event times from 1970-01-01 (history loaded with `segflow import` may be old) to 2100-01-01.
+MIN_TS_MS = 0
 MAX_TS_MS = 4_102_444_800_000
+# Unit mistakes are caught by magnitude: an epoch number below MAX_TS_MS / 1000 is a time before
+# 2100 in *seconds* (read as milliseconds it would fall before 1970-02-17), one above MAX_TS_MS
+# whose thousandth is in range is microseconds. Numbers below SECONDS_LIMIT are refused as
+# milliseconds (RFC 3339 strings are not ambiguous: any time from 1970-01-01 on is accepted).
+SECONDS_LIMIT = MAX_TS_MS // 1000
+TS_RANGE = "1970-01-01..2100-01-01"
 
 SEVERITIES = ("low", "medium", "high", "critical")
 TICKET_STATUSES = ("opened", "closed")
@@ -111,7 +117,10 @@ def parse_ts(value: Any) -> float:
         if not _finite(value):
             raise InvalidEvent("ts must be finite")
         millis = float(value)
-    elif isinstance(value, str):
+        if (problem := epoch_ms_problem(millis)) is not None:
+            raise InvalidEvent(f"ts {value!r} {problem}")
+        return millis / 1000
+    if isinstance(value, str):
         try:
             text = value[:-1] + "+00:00" if value[-1:] in ("Z", "z") else value
             parsed = datetime.fromisoformat(text)
@@ -120,11 +129,25 @@ def parse_ts(value: Any) -> float:
         if parsed.tzinfo is None:
             raise InvalidEvent(f"ts {value!r} has no time zone")
         millis = parsed.timestamp() * 1000
-    else:
-        raise InvalidEvent(f"ts must be epoch milliseconds or an RFC 3339 string, got {type(value).__name__}")
-    if not MIN_TS_MS <= millis <= MAX_TS_MS:
-        raise InvalidEvent(f"ts {value!r} is outside 2000-01-01..2100-01-01 (epoch milliseconds expected)")
-    return millis / 1000
+        if not MIN_TS_MS <= millis <= MAX_TS_MS:
+            raise InvalidEvent(f"ts {value!r} is outside {TS_RANGE}")
+        return millis / 1000
+    raise InvalidEvent(f"ts must be epoch milliseconds or an RFC 3339 string, got {type(value).__name__}")
+
+
+def epoch_ms_problem(millis: float) -> str | None:
+    """Why an epoch number is not an event time in milliseconds, or None when it is one.
+
+    Outside 1970-01-01..2100-01-01, or a unit mistake told by magnitude: below ``SECONDS_LIMIT``
+    it is epoch seconds, above ``MAX_TS_MS`` with its thousandth in range it is microseconds.
+    """
+    if SECONDS_LIMIT <= millis <= MAX_TS_MS:  # also false for NaN
+        return None
+    if 0 <= millis < SECONDS_LIMIT:
+        return "looks like epoch seconds, not milliseconds (read as milliseconds it is in early 1970)"
+    if MAX_TS_MS < millis <= MAX_TS_MS * 1000:
+        return "looks like epoch microseconds, not milliseconds (read as milliseconds it is after 2100)"
+    return f"is outside {TS_RANGE} (epoch milliseconds expected)"
 
 
 def _require_id(envelope: Mapping[str, Any], name: str) -> str:
@@ -173,8 +196,8 @@ def score_problem(attrs: Mapping[str, Any], ts: float) -> str | None:
         return f"attrs.version of score must be 1-{MAX_ID_LENGTH} characters"
     as_of = attrs.get("as_of")
     if as_of is not None:
-        if not MIN_TS_MS <= as_of <= MAX_TS_MS:
-            return "attrs.as_of of score is outside 2000-01-01..2100-01-01 (epoch milliseconds expected)"
+        if (problem := epoch_ms_problem(as_of)) is not None:
+            return f"attrs.as_of of score {problem}"
         if as_of / 1000 > ts:
             return "attrs.as_of of score is after the event's ts"
     return None

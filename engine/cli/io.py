@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import csv
 import json
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -14,43 +14,20 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
 from engine.codecs import decode_msgpack, encode_msgpack
-from engine.schemas import ATTRIBUTE_SPECS
+from engine.ingest_files.events_file import csv_event, missing_csv_columns
 from engine.settings import Settings
 from engine.topics import start_or_close, topic_partitions
 
 
-def _coerce(event_type: Any, name: str, text: str) -> Any:
-    """A CSV cell as the schema types it: numbers only where the schema expects a number."""
-    spec = ATTRIBUTE_SPECS.get(event_type, {}).get(name) if isinstance(event_type, str) else None
-    if spec is None or spec.kind == "str":
-        return text
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text  # left as text: validation dead-letters it with the reason
-
-
 def iter_csv(path: Path) -> Iterator[dict[str, Any]]:
     """Events from a CSV with columns event_id, customer_id, type, ts and ``attrs.<name>``."""
-    with path.open(newline="") as handle:
+    with path.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
+        missing_csv_columns(path, reader.fieldnames)
         for row in reader:
             if None in row:
                 raise ValueError(f"{path}:{reader.line_num}: more cells than header columns")
-            event: dict[str, Any] = {"attrs": {}}
-            for column, value in row.items():
-                if value in (None, ""):
-                    continue
-                if column.startswith("attrs."):
-                    name = column[len("attrs.") :]
-                    event["attrs"][name] = _coerce(row.get("type"), name, value)
-                elif column == "ts":
-                    event["ts"] = int(value) if value.isdigit() else value
-                else:
-                    event[column] = value
-            yield event
+            yield csv_event(row)
 
 
 def iter_payloads(
@@ -64,9 +41,13 @@ def iter_payloads(
     if fmt == "auto":
         fmt = "csv" if path.suffix.lower() == ".csv" else "jsonl"
     if fmt == "csv":
-        for event in iter_csv(path):
-            yield _key(event), _encode(event, wire)
-        return
+        with path.open(newline="", encoding="utf-8-sig") as handle:  # before anything is produced
+            missing_csv_columns(path, next(csv.reader(handle), []))
+        return ((_key(event), _encode(event, wire)) for event in iter_csv(path))
+    return _json_lines(path, wire, keep_invalid)
+
+
+def _json_lines(path: Path, wire: str, keep_invalid: bool) -> Iterator[tuple[bytes | None, bytes]]:
     with path.open("rb") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
@@ -97,15 +78,33 @@ async def produce_lines(
     settings: Settings, path: Path, fmt: str, wire: str, keep_invalid: bool, topic: str
 ) -> int:
     """Publish every event of ``path`` to ``topic``; return how many were acked."""
+    return await produce_payloads(settings, iter_payloads(path, fmt, wire, keep_invalid), topic)
+
+
+async def produce_payloads(
+    settings: Settings,
+    payloads: Iterable[tuple[bytes | None, bytes]],
+    topic: str,
+    on_acked: Callable[[int], None] | None = None,
+) -> int:
+    """Publish (key, value) pairs to ``topic`` in order with an idempotent producer (acks=all);
+    return how many were acked. ``on_acked(n)`` is told of every n acks as they come."""
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=5, enable_idempotence=True
     )
     await start_or_close(producer)
+
+    def acked(done: asyncio.Future[Any]) -> None:
+        if on_acked is not None and not done.cancelled() and done.exception() is None:
+            on_acked(1)
+
     count = 0
     try:
         pending = []
-        for key, value in iter_payloads(path, fmt, wire, keep_invalid):
-            pending.append(await producer.send(topic, value=value, key=key))
+        for key, value in payloads:
+            future = await producer.send(topic, value=value, key=key)
+            future.add_done_callback(acked)
+            pending.append(future)
             if len(pending) >= 5000:
                 await asyncio.gather(*pending)
                 count += len(pending)

@@ -16,6 +16,7 @@ from engine.cli.data_cmds import brief, dashboard, explain, produce, tail
 from engine.cli.deliver_cmd import deliver
 from engine.cli.demo_cmd import demo
 from engine.cli.features_cmds import features
+from engine.cli.import_cmd import import_group
 from engine.cli.lag_cmd import lag
 from engine.cli.learner_cmd import learner
 from engine.cli.lift_cmd import lift
@@ -56,6 +57,7 @@ for command in (
     lift,
     lag,
     produce,
+    import_group,
     tail,
     explain,
     features,

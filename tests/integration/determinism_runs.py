@@ -11,9 +11,11 @@ import asyncio
 import signal
 import subprocess
 import time
+import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -27,7 +29,7 @@ from engine.cli.io import iter_payloads, produce_lines, read_to_end
 from engine.codecs import decode_msgpack
 from engine.evaluate import remove_keys
 from engine.learner.local import LocalLearner
-from engine.settings import Settings
+from engine.settings import Settings, namespaced
 from engine.stack import redis as redis_server
 from engine.stream.batch_records import ACTION, OUTCOME, SEGMENT_CHANGE, RawRecord
 from engine.stream.customer_step import MEMBERSHIP_EXTRA
@@ -203,9 +205,11 @@ def worker_run(
     logs: Path,
     workers: int = 1,
     disturb: Disturbance | None = None,
+    publish: Callable[[Settings, Path], int] | None = None,
 ) -> Outcome:
-    """Produce the events, run ``workers`` worker processes (disturbed), collect the outcome."""
-    total = asyncio.run(produce(settings, path))
+    """Produce the events (``publish``: another way than ``produce``, returning how many), run
+    ``workers`` worker processes (disturbed), collect the outcome."""
+    total = publish(settings, path) if publish is not None else asyncio.run(produce(settings, path))
     fleet = Fleet(settings, logs)
     try:
         for _ in range(workers):
@@ -284,6 +288,26 @@ async def replay(settings: Settings, path: Path, customers: Sequence[str]) -> Ou
             adders[change.kind](outcome, change.payload)
     outcome.notes = dict(notes)
     return outcome
+
+
+def namespaced_runs(
+    base: Settings, name: str, update: Mapping[str, Any]
+) -> Iterator[Callable[[str], Settings]]:
+    """A fixture's body: yields a maker of fresh settings per run (own topics, consumer group and
+    key prefix, then ``update``), and afterwards deletes every run's Redis keys and topics."""
+    tag = uuid.uuid4().hex[:8]
+    made: list[Settings] = []
+
+    def make(run: str) -> Settings:
+        settings = namespaced(base, f"{name}-{tag}-{run}", f"{name[0]}{tag}{run}").model_copy(
+            update=dict(update)
+        )
+        made.append(settings)
+        return settings
+
+    yield make
+    for settings in made:
+        asyncio.run(remove(settings))
 
 
 async def remove(settings: Settings) -> None:

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import ast
 import asyncio
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -51,8 +50,8 @@ from determinism_runs import (
     DEAD,
     RETRIES,
     kill_midway,
+    namespaced_runs,
     partition_of,
-    remove,
     replay,
     restart_redis_midway,
     worker_run,
@@ -61,7 +60,7 @@ from determinism_runs import (
 from engine.activation.demo_experiment import demo_rules_text
 from engine.app import load_rule_set
 from engine.rules.loader import DEFAULT_RULES_PATH
-from engine.settings import Settings, namespaced
+from engine.settings import Settings
 from engine.topics import start_or_close, topic_partitions
 from models.population import DAY_MS, PopulationConfig
 from models.simulate import generate_events, write_jsonl
@@ -114,25 +113,14 @@ def rules_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def run_settings(stack_settings: Settings, rules_file: Path) -> Iterator[Callable[[str], Settings]]:
     """Fresh settings per run (own topics, group and key prefix); the runs' data goes afterwards."""
-    tag = uuid.uuid4().hex[:8]
-    made: list[Settings] = []
-
-    def make(run: str) -> Settings:
-        settings = namespaced(stack_settings, f"det-{tag}-{run}", f"d{tag}{run}").model_copy(
-            update={
-                "events_partitions": PARTITIONS,
-                "changes_partitions": PARTITIONS,
-                "batch_max_events": BATCH_MAX_EVENTS,
-                "idle_advance_seconds": IDLE_ADVANCE_SECONDS,
-                "rules_file": rules_file,
-            }
-        )
-        made.append(settings)
-        return settings
-
-    yield make
-    for settings in made:
-        asyncio.run(remove(settings))
+    update = {
+        "events_partitions": PARTITIONS,
+        "changes_partitions": PARTITIONS,
+        "batch_max_events": BATCH_MAX_EVENTS,
+        "idle_advance_seconds": IDLE_ADVANCE_SECONDS,
+        "rules_file": rules_file,
+    }
+    yield from namespaced_runs(stack_settings, "det", update)
 
 
 @pytest.fixture(scope="module")

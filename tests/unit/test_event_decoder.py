@@ -26,7 +26,9 @@ from engine.schemas import InvalidEvent, external_model_problem, validate_event
 from features.event import EVENT_TYPES, Event
 
 TS_MS = 1_700_000_000_000  # 2023-11-14T22:13:20Z
-MIN_MS, MAX_MS = 946_684_800_000, 4_102_444_800_000  # 2000-01-01 and 2100-01-01, inclusive
+# The lowest epoch number taken as milliseconds (below: seconds, engine.schemas.SECONDS_LIMIT) and
+# 2100-01-01, inclusive; RFC 3339 strings from 1970-01-01 on.
+MIN_MS, MAX_MS = 4_102_444_800, 4_102_444_800_000
 
 Outcome = tuple[Any, ...]
 
@@ -118,7 +120,7 @@ VALID_ATTRS: dict[str, st.SearchStrategy[dict[str, Any]]] = {
             "outcome": st.sampled_from(["delivered", "opened", "clicked", "converted", "unsubscribed"]),
         }
     ),
-    # as_of of 2000-01-01 is never after a valid ts; names from the safe pattern, none reserved
+    # as_of of MIN_MS (1970-02-17) is never after a valid ts; names from the safe pattern, none reserved
     "score": st.fixed_dictionaries(
         {
             "model": st.from_regex(r"[a-z][a-z0-9_]{0,8}", fullmatch=True).filter(
@@ -161,6 +163,8 @@ ANY_TS = st.one_of(
     st.integers(),
     st.floats(),
     st.sampled_from([MIN_MS - 1, MAX_MS + 1, 1_700_000_000, -1, 0, 2**63, 2**64 - 1, 10**400]),
+    st.sampled_from([MAX_MS * 1000, MAX_MS * 1000 + 1, MIN_MS - 0.5, -0.0, 880_934_400_000]),
+    st.sampled_from(["1970-01-01T00:00:00Z", "1969-12-31T23:59:59.999Z", "1997-12-01", "1997-12-01T00:00Z"]),
     st.text(max_size=30),
 )
 IDS = st.text(min_size=1, max_size=128) | st.sampled_from(["c" * 128, "\U0001f600" * 128, "Zoë-ß", "c\x00"])
@@ -381,7 +385,7 @@ def test_well_formed_events_take_the_fast_path(
     }
     try:
         expected = slow(pack(env))
-    except InvalidEvent:  # a drawn RFC 3339 text without a zone, or outside 2000..2100
+    except InvalidEvent:  # a drawn RFC 3339 text without a zone, or outside 1970..2100
         assume(False)
         raise
     with pytest.MonkeyPatch.context() as patch:
@@ -465,7 +469,7 @@ def purchase(amount: Any = 1, currency: str = "EUR", **more: Any) -> dict[str, A
     return wire(attrs={"amount": amount, "currency": currency, "product": "p", **more})
 
 
-OUTSIDE = "is outside 2000-01-01..2100-01-01 (epoch milliseconds expected)"
+SECONDS = "looks like epoch seconds, not milliseconds (read as milliseconds it is in early 1970)"
 BAD_MODEL = "must match [a-z][a-z0-9_]{0,47} (lowercase letter, then up to 47 of a-z 0-9 _)"
 RESERVED = "is an engine score name (churn, clv, propensity_*, p_alive, expected_purchases_*, clv_*)"
 
@@ -488,7 +492,9 @@ def score(**changes: Any) -> dict[str, Any]:
         (wire(type="refund"), None, "unknown type 'refund'; expected one of " + ", ".join(EVENT_TYPES)),
         (wire(event_id="e" * 129), None, "event_id must be 1-128 characters"),
         (wire(customer_id=7), None, "customer_id must be a string, got int"),
-        (wire(ts=1_700_000_000), None, f"ts 1700000000 {OUTSIDE}"),
+        (wire(ts=1_700_000_000), None, f"ts 1700000000 {SECONDS}"),
+        (wire(ts=-1), None, "ts -1 is outside 1970-01-01..2100-01-01 (epoch milliseconds expected)"),
+        (wire(ts="1969-12-31T23:59Z"), None, "ts '1969-12-31T23:59Z' is outside 1970-01-01..2100-01-01"),
         (wire(ts="2023-11-14T22:13:20"), None, "ts '2023-11-14T22:13:20' has no time zone"),
         (wire(ts=math.nan), None, "ts must be finite"),
         (wire(attrs=[1]), None, "attrs must be a map, got list"),
@@ -500,7 +506,7 @@ def score(**changes: Any) -> dict[str, Any]:
         (score(value="0.8"), None, "attrs.value of score must be a number, got str"),
         (score(version="v" * 129), None, "attrs.version of score must be 1-128 characters"),
         (score(as_of=TS_MS + 1), None, "attrs.as_of of score is after the event's ts"),
-        (score(as_of=1_700_000_000), None, f"attrs.as_of of score {OUTSIDE}"),
+        (score(as_of=1_700_000_000), None, f"attrs.as_of of score {SECONDS}"),
     ],
 )
 def test_reasons(env: dict[str, Any], currency: str | None, reason: str) -> None:

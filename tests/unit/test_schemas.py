@@ -216,23 +216,45 @@ def _epoch_ms(year: int) -> int:
     return round(datetime(year, 1, 1, tzinfo=UTC).timestamp() * 1000)
 
 
+# The lowest epoch number read as milliseconds: below it, a number is a time before 2100 in seconds.
+SECONDS_LIMIT = 4_102_444_800
+SECONDS = "looks like epoch seconds, not milliseconds (read as milliseconds it is in early 1970)"
+MICROSECONDS = "looks like epoch microseconds, not milliseconds (read as milliseconds it is after 2100)"
+
+
 def test_ts_range_bounds_are_inclusive() -> None:
-    low, high = _epoch_ms(2000), _epoch_ms(2100)
-    assert validate_event(envelope(ts=low)).ts == low / 1000
+    high = _epoch_ms(2100)
+    assert validate_event(envelope(ts="1970-01-01T00:00:00Z")).ts == 0
+    assert validate_event(envelope(ts="1969-12-31T23:00:00-01:00")).ts == 0
+    assert validate_event(envelope(ts=SECONDS_LIMIT)).ts == SECONDS_LIMIT / 1000
     assert validate_event(envelope(ts=high)).ts == high / 1000
-    assert "is outside 2000-01-01..2100-01-01" in reason_of(envelope(ts=low - 1))
-    assert "is outside 2000-01-01..2100-01-01" in reason_of(envelope(ts=high + 1))
+    assert validate_event(envelope(ts="2100-01-01T00:00:00Z")).ts == high / 1000
+    before = "1969-12-31T23:59:59Z"
+    assert reason_of(envelope(ts=before)) == f"ts {before!r} is outside 1970-01-01..2100-01-01"
+    assert reason_of(envelope(ts=SECONDS_LIMIT - 1)) == f"ts {SECONDS_LIMIT - 1} {SECONDS}"
+    assert reason_of(envelope(ts=high + 1)) == f"ts {high + 1} {MICROSECONDS}"
+    assert "is outside 1970-01-01..2100-01-01" in reason_of(envelope(ts="2100-01-01T00:00:00.001Z"))
+
+
+def test_times_of_the_1970s_to_1990s_are_event_times() -> None:
+    for text, year in (("1997-12-01T00:00:00Z", 1997), ("1975-06-30T12:00:00+02:00", 1975)):
+        millis = round(datetime.fromisoformat(text).timestamp() * 1000)
+        assert datetime.fromtimestamp(validate_event(envelope(ts=text)).ts, tz=UTC).year == year
+        assert validate_event(envelope(ts=millis)).ts == millis / 1000
 
 
 @pytest.mark.parametrize(
     ("ts", "reason"),
     [
-        # epoch seconds instead of milliseconds lands in 1970
-        (1_700_000_000, "ts 1700000000 is outside 2000-01-01..2100-01-01 (epoch milliseconds expected)"),
-        # microseconds lands far in the future
-        (TS_MS * 1000, "is outside 2000-01-01..2100-01-01"),
-        (-1, "ts -1 is outside 2000-01-01..2100-01-01"),
-        ("1999-12-31T23:59:59Z", "ts '1999-12-31T23:59:59Z' is outside 2000-01-01..2100-01-01"),
+        # epoch seconds instead of milliseconds would land in 1970: told by magnitude
+        (1_700_000_000, f"ts 1700000000 {SECONDS}"),
+        (880_934_400, f"ts 880934400 {SECONDS}"),  # 1997-12-01 in seconds
+        (0, f"ts 0 {SECONDS}"),
+        # microseconds would land after 2100
+        (TS_MS * 1000, f"ts {TS_MS * 1000} {MICROSECONDS}"),
+        (TS_MS * 1_000_000, "is outside 1970-01-01..2100-01-01 (epoch milliseconds expected)"),
+        (-1, "ts -1 is outside 1970-01-01..2100-01-01 (epoch milliseconds expected)"),
+        ("1969-12-31T23:59:59Z", "ts '1969-12-31T23:59:59Z' is outside 1970-01-01..2100-01-01"),
         (True, "ts must be epoch milliseconds or an RFC 3339 string, got a boolean"),
         (False, "ts must be epoch milliseconds or an RFC 3339 string, got a boolean"),
         (None, "ts must be epoch milliseconds or an RFC 3339 string, got NoneType"),
@@ -439,10 +461,22 @@ def test_score_version_is_at_most_128_characters() -> None:
     assert reason == "attrs.version of score must be 1-128 characters"
 
 
-@pytest.mark.parametrize("as_of", [946_684_799_999, 1_700_000_000, 4_102_444_800_001])
-def test_score_as_of_must_be_epoch_milliseconds_in_range(as_of: int) -> None:
-    reason = reason_of(with_attrs("score", as_of=as_of))
-    assert reason == "attrs.as_of of score is outside 2000-01-01..2100-01-01 (epoch milliseconds expected)"
+@pytest.mark.parametrize(
+    ("as_of", "problem"),
+    [
+        (-1, "is outside 1970-01-01..2100-01-01 (epoch milliseconds expected)"),
+        (1_700_000_000, SECONDS),
+        (4_102_444_800_001, MICROSECONDS),
+        (10**16, "is outside 1970-01-01..2100-01-01 (epoch milliseconds expected)"),
+    ],
+)
+def test_score_as_of_must_be_epoch_milliseconds_in_range(as_of: int, problem: str) -> None:
+    assert reason_of(with_attrs("score", as_of=as_of)) == f"attrs.as_of of score {problem}"
+
+
+def test_score_as_of_may_be_in_the_1990s() -> None:
+    as_of = 880_934_400_000  # 1997-12-01
+    assert validate_event(with_attrs("score", as_of=as_of)).attrs["as_of"] == as_of
 
 
 def test_score_as_of_may_equal_but_not_follow_the_event_time() -> None:
@@ -560,7 +594,7 @@ def test_decode_splits_valid_and_dead_letters_with_reasons() -> None:
     assert reasons == {
         11: "purchase currency 'USD' is not the configured 'EUR'",
         12: "attrs.severity of support_ticket must be one of low, medium, high, critical; got 'urgent'",
-        13: "ts 1700000000 is outside 2000-01-01..2100-01-01 (epoch milliseconds expected)",
+        13: f"ts 1700000000 {SECONDS}",
         14: "unsupported schema version 2 (this worker reads v1)",
         15: "empty payload",
         16: "empty payload",
