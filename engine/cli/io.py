@@ -14,6 +14,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
 from engine.codecs import decode_msgpack, encode_msgpack
+from engine.kafka_clients import kafka_options
 from engine.schemas import ATTRIBUTE_SPECS
 from engine.settings import Settings
 from engine.topics import start_or_close, topic_partitions
@@ -97,9 +98,7 @@ async def produce_lines(
     settings: Settings, path: Path, fmt: str, wire: str, keep_invalid: bool, topic: str
 ) -> int:
     """Publish every event of ``path`` to ``topic``; return how many were acked."""
-    producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=5, enable_idempotence=True
-    )
+    producer = AIOKafkaProducer(**kafka_options(settings), acks="all", linger_ms=5, enable_idempotence=True)
     await start_or_close(producer)
     count = 0
     try:
@@ -155,7 +154,7 @@ async def _assigned(
     """A consumer without a group (it never commits nor takes partitions from a group) assigned
     every partition of ``topic``; ``reset`` must be the way the caller seeks (see ``read_to_end``)."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap,
+        **kafka_options(settings),
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset=reset,

@@ -10,6 +10,7 @@ import click
 from engine.settings import Settings
 from engine.stack import manager
 from engine.topics import ensure_topics, topic_specs
+from features.client import redact
 
 
 def _print_status(status: manager.StackStatus) -> None:
@@ -75,9 +76,12 @@ def topics_create(settings: Settings) -> None:
 @click.command()
 @click.pass_context
 def config(ctx: click.Context) -> None:
-    """Print the settings in force (SEGFLOW_* environment variables, the profile, defaults)."""
+    """Print the settings in force (SEGFLOW_* environment variables, the profile, defaults).
+
+    Secrets print as ``**********`` (and a password in SEGFLOW_REDIS_URL as ``****``)."""
     settings: Settings = ctx.obj
     profile = ctx.meta.get("segflow.profile")
     click.echo(f"# profile: {profile if profile is not None else '(none)'}")
     for name, value in settings.model_dump().items():
-        click.echo(f"SEGFLOW_{name.upper()}={value}")
+        shown = redact(value) if name == "redis_url" else value
+        click.echo(f"SEGFLOW_{name.upper()}={shown}")
