@@ -175,7 +175,7 @@ def authorization_error(settings: Settings, exc: BaseException, what: str) -> Ka
     for kind, name in kinds.items():
         if isinstance(exc, kind):
             return KafkaAccessError(
-                f"Kafka refused {_who(settings)} {what}: not authorized for the {name} "
+                f"Kafka did not authorize {_who(settings)} to {what}: no ACL allows it on the {name} "
                 f"(the ACLs must allow the app id prefix {settings.app_id!r}; see README, Security)"
             )
     return None
@@ -188,10 +188,11 @@ async def check_group(settings: Settings, group: str, timeout: float = 10.0) -> 
         await asyncio.wait_for(admin.start(), timeout)
         await asyncio.wait_for(admin.find_coordinator(group), timeout)
     except KafkaError as exc:
-        refused = authorization_error(settings, exc, f"consumer group {group!r}")
+        refused = authorization_error(settings, exc, f"use consumer group {group!r}")
         if refused is not None:
             raise refused from None
-        raise
+        if not exc.retriable:  # e.g. no coordinator yet on a new broker: the ACL check passed
+            raise
     finally:
         with contextlib.suppress(Exception):
             await admin.close()
@@ -214,5 +215,5 @@ def describe_failure(exc: KafkaError, settings: Settings) -> str:
             return str(found)
         except Exception:
             return str(exc)
-    refused = authorization_error(settings, exc, "access")
+    refused = authorization_error(settings, exc, "do this")
     return str(refused or exc)

@@ -215,6 +215,19 @@ class Settings(BaseSettings):
         """The Redis password, from ``redis_password`` or ``redis_password_file`` ("" for none)."""
         return _secret(self.redis_password, self.redis_password_file)
 
+    @field_validator(
+        "kafka_password_file",
+        "kafka_ssl_cafile",
+        "kafka_ssl_certfile",
+        "kafka_ssl_keyfile",
+        "redis_password_file",
+        "redis_ssl_cafile",
+        mode="before",
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
     @model_validator(mode="after")
     def _security(self) -> Settings:
         for name in ("kafka", "redis"):

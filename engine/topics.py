@@ -61,7 +61,7 @@ async def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str
             for topic, code, message in _topic_errors(response):
                 if code not in (0, TopicAlreadyExistsError.errno):
                     error = for_code(code)(message)
-                    refused = authorization_error(settings, error, f"creating topic {topic!r}")
+                    refused = authorization_error(settings, error, f"create topic {topic!r}")
                     if refused is not None:
                         raise refused
                     raise RuntimeError(f"cannot create topic {topic}: error {code} {message or ''}".strip())
@@ -95,7 +95,7 @@ async def _wait_for_leaders(
         for t in described:
             if t["error_code"] == TopicAuthorizationFailedError.errno:
                 error = TopicAuthorizationFailedError(t["topic"])
-                raise authorization_error(settings, error, f"describing topic {t['topic']!r}") or error
+                raise authorization_error(settings, error, f"describe topic {t['topic']!r}") or error
         ready = all(
             t["error_code"] == 0 and t["partitions"] and all(p["leader"] >= 0 for p in t["partitions"])
             for t in described
