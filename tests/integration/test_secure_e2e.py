@@ -11,12 +11,16 @@ import asyncio
 from pathlib import Path
 
 import pytest
+import redis as redis_py
 from helpers import wait_until
 from secure_helpers import secure_settings, secure_stack  # noqa: F401 (fixtures)
 
 from engine.cli.io import produce_lines, read_changes
+from engine.kafka_clients import KafkaAccessError, check_connection
 from engine.redis_clients import redis_client
 from engine.settings import Settings
+from engine.stack import manager
+from engine.stack.secure import client_settings as secure_settings_of
 from engine.topics import ensure_topics
 from engine.worker_process import read_metric, start_worker, stop_worker
 from features.redis_store import RedisFeatureStore
@@ -67,3 +71,24 @@ def test_worker_over_sasl_ssl_and_tls_redis(secure_settings: Settings, tmp_path:
     assert "Traceback" not in output, output[-3000:]
     for secret in (settings.kafka_secret, settings.redis_secret):
         assert secret not in output
+
+
+def test_secure_stack_is_idempotent_and_refuses_plain_access(secure_stack: Settings) -> None:  # noqa: F811
+    again = manager.up_secure(secure_stack)
+    assert again.healthy, again.servers
+    assert any("kafka-secure already running" in a for a in again.actions), again.actions
+    assert any("redis-secure already running" in a for a in again.actions), again.actions
+    client = secure_settings_of(secure_stack)
+    # Redis: no plain-text port, and over TLS the default user is off (NOAUTH without a login).
+    port, ca = secure_stack.secure_redis_port, str(client.redis_ssl_cafile)
+    tls = redis_py.Redis(host="127.0.0.1", port=port, ssl=True, ssl_ca_certs=ca)
+    with pytest.raises(redis_py.AuthenticationError):
+        tls.get("sf:anything")
+    tls.close()
+    plain = redis_py.Redis(host="127.0.0.1", port=port, socket_timeout=3)
+    with pytest.raises((redis_py.ConnectionError, redis_py.TimeoutError)):
+        plain.ping()
+    plain.close()
+    # Kafka: the listener speaks SASL_SSL only.
+    with pytest.raises(KafkaAccessError, match="SEGFLOW_KAFKA_SECURITY_PROTOCOL=PLAINTEXT"):
+        asyncio.run(check_connection(client.model_copy(update={"kafka_security_protocol": "PLAINTEXT"}), 5.0))
