@@ -144,3 +144,15 @@ def write_client_env(settings: Settings) -> Path:
     text = "# segflow stack up --secure: settings of the worker user (passwords by file)\n"
     paths.client_env.write_text(text + "\n".join(lines) + "\n")
     return paths.client_env
+
+
+DRIFT = "running with other settings than requested; run `segflow stack down --secure` first"
+
+
+def drift(config: Path, wanted: str) -> str | None:
+    """Why a running server's config file is not ``wanted`` (None: it is, or there is none)."""
+    try:
+        same = config.read_text() == wanted
+    except OSError:
+        return None
+    return None if same else DRIFT

@@ -10,12 +10,8 @@ The SCRAM users (admin, segflow) are written into the metadata when the storage 
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import string
 from pathlib import Path
-
-from aiokafka.admin import AIOKafkaAdminClient
 
 from engine.kafka_clients import kafka_options
 from engine.settings import Settings
@@ -25,14 +21,15 @@ from engine.stack.processes import (
     ServerStatus,
     StackError,
     ensure_ports_free,
+    health,
     live_pid,
-    port_open,
     run_checked,
+    running_action,
     start_detached,
     stop_process,
     wait_until,
 )
-from engine.stack.secure import ADMIN, WORKER, SecurePaths, client_settings, password
+from engine.stack.secure import ADMIN, WORKER, SecurePaths, client_settings, drift, password
 
 NAME = "kafka-secure"
 TEMPLATE = plain.DEPLOY_DIR / "server-secure.properties.template"
@@ -93,9 +90,7 @@ def admin_properties(settings: Settings) -> Path:
         f"ssl.truststore.location={secure.tls.ca}\n"
     )
     if not path.exists() or path.read_text() != text:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.touch(mode=0o600)
-        path.write_text(text)
+        _write_private(path, text)
     return path
 
 
@@ -123,29 +118,10 @@ def format_storage(settings: Settings) -> bool:
     return True
 
 
-async def _list_topics(settings: Settings, timeout: float) -> list[str]:
-    admin = AIOKafkaAdminClient(
-        **kafka_options(client_settings(settings, ADMIN)),
-        client_id="segflow-stack",
-        request_timeout_ms=max(1000, int(timeout * 1000)),
-    )
-    try:
-        await asyncio.wait_for(admin.start(), timeout)
-        return await asyncio.wait_for(admin.list_topics(), timeout)
-    finally:
-        with contextlib.suppress(Exception):
-            await admin.close()
-
-
 def probe(settings: Settings, timeout: float = 5.0) -> list[str] | None:
     """Topic names as the admin sees them over SASL_SSL, or None when the broker does not answer."""
-    if not port_open(settings.secure_kafka_port):
-        return None
-    try:
-        with plain._quiet("aiokafka"):
-            return plain._run(_list_topics(settings, timeout))
-    except Exception:
-        return None
+    options = kafka_options(client_settings(settings, ADMIN))
+    return plain.probe(settings.secure_kafka_port, timeout, options)
 
 
 def worker_acl_args(app_id: str, user: str = WORKER) -> list[str]:
@@ -191,14 +167,8 @@ def add_user(settings: Settings, user: str, secret: str) -> None:
     run_checked(plain.java_command(settings, CONFIG_TOOL, args), "kafka-configs --alter users", 120)
 
 
-def _drifted(settings: Settings) -> bool:
-    try:
-        return paths(settings).properties.read_text() != render_properties(settings)
-    except OSError:
-        return False
-
-
-DRIFT = "running with other settings than requested; run `segflow stack down --secure` first"
+def _drift(settings: Settings) -> str | None:
+    return drift(paths(settings).properties, render_properties(settings))
 
 
 def up(settings: Settings, timeout: float = START_TIMEOUT) -> list[str]:
@@ -207,13 +177,7 @@ def up(settings: Settings, timeout: float = START_TIMEOUT) -> list[str]:
     answers = lambda: probe(settings) is not None  # noqa: E731
     pid = live_pid(files.pid, files.match)
     if pid is not None:
-        if _drifted(settings):
-            raise StackError(f"{NAME} (pid {pid}) is {DRIFT}")
-        if answers():
-            actions = [f"{NAME} already running (pid {pid})"]
-        else:
-            waited = wait_until(answers, timeout, NAME, files.log, pid)
-            actions = [f"{NAME} was starting (pid {pid}); answered after {waited:.1f}s"]
+        actions = [running_action(NAME, pid, _drift(settings), answers, timeout, files.log)]
     else:
         plain.java_command(settings, "kafka.Kafka", [])  # fail early when java is missing
         ports = (settings.secure_kafka_port, controller_port(settings))
@@ -248,15 +212,12 @@ def status(settings: Settings) -> ServerStatus:
     """The broker's status: pid file, then a metadata request as the admin over SASL_SSL."""
     files = paths(settings)
     ports = (settings.secure_kafka_port, controller_port(settings))
-    version = plain.installed_version(settings) or plain.pinned_version()
     pid = live_pid(files.pid, files.match)
-    if pid is None:
-        return ServerStatus(NAME, ports, None, version, False, "not running")
-    if _drifted(settings):
-        return ServerStatus(NAME, ports, pid, version, False, f"{NAME} {DRIFT}")
-    topics = probe(settings)
-    if topics is None:
-        detail = f"process alive but does not answer over SASL_SSL; see {files.log}"
-        return ServerStatus(NAME, ports, pid, version, False, detail)
-    detail = f"SASL_SSL + ACLs on {LOOPBACK}:{settings.secure_kafka_port} ({len(topics)} topics)"
-    return ServerStatus(NAME, ports, pid, version, True, detail)
+
+    def answer() -> tuple[str | None, str] | None:
+        topics = probe(settings)
+        where = f"SASL_SSL + ACLs on {LOOPBACK}:{settings.secure_kafka_port}"
+        return None if topics is None else (None, f"{where} ({len(topics)} topics)")
+
+    version = plain.installed_version(settings) or plain.pinned_version()
+    return health(NAME, ports, pid, _drift(settings) if pid else None, answer, files.log, version)

@@ -17,13 +17,15 @@ from engine.stack.processes import (
     ServerStatus,
     StackError,
     ensure_ports_free,
+    health,
     live_pid,
+    running_action,
     start_detached,
     stop_process,
     wait_until,
 )
 from engine.stack.redis import START_TIMEOUT, STOP_TIMEOUT, RedisNode, ensure_redis_server, render_conf
-from engine.stack.secure import ADMIN, WORKER, SecurePaths, password
+from engine.stack.secure import ADMIN, WORKER, SecurePaths, drift, password
 
 NAME = "redis-secure"
 WORKER_COMMANDS = (
@@ -109,15 +111,8 @@ def _answers(settings: Settings) -> bool:
     return server_version(settings) is not None
 
 
-def _drifted(settings: Settings) -> bool:
-    server = node(settings)
-    try:
-        return server.conf.read_text() != render_secure_conf(settings)
-    except OSError:
-        return False
-
-
-DRIFT = "running with other settings than requested; run `segflow stack down --secure` first"
+def _drift(settings: Settings) -> str | None:
+    return drift(node(settings).conf, render_secure_conf(settings))
 
 
 def up(settings: Settings) -> str:
@@ -125,12 +120,8 @@ def up(settings: Settings) -> str:
     server = node(settings)
     pid = live_pid(server.pid_file, server.match)
     if pid is not None:
-        if _drifted(settings):
-            raise StackError(f"{NAME} (pid {pid}) is {DRIFT}")
-        if _answers(settings):
-            return f"{NAME} already running (pid {pid})"
-        waited = wait_until(lambda: _answers(settings), START_TIMEOUT, NAME, server.log, pid)
-        return f"{NAME} was starting (pid {pid}); answered after {waited:.1f}s"
+        answers = lambda: _answers(settings)  # noqa: E731
+        return running_action(NAME, pid, _drift(settings), answers, START_TIMEOUT, server.log)
     executable = ensure_redis_server()
     ensure_ports_free((server.port,), "SEGFLOW_SECURE_REDIS_PORT")
     server.home.mkdir(parents=True, exist_ok=True)
@@ -158,14 +149,10 @@ def down(settings: Settings) -> str:
 def status(settings: Settings) -> ServerStatus:
     """The server's status: pid file, then INFO as the admin over TLS."""
     server = node(settings)
-    ports = (server.port,)
     pid = live_pid(server.pid_file, server.match)
-    if pid is None:
-        return ServerStatus(NAME, ports, None, None, False, "not running")
-    if _drifted(settings):
-        return ServerStatus(NAME, ports, pid, None, False, f"{NAME} {DRIFT}")
-    version = server_version(settings)
-    if version is None:
-        detail = f"process alive but does not answer over TLS; see {server.log}"
-        return ServerStatus(NAME, ports, pid, None, False, detail)
-    return ServerStatus(NAME, ports, pid, version, True, f"TLS + ACL users on {LOOPBACK}:{server.port}")
+
+    def answer() -> tuple[str | None, str] | None:
+        version = server_version(settings)
+        return None if version is None else (version, f"TLS + ACL users on {LOOPBACK}:{server.port}")
+
+    return health(NAME, (server.port,), pid, _drift(settings) if pid else None, answer, server.log)
