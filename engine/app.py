@@ -17,7 +17,9 @@ from typing import Any
 import faust
 from faust.app.base import BootStrategy
 
+from engine.kafka_clients import faust_credentials
 from engine.monitoring import WorkerMetrics
+from engine.redis_clients import redis_client
 from engine.rules.loader import RulesError, load_label_horizons, load_rules
 from engine.rules.model import RuleSet
 from engine.rules.reload import RulesReloader
@@ -28,7 +30,6 @@ from engine.stream.lifetime_inputs import LIFETIME_INPUTS
 from engine.stream.model_gate import ModelGate
 from engine.stream.pipeline import PipelineConfig, SegmentPipeline
 from features.catalogue import catalogue
-from features.client import connect
 from features.config import FeatureConfig
 from features.event import SECONDS_PER_DAY
 from features.redis_store import RedisFeatureStore
@@ -205,7 +206,7 @@ def build_pipeline(
     ``clock`` is the wall clock (emission times, idle advance); ``features`` overrides the
     catalogue configuration and ``store`` the feature store (tests).
     """
-    client = store.client if store is not None else client or connect(settings.redis_url)
+    client = store.client if store is not None else client or redis_client(settings)
     if store is None:
         ttl = round(settings.customer_ttl_days * SECONDS_PER_DAY)
         store = RedisFeatureStore(client, prefix=settings.key_prefix, ttl_seconds=ttl)  # type: ignore[arg-type]
@@ -243,6 +244,7 @@ def faust_app(settings: Settings, data_dir: str, web_enabled: bool | None = None
     return faust.App(
         settings.app_id,
         broker=f"kafka://{settings.kafka_bootstrap}",
+        broker_credentials=faust_credentials(settings),
         store="memory://",
         topic_disable_leader=True,
         topic_partitions=settings.events_partitions,

@@ -23,10 +23,10 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from engine.app import build_pipeline
 from engine.learner.local import LocalLearner
+from engine.redis_clients import redis_client
 from engine.settings import Settings, namespaced
 from engine.stream.batch_records import LABEL, RawRecord
 from engine.stream.replay import replay
-from features.client import connect
 from models.baselines import SimpleRule, strongest_rule
 from models.evaluation import ModelEvaluation
 from models.hindsight import LabelRow, hindsight_auc
@@ -90,7 +90,7 @@ def as_records(settings: Settings, payloads: Iterator[tuple[bytes, bytes]]) -> l
 
 async def replay_stream(settings: Settings, records: list[RawRecord]) -> tuple[LocalLearner, list[Any]]:
     """Replay ``records`` under ``settings``' key prefix; the learner and every output entry."""
-    client = connect(settings.redis_url)
+    client = redis_client(settings)
     try:
         pipeline = build_pipeline(settings, client)
         learner = LocalLearner(settings, client)
@@ -112,7 +112,7 @@ async def replay_stream(settings: Settings, records: list[RawRecord]) -> tuple[L
 
 async def remove_keys(settings: Settings) -> None:
     """Delete every Redis key under ``settings``' key prefix (a scratch namespace)."""
-    client = connect(settings.redis_url)
+    client = redis_client(settings)
     try:
         keys = [k async for k in client.scan_iter(match=f"{settings.key_prefix}:*", count=1000)]
         for start in range(0, len(keys), 1000):

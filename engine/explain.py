@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from engine.app import build_pipeline
+from engine.redis_clients import redis_client
 from engine.rules.evaluate import explain_membership
 from engine.settings import Settings
 from engine.snapshots.lifetime import LifetimeFit
@@ -15,7 +16,6 @@ from engine.stream.external_scores import EXTERNAL_SOURCE, score_entry
 from engine.stream.lifetime_inputs import model_row, reads_lifetime
 from engine.stream.model_gate import VersionModels
 from engine.stream.rule_scores import lifetime_scores
-from features.client import connect
 from features.redis_store import CustomerRecord
 
 
@@ -180,7 +180,7 @@ def build_explanation(
 
 async def explain_customer(settings: Settings, customer_id: str) -> Explanation | None:
     """Load one customer from Redis and explain it, with the snapshots their last judgement read."""
-    client = connect(settings.redis_url)
+    client = redis_client(settings)
     try:
         pipeline = build_pipeline(settings, client)
         store = pipeline.store

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 from engine.app import feature_config
 from engine.codecs import encode_msgpack
+from engine.redis_clients import redis_client
 from engine.settings import Settings
-from features.client import connect
 from features.population import METRICS, SEEN, population_key
 from features.redis_store import CustomerWrite, RedisFeatureStore
 from features.state import CustomerState, apply_event
@@ -77,7 +77,7 @@ async def measure(settings: Settings, customers: int, days: int, seed: int, keep
     started = time.monotonic()
     states, events = simulate_states(customers, days, seed, settings)
     prefix = f"mem{uuid.uuid4().hex[:8]}"
-    client = connect(settings.redis_url)
+    client = redis_client(settings)
     store = RedisFeatureStore(client, prefix=prefix)
     try:
         before = int((await client.info("memory"))["used_memory"])

@@ -15,16 +15,16 @@ from typing import Any
 
 from engine.app import build_pipeline
 from engine.codecs import decode_msgpack
+from engine.redis_clients import redis_client
 from engine.settings import Settings
 from engine.stream.customer_step import GROUP_EXTRA, SCORES_EXTRA
-from features.client import connect
 from features.redis_store import _parse_record
 from models.snapshots import ModelSnapshotStore
 
 
 async def segment_sizes(settings: Settings) -> dict[str, Any]:
     """Per family and segment: customers and revenue (major units), with the rules version."""
-    client = connect(settings.redis_url)
+    client = redis_client(settings)
     try:
         pipeline = build_pipeline(settings, client)
         sizes = await pipeline.aggregates.sizes(pipeline.rules)
@@ -37,7 +37,7 @@ async def model_report(settings: Settings) -> dict[str, Any]:
     """The learner's report: the sealed model version, labels consumed and learned, the
     prequential and holdout quality of each model over every label (one model per kind), and
     each model's readiness ("ready" or "warming up: <reason>")."""
-    client = connect(settings.redis_url)
+    client = redis_client(settings)
     try:
         store = ModelSnapshotStore(client, settings.key_prefix)  # type: ignore[arg-type]
         sealed = await store.sealed_version()
@@ -54,7 +54,7 @@ async def model_report(settings: Settings) -> dict[str, Any]:
 
 async def score_distribution(settings: Settings, limit: int = 1_000_000) -> dict[str, Any]:
     """Per model and group value: count, mean and the 10/50/90th percentiles of the stored scores."""
-    client = connect(settings.redis_url)
+    client = redis_client(settings)
     scores: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     seen = 0
     try:

@@ -15,8 +15,9 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from engine.schemas import external_model_problem
@@ -44,10 +45,35 @@ class Settings(BaseSettings):
     redis_cluster_base_port: int = Field(17000, ge=1024, le=65000)
     prometheus_port: int = Field(19090, ge=1024, le=65535)
     """The optional local Prometheus (``segflow stack up --prometheus``) on loopback."""
+    secure_kafka_port: int = Field(19094, ge=1024, le=65535)
+    """The SASL_SSL listener of ``segflow stack up --secure`` (its controller: this port + 1)."""
+    secure_redis_port: int = Field(16380, ge=1024, le=65535)
+    """The TLS port of ``segflow stack up --secure``'s Redis (it has no plain-text port)."""
 
     # Connections
     kafka_bootstrap: str = "127.0.0.1:19092"
     redis_url: str = "redis://127.0.0.1:16379/0"
+    """``rediss://`` for TLS; ``redis://user:password@host:port/0`` credentials win over the
+    ``redis_username``/``redis_password`` settings."""
+
+    # Security (README "Security"): every secret is a SecretStr (printed as ********) that can
+    # also be read from a file (SEGFLOW_<NAME>_FILE; one of the two, not both).
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = "SCRAM-SHA-512"
+    kafka_username: str = ""
+    kafka_password: SecretStr = SecretStr("")
+    kafka_password_file: Path | None = None
+    kafka_ssl_cafile: Path | None = None
+    """CA certificates that sign the brokers' certificates (None: the system's CAs)."""
+    kafka_ssl_certfile: Path | None = None
+    """Client certificate for mutual TLS (optional), with ``kafka_ssl_keyfile``."""
+    kafka_ssl_keyfile: Path | None = None
+    redis_username: str = ""
+    """An ACL user (empty: ``default``, or the user in the URL)."""
+    redis_password: SecretStr = SecretStr("")
+    redis_password_file: Path | None = None
+    redis_ssl_cafile: Path | None = None
+    """CA certificates that sign the Redis server's certificate (``rediss://`` URLs)."""
 
     # Topics
     app_id: str = "segflow"
@@ -179,6 +205,47 @@ class Settings(BaseSettings):
         """One outcome per measured decision (``engine.activation.outcomes``): ``<app_id>.outcomes``."""
         return f"{self.app_id}.outcomes"
 
+    @property
+    def kafka_secret(self) -> str:
+        """The Kafka password, from ``kafka_password`` or ``kafka_password_file``."""
+        return _secret(self.kafka_password, self.kafka_password_file)
+
+    @property
+    def redis_secret(self) -> str:
+        """The Redis password, from ``redis_password`` or ``redis_password_file`` ("" for none)."""
+        return _secret(self.redis_password, self.redis_password_file)
+
+    @field_validator(
+        "kafka_password_file",
+        "kafka_ssl_cafile",
+        "kafka_ssl_certfile",
+        "kafka_ssl_keyfile",
+        "redis_password_file",
+        "redis_ssl_cafile",
+        mode="before",
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _security(self) -> Settings:
+        for name in ("kafka", "redis"):
+            password: SecretStr = getattr(self, f"{name}_password")
+            file: Path | None = getattr(self, f"{name}_password_file")
+            if file is not None:
+                if password.get_secret_value():
+                    raise ValueError(f"set SEGFLOW_{name.upper()}_PASSWORD or its _FILE, not both")
+                _secret(password, file)  # unreadable: a one-line error now, not at the first connect
+        if self.kafka_security_protocol.startswith("SASL_") and not (
+            self.kafka_username and self.kafka_secret
+        ):
+            raise ValueError(
+                f"SEGFLOW_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs "
+                "SEGFLOW_KAFKA_USERNAME and SEGFLOW_KAFKA_PASSWORD (or SEGFLOW_KAFKA_PASSWORD_FILE)"
+            )
+        return self
+
     @field_validator("external_scores")
     @classmethod
     def _external_names(cls, value: str) -> str:
@@ -209,6 +276,15 @@ def namespaced(settings: Settings, name: str, key_prefix: str) -> Settings:
             "key_prefix": key_prefix,
         }
     )
+
+
+def _secret(value: SecretStr, file: Path | None) -> str:
+    if file is None:
+        return value.get_secret_value()
+    try:
+        return file.read_text().strip()
+    except OSError as exc:
+        raise ValueError(f"cannot read secret file {file}: {exc.strerror or exc}") from None
 
 
 def split_list(value: str) -> tuple[str, ...]:
@@ -248,7 +324,10 @@ def load_settings(profile: Path | None = None, *, read_profile: bool = True, **o
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(part) for part in first["loc"])
-        raise SettingsError(f"invalid setting SEGFLOW_{field.upper()}: {first['msg']}") from None
+        message = str(first["msg"]).removeprefix("Value error, ")
+        if not field:  # a check across settings (the security ones)
+            raise SettingsError(f"invalid settings: {message}") from None
+        raise SettingsError(f"invalid setting SEGFLOW_{field.upper()}: {message}") from None
 
 
 @lru_cache(maxsize=1)

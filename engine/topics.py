@@ -8,8 +8,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import TopicAlreadyExistsError, TopicAuthorizationFailedError, for_code
 
+from engine.kafka_clients import authorization_error, kafka_options
 from engine.settings import Settings
 
 
@@ -50,7 +51,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
 
 async def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
     """Create missing topics (replication factor 1); return the names created."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=10_000)
+    admin = AIOKafkaAdminClient(**kafka_options(settings), request_timeout_ms=10_000)
     await asyncio.wait_for(start_or_close(admin), timeout_s)
     try:
         existing = set(await admin.list_topics())
@@ -59,8 +60,12 @@ async def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str
             response = await admin.create_topics([NewTopic(s.name, s.partitions, 1) for s in missing])
             for topic, code, message in _topic_errors(response):
                 if code not in (0, TopicAlreadyExistsError.errno):
+                    error = for_code(code)(message)
+                    refused = authorization_error(settings, error, f"create topic {topic!r}")
+                    if refused is not None:
+                        raise refused
                     raise RuntimeError(f"cannot create topic {topic}: error {code} {message or ''}".strip())
-        await _wait_for_leaders(admin, [spec.name for spec in topic_specs(settings)], timeout_s)
+        await _wait_for_leaders(settings, admin, [spec.name for spec in topic_specs(settings)], timeout_s)
         return [spec.name for spec in missing]
     finally:
         await admin.close()
@@ -68,7 +73,7 @@ async def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str
 
 async def topic_partitions(settings: Settings, topic: str) -> list[int]:
     """The partition numbers of ``topic`` (empty when it does not exist)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=10_000)
+    admin = AIOKafkaAdminClient(**kafka_options(settings), request_timeout_ms=10_000)
     await start_or_close(admin)
     try:
         if topic not in set(await admin.list_topics()):
@@ -79,12 +84,18 @@ async def topic_partitions(settings: Settings, topic: str) -> list[int]:
         await admin.close()
 
 
-async def _wait_for_leaders(admin: AIOKafkaAdminClient, names: list[str], timeout_s: float) -> None:
+async def _wait_for_leaders(
+    settings: Settings, admin: AIOKafkaAdminClient, names: list[str], timeout_s: float
+) -> None:
     """Return once every partition of ``names`` has a leader (producing earlier only retries)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     while True:
         described = await admin.describe_topics(names)
+        for t in described:
+            if t["error_code"] == TopicAuthorizationFailedError.errno:
+                error = TopicAuthorizationFailedError(t["topic"])
+                raise authorization_error(settings, error, f"describe topic {t['topic']!r}") or error
         ready = all(
             t["error_code"] == 0 and t["partitions"] and all(p["leader"] >= 0 for p in t["partitions"])
             for t in described

@@ -17,18 +17,24 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
+from pydantic import SecretStr
 
 from engine.settings import NO_PROFILE, PROFILE_VARIABLE, Settings
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
-    """The SEGFLOW_* variables that reproduce ``settings`` in another process.
+    """The SEGFLOW_* variables that reproduce ``settings`` in another process (secrets included:
+    the child's environment is not logged).
 
     They include ``SEGFLOW_PROFILE=none``: the child reads no profile (a ``.segflow.env`` in its
     working directory would otherwise fill in the optionals left out here).
     """
     # An unset optional (None) is left out: its env var would read back as the string "None".
-    env = {f"SEGFLOW_{k.upper()}": str(v) for k, v in settings.model_dump().items() if v is not None}
+    env = {
+        f"SEGFLOW_{k.upper()}": v.get_secret_value() if isinstance(v, SecretStr) else str(v)
+        for k, v in settings.model_dump().items()
+        if v is not None
+    }
     env[PROFILE_VARIABLE] = NO_PROFILE
     return env
 

@@ -12,6 +12,7 @@ import click
 from engine.activation.delivery.config import load_destinations
 from engine.activation.delivery.counters import DeliveryCounters
 from engine.activation.delivery.service import DeliveryService
+from engine.preflight import check_access
 from engine.settings import Settings, SettingsError
 from engine.topics import ensure_topics
 
@@ -47,8 +48,10 @@ def deliver(settings: Settings, once: bool, grace: float, web_port: int | None) 
     # The counters are logged at info level every SEGFLOW_DELIVER_LOG_INTERVAL_SECONDS.
     level = logging.DEBUG if settings.log_level == "debug" else logging.INFO
     logging.getLogger("engine.activation.delivery").setLevel(level)
+    service = DeliveryService(settings, destinations, once=once, grace_seconds=grace)
+    check_access(settings, group=service.group_id, redis=False)
     asyncio.run(ensure_topics(settings))
-    counters = asyncio.run(_run(DeliveryService(settings, destinations, once=once, grace_seconds=grace)))
+    counters = asyncio.run(_run(service))
     click.echo(f"segflow deliver: {counters.summary()}")
 
 

@@ -15,6 +15,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 
 from engine.codecs import decode_msgpack, encode_msgpack
 from engine.ingest_files.events_file import csv_event, missing_csv_columns
+from engine.kafka_clients import kafka_options
 from engine.settings import Settings
 from engine.topics import start_or_close, topic_partitions
 
@@ -89,9 +90,7 @@ async def produce_payloads(
 ) -> int:
     """Publish (key, value) pairs to ``topic`` in order with an idempotent producer (acks=all);
     return how many were acked. ``on_acked(n)`` is told of every n acks as they come."""
-    producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=5, enable_idempotence=True
-    )
+    producer = AIOKafkaProducer(**kafka_options(settings), acks="all", linger_ms=5, enable_idempotence=True)
     await start_or_close(producer)
 
     def acked(done: asyncio.Future[Any]) -> None:
@@ -154,7 +153,7 @@ async def _assigned(
     """A consumer without a group (it never commits nor takes partitions from a group) assigned
     every partition of ``topic``; ``reset`` must be the way the caller seeks (see ``read_to_end``)."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap,
+        **kafka_options(settings),
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset=reset,

@@ -14,6 +14,7 @@ import click
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from engine.kafka_clients import kafka_options
 from engine.ops.lag import LagRow, LagSample, lag_rows, sample
 from engine.settings import Settings
 from engine.topics import start_or_close
@@ -96,10 +97,10 @@ def rows_json(group: str, rows: Sequence[LagRow]) -> dict[str, Any]:
 @asynccontextmanager
 async def broker(settings: Settings) -> AsyncIterator[tuple[AIOKafkaAdminClient, AIOKafkaConsumer]]:
     """An admin client (the group's offsets) and a consumer in no group (end offsets)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=10_000)
+    admin = AIOKafkaAdminClient(**kafka_options(settings), request_timeout_ms=10_000)
     await start_or_close(admin)
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False, request_timeout_ms=10_000
+        **kafka_options(settings), enable_auto_commit=False, request_timeout_ms=10_000
     )
     try:
         await start_or_close(consumer)

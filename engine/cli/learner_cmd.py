@@ -8,6 +8,7 @@ import logging
 import click
 
 from engine.learner.service import run_learner
+from engine.preflight import check_access
 from engine.settings import Settings
 from engine.topics import ensure_topics
 
@@ -32,5 +33,6 @@ def learner(settings: Settings, checkpoint_seconds: float) -> None:
     level = _LEVELS.get(settings.log_level, logging.DEBUG)
     for name in ("engine.learner", "models.learner"):
         logging.getLogger(name).setLevel(level)
+    check_access(settings)
     asyncio.run(ensure_topics(settings))
     asyncio.run(run_learner(settings, checkpoint_seconds))

@@ -26,11 +26,14 @@ from engine.cli.scores_cmds import scores
 from engine.cli.segments_cmds import models, segments
 from engine.cli.stack_cmds import config, stack, topics
 from engine.cli.worker_cmd import worker
-from engine.settings import SettingsError, load_settings, profile_path
+from engine.kafka_clients import describe_failure
+from engine.settings import Settings, SettingsError, load_settings, profile_path
 from engine.stack.processes import StackError
 
 PROFILE_META = "segflow.profile"
 """``ctx.meta`` key of the profile file in force (None: none)."""
+_IN_FORCE: dict[str, Settings] = {}
+"""The settings the command runs with, for explaining a Kafka failure at the edge."""
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -44,7 +47,7 @@ PROFILE_META = "segflow.profile"
 def cli(ctx: click.Context, profile: Path | None) -> None:
     """segflow: real-time customer segmentation on Kafka, Redis and River."""
     ctx.meta[PROFILE_META] = profile_path(profile)
-    ctx.obj = load_settings(profile)
+    ctx.obj = _IN_FORCE["settings"] = load_settings(profile)
 
 
 for command in (
@@ -74,6 +77,11 @@ for command in (
     cli.add_command(command)
 
 
+def _kafka_failure(exc: KafkaError) -> str:
+    settings = _IN_FORCE.get("settings")
+    return str(exc) if settings is None else describe_failure(exc, settings)
+
+
 def main() -> None:
     """Run the CLI, turning expected failures into one-line messages and exit code 1."""
     logging.basicConfig(level=logging.WARNING, format="segflow: %(levelname)s %(name)s: %(message)s")
@@ -90,7 +98,10 @@ def main() -> None:
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
-    except (SettingsError, StackError, FileNotFoundError, ValueError, OSError, RedisError, KafkaError) as exc:
+    except KafkaError as exc:
+        click.echo(f"segflow: error: {_kafka_failure(exc)}", err=True)
+        sys.exit(1)
+    except (SettingsError, StackError, FileNotFoundError, ValueError, OSError, RedisError) as exc:
         click.echo(f"segflow: error: {exc}", err=True)
         sys.exit(1)
     except KeyboardInterrupt:

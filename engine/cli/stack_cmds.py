@@ -10,6 +10,7 @@ import click
 from engine.settings import Settings
 from engine.stack import manager
 from engine.topics import ensure_topics, topic_specs
+from features.client import redact
 
 
 def _print_status(status: manager.StackStatus) -> None:
@@ -29,29 +30,40 @@ def stack() -> None:
     """Start, check and stop the local Kafka and Redis, optionally Prometheus (loopback only)."""
 
 
+SECURE_HELP = "The secure stack instead: Kafka SASL_SSL + ACLs, Redis TLS + ACL users (README, Security)."
+
+
 @stack.command()
 @click.option("--cluster", is_flag=True, help="Also start a 3-node Redis Cluster.")
 @click.option(
     "--prometheus", is_flag=True, help="Also start Prometheus (SEGFLOW_PROMETHEUS_PORT) scraping the workers."
 )
+@click.option("--secure", is_flag=True, help=SECURE_HELP)
 @click.pass_obj
-def up(settings: Settings, cluster: bool, prometheus: bool) -> None:
+def up(settings: Settings, cluster: bool, prometheus: bool, secure: bool) -> None:
     """Start Kafka (KRaft) and Redis unless already running; wait until they answer."""
-    _print_status(manager.up(settings, cluster=cluster, prometheus=prometheus))
+    if secure and (cluster or prometheus):
+        raise click.UsageError("--secure starts only the secure Kafka and Redis")
+    if secure:
+        _print_status(manager.up_secure(settings))
+    else:
+        _print_status(manager.up(settings, cluster=cluster, prometheus=prometheus))
 
 
 @stack.command()
+@click.option("--secure", is_flag=True, help=SECURE_HELP)
 @click.pass_obj
-def down(settings: Settings) -> None:
+def down(settings: Settings, secure: bool) -> None:
     """Stop every local server this stack started (fine when none runs)."""
-    _print_status(manager.down(settings))
+    _print_status(manager.down_secure(settings) if secure else manager.down(settings))
 
 
 @stack.command()
+@click.option("--secure", is_flag=True, help=SECURE_HELP)
 @click.pass_obj
-def status(settings: Settings) -> None:
+def status(settings: Settings, secure: bool) -> None:
     """Print ports, pids, versions and health; exit 1 unless all servers are healthy."""
-    current = manager.status(settings)
+    current = manager.status_secure(settings) if secure else manager.status(settings)
     _print_status(current)
     if not current.healthy:
         sys.exit(1)
@@ -75,9 +87,12 @@ def topics_create(settings: Settings) -> None:
 @click.command()
 @click.pass_context
 def config(ctx: click.Context) -> None:
-    """Print the settings in force (SEGFLOW_* environment variables, the profile, defaults)."""
+    """Print the settings in force (SEGFLOW_* environment variables, the profile, defaults).
+
+    Secrets print as ``**********`` (and a password in SEGFLOW_REDIS_URL as ``****``)."""
     settings: Settings = ctx.obj
     profile = ctx.meta.get("segflow.profile")
     click.echo(f"# profile: {profile if profile is not None else '(none)'}")
     for name, value in settings.model_dump().items():
-        click.echo(f"SEGFLOW_{name.upper()}={value}")
+        shown = redact(value) if name == "redis_url" else value
+        click.echo(f"SEGFLOW_{name.upper()}={shown}")

@@ -12,6 +12,7 @@ import click
 import faust
 
 from engine.app import create_runtime
+from engine.preflight import check_access
 from engine.settings import Settings
 from engine.stream.agents import attach_agent
 from engine.topics import ensure_topics
@@ -49,6 +50,7 @@ def worker(settings: Settings, web_port: int | None, grace: float) -> None:
     """Consume the events topic, keep features and segments in Redis, emit segment changes."""
     if web_port is not None:
         settings = settings.model_copy(update={"web_port": web_port})
+    check_access(settings, group=settings.app_id)
     asyncio.run(ensure_topics(settings))
     runtime = create_runtime(settings)
     attach_agent(runtime)

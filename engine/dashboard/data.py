@@ -36,11 +36,12 @@ from engine.app import checkpoint_key
 from engine.cli.lift_cmd import experiments_of
 from engine.dashboard.population import HeatMap
 from engine.dashboard.timeline import ChangeLog
+from engine.kafka_clients import kafka_options
+from engine.redis_clients import redis_client
 from engine.reports import segment_sizes
 from engine.settings import Settings
 from engine.topics import start_or_close, topic_partitions
 from engine.worker_process import read_metrics
-from features.client import connect
 from models.snapshots import DecodedSnapshot, ModelSnapshotStore
 
 HISTORY_VERSIONS = 400
@@ -108,7 +109,7 @@ class ModelHistory:
 
     async def update(self, settings: Settings) -> tuple[int | None, dict[str, Any]]:
         """Read the versions sealed since the last call; the sealed version and the learner's report."""
-        client = connect(settings.redis_url)
+        client = redis_client(settings)
         try:
             store = ModelSnapshotStore(client, settings.key_prefix, checkpoint_key(settings))  # type: ignore[arg-type]
             sealed = await store.sealed_version()
@@ -156,13 +157,13 @@ async def consumer_lag(settings: Settings) -> Lag:
     try:
         partitions = await topic_partitions(settings, settings.events_topic)
         tps = [TopicPartition(settings.events_topic, p) for p in partitions]
-        consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+        consumer = AIOKafkaConsumer(**kafka_options(settings), enable_auto_commit=False)
         await start_or_close(consumer)
         try:
             ends = await consumer.end_offsets(tps) if tps else {}
         finally:
             await consumer.stop()
-        admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+        admin = AIOKafkaAdminClient(**kafka_options(settings))
         await start_or_close(admin)
         try:
             committed = await admin.list_consumer_group_offsets(group, partitions=tps) if tps else {}

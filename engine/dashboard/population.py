@@ -34,10 +34,10 @@ import numpy as np
 
 from engine.app import build_pipeline
 from engine.exports.scores import record_batches
+from engine.redis_clients import redis_client
 from engine.rules.model import RuleSet
 from engine.settings import Settings
 from features.catalogue import snapshot
-from features.client import connect
 from features.state import CustomerState
 
 QUINTILES = 5
@@ -193,7 +193,7 @@ def _number(value: object) -> float:
 
 async def scan_population(settings: Settings) -> PopulationScan:
     """Read every customer record once (see the module docstring)."""
-    client = connect(settings.redis_url)
+    client = redis_client(settings)
     try:
         pipeline = build_pipeline(settings, client)
         population, step = pipeline.population, pipeline.step

@@ -28,6 +28,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from engine.activation.outcomes import Outcome
 from engine.cli.io import Record, read_to_end
 from engine.codecs import decode_msgpack
+from engine.kafka_clients import kafka_options
 from engine.settings import Settings
 from engine.topics import start_or_close, topic_partitions
 
@@ -176,7 +177,7 @@ async def follow(settings: Settings, log: ChangeLog, recheck_seconds: float = 5.
     """
     # earliest: assign() starts an offset lookup of its own, which must not land at the end.
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+        **kafka_options(settings), enable_auto_commit=False, auto_offset_reset="earliest"
     )
     await start_or_close(consumer)
     loop = asyncio.get_running_loop()

@@ -25,12 +25,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from engine.app import build_pipeline
+from engine.redis_clients import redis_client
 from engine.settings import Settings, split_list
 from engine.stream.lifetime_inputs import model_row, reads_lifetime
 from engine.stream.pipeline import SegmentPipeline
 from engine.stream.rule_scores import lifetime_names, lifetime_scores
 from features.catalogue import snapshot
-from features.client import connect
 from features.redis_store import CustomerRecord
 
 BATCH = 1000
@@ -84,7 +84,7 @@ async def export_rows(
     progress: Callable[[int], None] | None = None,
 ) -> AsyncIterator[list[Any]]:
     """Yield one row per exported customer (``on_plan`` gets the columns first; ``counts`` fills)."""
-    client = connect(settings.redis_url)
+    client = redis_client(settings)
     try:
         pipeline = build_pipeline(settings, client)
         moment = as_of if as_of is not None else await pipeline.clock.furthest_newest()

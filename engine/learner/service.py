@@ -39,10 +39,11 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from engine.app import checkpoint_key, model_config
+from engine.kafka_clients import kafka_options
 from engine.learner.lease import Lease, checkpoint_key_name
+from engine.redis_clients import redis_client
 from engine.settings import Settings
 from engine.topics import start_or_close
-from features.client import connect
 from models.config import ModelConfig
 from models.learner import Learner, encode_snapshot, sealable_version
 from models.snapshots import raise_sealed, read_frontier, report_key, snapshot_key
@@ -116,7 +117,7 @@ class LearnerService:
             learner, offset = await self._restore()
             self.learner = learner
             consumer = AIOKafkaConsumer(
-                bootstrap_servers=self.settings.kafka_bootstrap,
+                **kafka_options(self.settings),
                 client_id=f"{self.settings.app_id}-learner",
                 group_id=None,
                 enable_auto_commit=False,
@@ -268,7 +269,7 @@ async def _sleep(stop: asyncio.Event, seconds: float) -> None:
 
 async def run_learner(settings: Settings, checkpoint_seconds: float = 5.0) -> None:
     """Run a learner until SIGTERM or SIGINT (``segflow learner``)."""
-    client = connect(settings.redis_url)
+    client = redis_client(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -27,9 +27,10 @@ from aiokafka.errors import KafkaError
 from mode import Service
 from redis.exceptions import RedisError
 
+from engine.kafka_clients import kafka_options
 from engine.ops.lag import committed_offsets, offsets_sample
+from engine.redis_clients import redis_client
 from engine.topics import start_or_close
-from features.client import connect
 
 if TYPE_CHECKING:
     from engine.app import Runtime
@@ -72,7 +73,7 @@ class WorkerStatus(Service):
         if self._admin is None:
             settings = self._runtime.settings
             admin = AIOKafkaAdminClient(
-                bootstrap_servers=settings.kafka_bootstrap,
+                **kafka_options(settings),
                 client_id=f"{settings.app_id}-status",
                 request_timeout_ms=round(CHECK_TIMEOUT_SECONDS * 1000),
             )
@@ -132,7 +133,7 @@ class WorkerStatus(Service):
         settings = self._runtime.settings
         reasons = []
         if self._redis is None:
-            self._redis = connect(settings.redis_url)
+            self._redis = redis_client(settings)
         try:
             await asyncio.wait_for(self._redis.ping(), CHECK_TIMEOUT_SECONDS)
         except FAILURES as exc:

@@ -184,9 +184,9 @@ def _run(coro: Coroutine[Any, Any, list[str]]) -> list[str]:
         return pool.submit(asyncio.run, coro).result()
 
 
-async def _list_topics(bootstrap: str, timeout: float) -> list[str]:
+async def _list_topics(options: dict[str, Any], timeout: float) -> list[str]:
     admin = AIOKafkaAdminClient(
-        bootstrap_servers=bootstrap,
+        **options,
         client_id="segflow-stack",
         request_timeout_ms=max(1000, int(timeout * 1000)),
     )
@@ -198,13 +198,16 @@ async def _list_topics(bootstrap: str, timeout: float) -> list[str]:
             await admin.close()
 
 
-def probe(port: int, timeout: float = 5.0) -> list[str] | None:
-    """Topic names from a real broker answer on ``127.0.0.1:port``, or None if none came."""
+def probe(port: int, timeout: float = 5.0, options: dict[str, Any] | None = None) -> list[str] | None:
+    """Topic names from a real broker answer on ``127.0.0.1:port``, or None if none came.
+
+    ``options``: aiokafka client options (``engine.kafka_clients.kafka_options``) for a broker
+    that needs TLS or a login; default plain text to ``127.0.0.1:port``."""
     if not port_open(port):
         return None
     try:
         with _quiet("aiokafka"):
-            return _run(_list_topics(f"{LOOPBACK}:{port}", timeout))
+            return _run(_list_topics(options or {"bootstrap_servers": f"{LOOPBACK}:{port}"}, timeout))
     except Exception:
         return None
 

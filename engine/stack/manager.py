@@ -14,9 +14,21 @@ from engine.settings import Settings
 from engine.stack import kafka as kafka_server
 from engine.stack import prometheus as prometheus_server
 from engine.stack import redis as redis_server
+from engine.stack import secure, secure_kafka, secure_redis
 from engine.stack.processes import ServerStatus, StackError
 
-__all__ = ["ServerStatus", "StackError", "StackStatus", "down", "kafka_tool", "status", "up"]
+__all__ = [
+    "ServerStatus",
+    "StackError",
+    "StackStatus",
+    "down",
+    "down_secure",
+    "kafka_tool",
+    "status",
+    "status_secure",
+    "up",
+    "up_secure",
+]
 
 
 @dataclass(frozen=True)
@@ -75,6 +87,27 @@ def down(settings: Settings) -> StackStatus:
     if stopped is not None:
         actions.append(stopped)
     return StackStatus(status(settings).servers, actions)
+
+
+def status_secure(settings: Settings) -> StackStatus:
+    """The secure stack's Kafka and Redis (``engine.stack.secure``)."""
+    return StackStatus([secure_kafka.status(settings), secure_redis.status(settings)])
+
+
+def up_secure(settings: Settings) -> StackStatus:
+    """Start the secure stack unless running: certificates and passwords (made once), Redis
+    with TLS and ACL users, Kafka with SASL_SSL and the worker's ACLs; writes ``client.env``."""
+    _, actions = secure.prepare(settings)
+    actions.append(secure_redis.up(settings))
+    actions += secure_kafka.up(settings)
+    actions.append(f"client settings (worker user): {secure.write_client_env(settings)}")
+    return StackStatus(status_secure(settings).servers, actions)
+
+
+def down_secure(settings: Settings) -> StackStatus:
+    """Stop the secure stack's Kafka and Redis; fine when nothing runs."""
+    actions = [secure_kafka.down(settings), secure_redis.down(settings)]
+    return StackStatus(status_secure(settings).servers, actions)
 
 
 def kafka_tool(settings: Settings, main_class: str, args: list[str]) -> list[str]:

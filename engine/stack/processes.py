@@ -240,3 +240,44 @@ def run_checked(cmd: Sequence[str], what: str, timeout: float = 300.0) -> str:
         last = lines[-1][:300] if lines else f"exit status {done.returncode}"
         raise StackError(f"{what} failed: {last}")
     return done.stdout
+
+
+def running_action(
+    name: str,
+    pid: int,
+    drift: str | None,
+    answers: Callable[[], bool],
+    timeout: float,
+    log_file: Path,
+) -> str:
+    """What ``up`` reports for a server whose process already runs: refuse when its config
+    drifted (``drift``: why), else wait until it answers (it may still be starting)."""
+    if drift is not None:
+        raise StackError(f"{name} (pid {pid}) is {drift}")
+    if answers():
+        return f"{name} already running (pid {pid})"
+    waited = wait_until(answers, timeout, name, log_file, pid)
+    return f"{name} was starting (pid {pid}); answered after {waited:.1f}s"
+
+
+def health(
+    name: str,
+    ports: tuple[int, ...],
+    pid: int | None,
+    drift: str | None,
+    answer: Callable[[], tuple[str | None, str] | None],
+    log_file: Path,
+    version: str | None = None,
+) -> ServerStatus:
+    """A server's status from its pid, its config drift and ``answer()``: (version, detail) when
+    it answers, None when it does not."""
+    if pid is None:
+        return ServerStatus(name, ports, None, version, False, "not running")
+    if drift is not None:
+        return ServerStatus(name, ports, pid, version, False, f"{name} {drift}")
+    answered = answer()
+    if answered is None:
+        detail = f"process alive but does not answer; see {log_file}"
+        return ServerStatus(name, ports, pid, version, False, detail)
+    found, detail = answered
+    return ServerStatus(name, ports, pid, found or version, True, detail)

@@ -22,10 +22,10 @@ from engine.app import Runtime
 from engine.ops.metrics import count_delivered
 from engine.ops.worker_status import WorkerStatus
 from engine.pages import attach_pages
+from engine.redis_clients import redis_client
 from engine.stream.batch_records import ACTION, DEAD_LETTER, LABEL, LEARNER_KINDS, OUTCOME, TALLY
 from engine.stream.ingest import BatchIngest, Handled
 from engine.stream.pipeline import BatchResult, OwnershipLost, RawRecord
-from features.client import connect
 from models.snapshots import write_frontier
 
 log = logging.getLogger(__name__)
@@ -199,7 +199,7 @@ def _attach_learner(runtime: Runtime) -> None:
 
     @runtime.app.task  # type: ignore[misc]
     async def learner() -> None:
-        client = connect(settings.redis_url)
+        client = redis_client(settings)
         if type(client).__name__ == "RedisCluster":
             log.warning("the embedded learner needs a single Redis server; run `segflow learner` against one")
             return

@@ -29,6 +29,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError, RebalanceInProgressError
 from mode import Service
 
+from engine.kafka_clients import kafka_options
 from engine.settings import Settings
 from engine.stream.batch_records import RawRecord
 
@@ -108,7 +109,7 @@ class BatchIngest(Service):
         """Connect the producer, then join the consumer group."""
         s = self.settings
         self.producer = AIOKafkaProducer(
-            bootstrap_servers=s.kafka_bootstrap,
+            **kafka_options(s),
             client_id=f"{s.app_id}-producer",
             acks="all",
             enable_idempotence=True,
@@ -117,7 +118,7 @@ class BatchIngest(Service):
         )
         await self.producer.start()
         self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=s.kafka_bootstrap,
+            **kafka_options(s),
             client_id=f"{s.app_id}-events",
             group_id=s.app_id,
             enable_auto_commit=False,

@@ -16,6 +16,7 @@ from aiokafka.structs import ConsumerRecord
 from engine.cli import io
 from engine.cli.io import TopicReadError, format_change, iter_csv, iter_payloads, read_to_end
 from engine.schemas import validate_event
+from engine.settings import load_settings
 
 CSV_TEXT = (
     "event_id,customer_id,type,ts,attrs.amount,attrs.currency,attrs.product,attrs.page\n"
@@ -286,7 +287,7 @@ def test_read_to_end_gives_up_naming_the_partitions_short_of_their_end(
     monkeypatch.setattr(io, "topic_partitions", partitions)
     monkeypatch.setattr(io, "AIOKafkaConsumer", StandIn)
     values: list[bytes | None] = []
-    settings: Any = type("S", (), {"kafka_bootstrap": "stand-in:9092"})()
+    settings = load_settings(kafka_bootstrap="stand-in:9092")
     with pytest.raises(TopicReadError) as raised:
         asyncio.run(read_to_end(settings, "t", on_record=lambda r: values.append(r.value), idle_fetches=3))
     assert str(raised.value) == "t: no records arrive in 6s for partition 1 before offset 2"

@@ -38,6 +38,7 @@ from engine.activation.delivery.ledger import Ledger
 from engine.activation.delivery.metrics import MetricsServer
 from engine.activation.delivery.retry import RetryPolicy
 from engine.codecs import decode_payload, encode_msgpack
+from engine.kafka_clients import kafka_options
 from engine.output import DeadLetter
 from engine.settings import Settings
 from engine.topics import start_or_close
@@ -115,7 +116,7 @@ class DeliveryService:
             await dispatcher.start()
             self._dispatchers[channel] = dispatcher
         producer = AIOKafkaProducer(
-            bootstrap_servers=s.kafka_bootstrap,
+            **kafka_options(s),
             client_id=f"{s.app_id}-deliver-dlq",
             acks="all",
             enable_idempotence=True,
@@ -123,7 +124,7 @@ class DeliveryService:
         await start_or_close(producer)
         self.producer = producer
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=s.kafka_bootstrap,
+            **kafka_options(s),
             client_id=f"{s.app_id}-deliver",
             group_id=self.group_id,
             enable_auto_commit=False,

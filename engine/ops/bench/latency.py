@@ -28,6 +28,7 @@ import msgpack
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from engine.codecs import encode_msgpack
+from engine.kafka_clients import kafka_options
 from engine.ops.bench.measure import percentile
 from engine.settings import Settings
 from engine.topics import topic_partitions
@@ -120,8 +121,8 @@ async def measure_latency(
     ids = [str(msgpack.unpackb(value, raw=False)["event_id"]) for _, value in records]
     wanted = set(ids)
     partitions = await topic_partitions(settings, settings.changes_topic)
-    reader = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=0)
+    reader = AIOKafkaConsumer(**kafka_options(settings), enable_auto_commit=False)
+    producer = AIOKafkaProducer(**kafka_options(settings), acks="all", linger_ms=0)
     await reader.start()
     await producer.start()
     seen: dict[str, tuple[float, int]] = {}

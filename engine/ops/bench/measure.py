@@ -22,6 +22,7 @@ import psutil
 import redis
 from aiokafka import AIOKafkaConsumer
 
+from engine.kafka_clients import kafka_options
 from engine.settings import Settings
 from engine.worker_process import read_metrics
 
@@ -195,7 +196,7 @@ async def bare_consume(
     """Read ``target`` records in a new group, msgpack-decode each and commit every batch."""
     consumer = AIOKafkaConsumer(
         settings.events_topic,
-        bootstrap_servers=settings.kafka_bootstrap,
+        **kafka_options(settings),
         group_id=group,
         auto_offset_reset="earliest",
         enable_auto_commit=False,

@@ -36,11 +36,11 @@ from aiohttp.web import Response
 
 from engine.app import faust_app, feature_config
 from engine.codecs import encode_msgpack
+from engine.redis_clients import redis_client
 from engine.schemas import InvalidEvent, validate_event
 from engine.settings import Settings, load_settings
 from engine.topics import ensure_topics
 from features.catalogue import snapshot
-from features.client import connect
 from features.keys import STATE_FIELD, customer_key
 from features.redis_store import encode_state
 from features.state import CustomerState, apply_event
@@ -57,7 +57,7 @@ def build_app(settings: Settings) -> faust.App:
     config = feature_config(settings)
     states: dict[str, CustomerState] = {}
     counters = {APPLIED: 0, INVALID: 0}
-    redis = connect(settings.redis_url)
+    redis = redis_client(settings)
 
     @app.agent(events, name="naive")
     async def naive(stream: Any) -> None:

@@ -20,10 +20,13 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from engine.codecs import encode_msgpack
+from engine.kafka_clients import kafka_options
+from engine.redis_clients import redis_auth
 from engine.settings import Settings
 from engine.stack import kafka as kafka_server
 from engine.stack import manager
 from engine.topics import start_or_close, topic_partitions
+from features.client import redact
 
 
 def build_workload(events: int, customers: int, seed: int) -> list[tuple[bytes, bytes]]:
@@ -47,7 +50,7 @@ def build_workload(events: int, customers: int, seed: int) -> list[tuple[bytes, 
 
 async def produce_workload(settings: Settings, workload: list[tuple[bytes, bytes]]) -> float:
     """Send the workload (acks=all) and return the seconds it took."""
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=5)
+    producer = AIOKafkaProducer(**kafka_options(settings), acks="all", linger_ms=5)
     await producer.start()
     try:
         started = time.perf_counter()
@@ -123,7 +126,8 @@ def _servers_by_port(settings: Settings) -> tuple[int | None, str, str]:
             redis_version = str(client.info("server")["redis_version"])
         except redis.RedisError:
             raise ValueError(
-                f"Redis is not answering at {settings.redis_url}: start the stack with `segflow stack up`"
+                f"Redis is not answering at {redact(settings.redis_url)}: "
+                "start the stack with `segflow stack up`"
             ) from None
         finally:
             client.close()
@@ -168,16 +172,20 @@ def _cpu_model() -> str:
 
 def redis_client(settings: Settings) -> redis.Redis | None:
     """A plain client for INFO and cleanup (None for a Redis Cluster URL: no server-wide stats)."""
-    if settings.redis_url.startswith("redis+cluster://"):
+    if "+cluster://" in settings.redis_url:
         return None
-    return redis.Redis.from_url(settings.redis_url)
+    auth = redis_auth(settings)
+    tls = settings.redis_url.startswith("rediss:") and auth.ssl_ca_certs
+    tls_kwargs = {"ssl_ca_certs": auth.ssl_ca_certs} if tls else {}
+    login = {"username": auth.username or None, "password": auth.password or None}
+    return redis.Redis.from_url(settings.redis_url, **login, **tls_kwargs)
 
 
 async def records_in_topic(settings: Settings) -> int:
     """Records in the events topic now (its log starts at 0: the bench never deletes records)."""
     topic = settings.events_topic
     partitions = [TopicPartition(topic, p) for p in await topic_partitions(settings, topic)]
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**kafka_options(settings), enable_auto_commit=False)
     await consumer.start()
     try:
         return sum((await consumer.end_offsets(partitions)).values())
@@ -187,7 +195,7 @@ async def records_in_topic(settings: Settings) -> int:
 
 async def delete_topics(settings: Settings, prefix: str) -> list[str]:
     """Delete every topic whose name starts with ``prefix``; return their names."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=30_000)
+    admin = AIOKafkaAdminClient(**kafka_options(settings), request_timeout_ms=30_000)
     await start_or_close(admin)
     try:
         names = sorted(name for name in await admin.list_topics() if name.startswith(prefix))
