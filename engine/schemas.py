@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import re
+import reprlib
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -98,6 +99,19 @@ class InvalidEvent(ValueError):
     """The event breaks schema v1; ``str(exc)`` is the reason recorded in the dead letter."""
 
 
+# A value quoted in a reason is cut short: an input's value may be a megabyte string or nested a
+# thousand levels deep (the builtin repr of which raises RecursionError), and the dead letter
+# carries the raw bytes anyway.
+_QUOTED = reprlib.Repr()
+_QUOTED.maxstring = _QUOTED.maxother = 80
+_QUOTED.maxlevel = 3
+
+
+def quoted(value: Any) -> str:
+    """``repr(value)`` for a reason: one line, at most about 80 characters, any nesting."""
+    return _QUOTED.repr(value)
+
+
 def _finite(value: int | float) -> bool:
     # math.isfinite overflows on an int beyond the float range (a 400-digit JSON number).
     return math.isfinite(value) if isinstance(value, float) else abs(value) <= sys.float_info.max
@@ -116,14 +130,16 @@ def parse_ts(value: Any) -> float:
             text = value[:-1] + "+00:00" if value[-1:] in ("Z", "z") else value
             parsed = datetime.fromisoformat(text)
         except ValueError:
-            raise InvalidEvent(f"ts {value!r} is not an RFC 3339 timestamp") from None
+            raise InvalidEvent(f"ts {quoted(value)} is not an RFC 3339 timestamp") from None
         if parsed.tzinfo is None:
-            raise InvalidEvent(f"ts {value!r} has no time zone")
+            raise InvalidEvent(f"ts {quoted(value)} has no time zone")
         millis = parsed.timestamp() * 1000
     else:
         raise InvalidEvent(f"ts must be epoch milliseconds or an RFC 3339 string, got {type(value).__name__}")
     if not MIN_TS_MS <= millis <= MAX_TS_MS:
-        raise InvalidEvent(f"ts {value!r} is outside 2000-01-01..2100-01-01 (epoch milliseconds expected)")
+        raise InvalidEvent(
+            f"ts {quoted(value)} is outside 2000-01-01..2100-01-01 (epoch milliseconds expected)"
+        )
     return millis / 1000
 
 
@@ -144,7 +160,7 @@ def _check_attribute(event_type: str, name: str, spec: AttributeSpec, value: Any
         if not isinstance(value, str) or not value:
             raise InvalidEvent(f"{where} must be a non-empty string")
         if spec.choices and value not in spec.choices:
-            raise InvalidEvent(f"{where} must be one of {', '.join(spec.choices)}; got {value!r}")
+            raise InvalidEvent(f"{where} must be one of {', '.join(spec.choices)}; got {quoted(value)}")
         return
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidEvent(f"{where} must be a number, got {type(value).__name__}")
@@ -168,7 +184,7 @@ def score_problem(attrs: Mapping[str, Any], ts: float) -> str | None:
     model = attrs["model"]
     problem = external_model_problem(model)
     if problem is not None:
-        return f"attrs.model of score {model!r} {problem}"
+        return f"attrs.model of score {quoted(model)} {problem}"
     if len(attrs["version"]) > MAX_ID_LENGTH:
         return f"attrs.version of score must be 1-{MAX_ID_LENGTH} characters"
     as_of = attrs.get("as_of")
@@ -190,12 +206,12 @@ def validate_event(envelope: Any, *, currency: str | None = None) -> Event:
         raise InvalidEvent(f"event must be a map, got {type(envelope).__name__}")
     version = envelope.get("v", EVENT_SCHEMA_VERSION)
     if isinstance(version, bool) or not isinstance(version, int) or version != EVENT_SCHEMA_VERSION:
-        raise InvalidEvent(f"unsupported schema version {version!r} (this worker reads v1)")
+        raise InvalidEvent(f"unsupported schema version {quoted(version)} (this worker reads v1)")
     event_id = _require_id(envelope, "event_id")
     customer_id = _require_id(envelope, "customer_id")
     event_type = envelope.get("type")
     if not isinstance(event_type, str) or event_type not in ATTRIBUTE_SPECS:
-        raise InvalidEvent(f"unknown type {event_type!r}; expected one of {', '.join(EVENT_TYPES)}")
+        raise InvalidEvent(f"unknown type {quoted(event_type)}; expected one of {', '.join(EVENT_TYPES)}")
     if "ts" not in envelope:
         raise InvalidEvent("missing ts")
     ts = parse_ts(envelope["ts"])
@@ -211,7 +227,8 @@ def validate_event(envelope: Any, *, currency: str | None = None) -> Event:
             continue
         _check_attribute(event_type, name, spec, attrs[name])
     if event_type == "purchase" and currency is not None and attrs["currency"] != currency:
-        raise InvalidEvent(f"purchase currency {attrs['currency']!r} is not the configured {currency!r}")
+        shown = quoted(attrs["currency"])
+        raise InvalidEvent(f"purchase currency {shown} is not the configured {currency!r}")
     if event_type == "score" and (problem := score_problem(attrs, ts)) is not None:
         raise InvalidEvent(problem)
     return Event(event_id=event_id, customer_id=customer_id, type=event_type, ts=ts, attrs=dict(attrs))

@@ -605,3 +605,21 @@ def test_huge_json_numbers_are_dead_lettered_with_a_reason() -> None:
     assert reasons[0] == "ts must be finite"
     assert reasons[1] == "attrs.amount of purchase must be finite"
     assert reasons[2].startswith("bad JSON: ")
+
+
+@pytest.mark.parametrize("field", ["type", "v"])
+@pytest.mark.parametrize("depth", [990, 1020])
+def test_a_deeply_nested_value_is_quoted_short_in_the_reason(field: str, depth: int) -> None:
+    # The builtin repr of a list nested ~1000 deep raises RecursionError: the reason must not use it.
+    raw = with_raw_field(wire(), field, packed_nested(depth))
+    with pytest.raises(InvalidEvent) as info:
+        decode_event(raw)
+    assert "[[[[...]]]]" in str(info.value)
+
+
+def test_a_huge_string_is_quoted_short_in_the_reason() -> None:
+    with pytest.raises(InvalidEvent) as info:
+        decode_event(msgpack.packb(wire(ts="x" * 1_000_000)))
+    reason = str(info.value)
+    assert reason.startswith("ts 'xxx") and reason.endswith("is not an RFC 3339 timestamp")
+    assert len(reason) < 200
