@@ -623,3 +623,23 @@ def test_a_huge_string_is_quoted_short_in_the_reason() -> None:
     reason = str(info.value)
     assert reason.startswith("ts 'xxx") and reason.endswith("is not an RFC 3339 timestamp")
     assert len(reason) < 200
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        json.dumps(wire(customer_id="\ud800")).encode(),  # the escape \ud800
+        json.dumps(wire(event_id="e\udfff")).encode(),
+        json.dumps(wire(), ensure_ascii=False).encode().replace(b'"c-1"', b'"c\xed\xa0\x80"'),  # bytes
+        json.dumps(
+            wire(attrs={"amount": 1, "currency": "EUR", "product": "p", "x": [{"\udc80": 1}]})
+        ).encode(),
+        json.dumps(wire()).encode("utf-16-le").replace(b"c\x00-\x00", b"\x00\xd8-\x00"),
+    ],
+)
+def test_a_lone_surrogate_in_json_is_dead_lettered(raw: bytes) -> None:
+    # json.loads accepts them; as an id, the customer's commit then failed to encode the key.
+    with pytest.raises(InvalidEvent) as info:
+        decode_event(raw)
+    assert str(info.value) == "bad JSON: a string holds a lone surrogate (not Unicode text)"
+    assert_same(raw)
