@@ -643,3 +643,26 @@ def test_a_lone_surrogate_in_json_is_dead_lettered(raw: bytes) -> None:
         decode_event(raw)
     assert str(info.value) == "bad JSON: a string holds a lone surrogate (not Unicode text)"
     assert_same(raw)
+
+
+def test_the_message_key_is_compared_as_bytes() -> None:
+    from engine.output import DeadLetter
+    from engine.stream.decoding import BatchDecoder
+    from engine.stream.pipeline import RawRecord
+
+    def letter(reason: str, record: RawRecord) -> DeadLetter:
+        return DeadLetter(reason, record.value or b"", record.key, record.topic, record.partition, 0, 0)
+
+    replaced = msgpack.packb(wire(customer_id="\ufffd"))  # what b"\xff" reads as, decoded leniently
+    records = [
+        RawRecord("events", 0, 0, b"\xef\xbf\xbd", replaced),  # the UTF-8 of U+FFFD: the same customer
+        RawRecord("events", 0, 1, b"\xff", replaced),
+        RawRecord("events", 0, 2, b"c-1\xfe", msgpack.packb(wire())),
+        RawRecord("events", 0, 3, None, msgpack.packb(wire())),
+    ]
+    events, dead = BatchDecoder(None, letter).decode(records)
+    assert [p.offset for p in events] == [0, 3]
+    assert [d.reason for d in dead] == [
+        "message key b'\\xff' differs from customer_id '\ufffd'",
+        "message key b'c-1\\xfe' differs from customer_id 'c-1'",
+    ]
