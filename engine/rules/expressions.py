@@ -24,6 +24,7 @@ from __future__ import annotations
 import ast
 import difflib
 import math
+import sys
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
@@ -74,6 +75,10 @@ _CONSTRUCTS: dict[type[ast.AST], str] = {
 }  # fmt: skip
 
 
+def _shortened(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 class RuleSyntaxError(ValueError):
     """An expression is not valid rule syntax or reads an unknown name; the message is one line."""
 
@@ -113,9 +118,14 @@ class _Compiler:
 
     def compile(self, node: ast.AST) -> nodes.Node:
         node_ = self._compile(node)
-        if node_.names or isinstance(node_, nodes.Const):
-            return node_
-        return nodes.Const(node_.fn({}), node_.src)  # constant folding: params and literals only
+        if not node_.names and not isinstance(node_, nodes.Const):
+            node_ = nodes.Const(node_.fn({}), node_.src)  # constant folding: params and literals only
+        if isinstance(node_, nodes.Const):
+            value = node_.value
+            if isinstance(value, int) and not isinstance(value, bool) and abs(value) > sys.float_info.max:
+                # Thresholds are read as floats (crossing points), and reasons print the value.
+                raise RuleSyntaxError(f"number out of range ({_shortened(node_.src)!r})")
+        return node_
 
     def _compile(self, node: ast.AST) -> nodes.Node:
         src = self.src(node)

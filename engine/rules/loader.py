@@ -40,6 +40,7 @@ import hashlib
 import keyword
 import math
 import re
+import sys
 from collections.abc import Collection, Mapping
 from pathlib import Path
 
@@ -202,10 +203,17 @@ class _Parser:
     def number(self, node: Node, what: str) -> float:
         if not isinstance(node, ScalarNode) or node.tag not in (_INT, _FLOAT):
             raise self.fail(node, f"{what} must be a number")
-        value = float(self._constructor.construct_object(node))
-        if not math.isfinite(value):
+        value = self.scalar(node)
+        if not _finite(value):
             raise self.fail(node, f"{what} must be a finite number")
-        return value
+        return float(value)
+
+    def scalar(self, node: ScalarNode) -> object:
+        """The value of a scalar node; an integer of more digits than Python converts is an error."""
+        try:
+            return self._constructor.construct_object(node)
+        except ValueError:  # int() refuses more than sys.get_int_max_str_digits() digits
+            raise self.fail(node, f"number of {len(node.value)} characters is out of range") from None
 
     def expression(self, node: Node, what: str) -> Expression:
         text = self.string(node, what)
@@ -228,8 +236,8 @@ class _Parser:
                 raise self.fail(key_node, f"param {key!r} shadows the function {key}()")
             if not isinstance(value_node, ScalarNode) or value_node.tag not in (_STR, _INT, _FLOAT, _BOOL):
                 raise self.fail(value_node, f"param {key!r} must be a number, a string or a bool")
-            value = self._constructor.construct_object(value_node)
-            if isinstance(value, float) and not math.isfinite(value):
+            value = self.scalar(value_node)
+            if isinstance(value, int | float) and not isinstance(value, bool) and not _finite(value):
                 raise self.fail(value_node, f"param {key!r} must be a finite number")
             self.params[key] = value
 
@@ -301,6 +309,13 @@ class _Parser:
                 raise self.fail(item, f"action {action!r} is listed twice")
             names.append(action)
         return tuple(names)
+
+
+def _finite(value: object) -> bool:
+    """A finite number within the float range (float() of a larger int raises OverflowError)."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return isinstance(value, int) and abs(value) <= sys.float_info.max
 
 
 def _is_null(node: Node) -> bool:

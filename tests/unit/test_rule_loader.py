@@ -167,6 +167,17 @@ def family_doc(segments: str, extra: str = "", params: str = "") -> str:
             7,
             "min_dwell_days must be a number",
         ),
+        (
+            "- name: A\n  when: 'frequency > 1'\n  min_dwell_days: 1" + "0" * 400 + "\n",
+            7,
+            "min_dwell_days must be a finite number",
+        ),
+        ("- name: A\n  when: 'frequency > 1" + "0" * 400 + "'\n", 6, "when: number out of range ('1000"),
+        (
+            "- name: A\n  when: 'frequency in (1, 2000000000 * 1" + "0" * 300 + ")'\n",
+            6,
+            "when: number out of",
+        ),
         ("- name: A\n", 5, "segment 'A' needs when (or enter and exit)"),
         ("- when: 'frequency > 1'\n", 5, "missing key 'name' in a segment"),
         (
@@ -238,6 +249,8 @@ def test_family_name_errors() -> None:
         ("  t: null\n", "param 't' must be a number, a string or a bool"),
         ("  t: {a: 1}\n", "param 't' must be a number, a string or a bool"),
         ("  t: .nan\n", "param 't' must be a finite number"),
+        ("  t: 1" + "0" * 400 + "\n", "param 't' must be a finite number"),  # float() overflowed
+        ("  t: " + "1" * 5000 + "\n", "number of 5000 characters is out of range"),  # int() refused
         ("  recency_days: 3\n", "param 'recency_days' shadows a variable of the same name"),
         ("  min: 3\n", "param 'min' shadows the function min()"),
         ("  not: 3\n", "param name 'not' is not an identifier"),
