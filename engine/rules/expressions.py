@@ -105,12 +105,22 @@ class _Compiler:
 
     def __init__(self, text: str, known: Collection[str], params: Mapping[str, object]) -> None:
         self.text, self.known, self.params = text, known, params
+        one_line = "\n" not in text and "\r" not in text
+        self._utf8 = text.encode("utf-8", "surrogatepass") if one_line else None
         self.comparisons: list[Comparison] = []
         self.free_names: set[str] = set()
         self._compare_depth = 0
 
     def src(self, node: ast.AST) -> str:
-        segment = ast.get_source_segment(self.text, node)
+        start, end = getattr(node, "col_offset", None), getattr(node, "end_col_offset", None)
+        one_line = getattr(node, "lineno", None) == getattr(node, "end_lineno", None) == 1
+        if self._utf8 is not None and one_line and start is not None:
+            # What ast.get_source_segment gives for a one-line source (offsets are UTF-8 bytes), in
+            # time linear in the segment: it splits the whole source into lines in a Python loop on
+            # every call, so a 10,000-character expression took tens of seconds to compile.
+            segment: str | None = self._utf8[start:end].decode("utf-8", "surrogatepass")
+        else:
+            segment = ast.get_source_segment(self.text, node)
         return " ".join((segment if segment is not None else ast.unparse(node)).split())
 
     def fail(self, node: ast.AST, construct: str, hint: str = "") -> RuleSyntaxError:
