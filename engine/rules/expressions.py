@@ -54,6 +54,9 @@ _ARITY: dict[str, tuple[int, int | None, str]] = {
     "max": (1, None, "at least 1 argument"),
 }
 MAX_EXPRESSION_CHARS = 10_000
+MAX_EXPRESSION_DEPTH = 100
+"""Levels of the syntax tree (``a + b + c`` is 4: the two ``+``, a name, its context): deeper
+ones are refused before compiling, which recurses once per level."""
 _COMPARE_OPS: dict[type[ast.cmpop], str] = {
     ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">=", ast.Eq: "==", ast.NotEq: "!=",
     ast.In: "in", ast.NotIn: "not in",
@@ -75,7 +78,7 @@ _CONSTRUCTS: dict[type[ast.AST], str] = {
 }  # fmt: skip
 
 
-def _shortened(text: str, limit: int = 60) -> str:
+def _shortened(text: str, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
@@ -360,12 +363,24 @@ def compile_expression(
     except SyntaxError as exc:
         detail = "" if exc.msg == "invalid syntax" else f": {exc.msg}"
         column = f" at column {exc.offset}" if exc.offset else ""
-        raise RuleSyntaxError(f"invalid syntax{column}{detail} ({source!r})") from None
+        raise RuleSyntaxError(f"invalid syntax{column}{detail} ({_shortened(source)!r})") from None
     except (ValueError, RecursionError, MemoryError):
         raise RuleSyntaxError("invalid expression (null byte or nested too deeply)") from None
+    if _depth(tree.body) > MAX_EXPRESSION_DEPTH:
+        raise RuleSyntaxError(f"expression nested deeper than {MAX_EXPRESSION_DEPTH} levels")
     compiler = _Compiler(source, known_names, params or {})
     try:
         root = compiler.compile(tree.body)
     except RecursionError:
         raise RuleSyntaxError("expression nested too deeply") from None
     return Expression(source, root, tuple(compiler.comparisons), frozenset(compiler.free_names))
+
+
+def _depth(tree: ast.AST) -> int:
+    """How many levels the syntax tree has, counted without recursion."""
+    deepest, stack = 0, [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        stack += [(child, depth + 1) for child in ast.iter_child_nodes(node)]
+    return deepest

@@ -278,6 +278,48 @@ def test_an_unreadable_file_is_a_rules_error(tmp_path: Path) -> None:
         load_rules(tmp_path / "latin1.yaml", KNOWN)
 
 
+def test_limits_bound_the_work_of_loading(tmp_path: Path) -> None:
+    from engine.rules.loader import MAX_RULES_FILE_BYTES
+
+    big = VALID + "#" * MAX_RULES_FILE_BYTES + "\n"
+    (tmp_path / "big.yaml").write_text(big)
+    for load in (lambda: load_rules(tmp_path / "big.yaml", KNOWN), lambda: parse(big)):
+        with pytest.raises(RulesError, match=r":1: rules file larger than 262144 bytes$"):
+            load()
+    assert error_of('version: "x"\nfamilies: ' + "[" * 10_000 + "]" * 10_000 + "\n").startswith(
+        "rules.yaml:2: invalid YAML: nested deeper than 32 levels"
+    )
+    deep = "- name: A\n  when: '" + "not " * 200 + "frequency > 1'\n"
+    assert error_of(family_doc(deep)) == "rules.yaml:6: when: expression nested deeper than 100 levels"
+
+
+def test_aliases_count_each_use_of_an_expression(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Aliases repeat work without growing the file (here 3 x 20 label expressions from 3 lines).
+    import engine.rules.loader as loader
+
+    monkeypatch.setattr(loader, "MAX_RULES_EXPRESSIONS", 50)
+    monkeypatch.setattr(loader, "MAX_RULES_EXPRESSION_CHARS", 2_000)
+    labels = "".join(f"    - {{when: 'frequency > {i}', text: t{i}}}\n" for i in range(20))
+    segments = "- name: A\n  when: 'frequency > 1'\n  labels: &l\n" + labels
+    segments += "".join(f"- {{name: S{i}, when: 'frequency > 1', labels: *l}}\n" for i in range(2))
+    assert "more than 50 expressions (an alias counts each use)" in error_of(family_doc(segments))
+    long = "frequency > 1" + " or frequency > 1" * 40
+    segments = f"- name: A\n  when: &w '{long}'\n" + "- {name: B, when: *w}\n" * 2
+    assert "expressions longer than 2000 characters in all" in error_of(family_doc(segments))
+    assert len(parse(family_doc(f"- name: A\n  when: &w '{long}'\n- {{name: B, when: *w}}\n")).families) == 1
+
+
+def test_a_lone_surrogate_is_not_unicode_text() -> None:
+    # A YAML escape makes one; a change event naming the segment could then not be encoded.
+    segments = '- name: "A\\ud800"\n  when: "frequency > 1"\n'
+    assert error_of(family_doc(segments)) == (
+        "rules.yaml:5: invalid YAML: a lone surrogate escape in a string (not Unicode text)"
+    )
+    assert (
+        error_of(family_doc("- name: A\ud800\n  when: 'frequency > 1'\n")) == "rules.yaml:5: not UTF-8 text"
+    )
+
+
 BROKEN = (
     'version: "x"\nfamilies:\n  - name: fam\n    segments:\n'
     '      - name: A\n        when: "recncy_days > 3"\n'
