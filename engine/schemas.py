@@ -60,11 +60,19 @@ class AttributeSpec:
     required: bool = True
     choices: tuple[str, ...] = ()
     non_negative: bool = False
+    limit: float | None = None
+    """The largest absolute value accepted (money: ``MAX_MONEY``)."""
 
+
+# Money beyond this, a trillion major units, is refused: the features keep revenue in integer
+# minor units (msgpack int64 in the customer record, and an exact Decimal on the way), so one
+# purchase of 1e17 or two of 5e16 failed the customer's commit, and balances near the float
+# range overflowed their sum; every batch holding such an event failed again on redelivery.
+MAX_MONEY = 1e12
 
 ATTRIBUTE_SPECS: dict[str, dict[str, AttributeSpec]] = {
     "purchase": {
-        "amount": AttributeSpec("number", non_negative=True),
+        "amount": AttributeSpec("number", non_negative=True, limit=MAX_MONEY),
         "currency": AttributeSpec("str"),
         "product": AttributeSpec("str"),
     },
@@ -79,7 +87,10 @@ ATTRIBUTE_SPECS: dict[str, dict[str, AttributeSpec]] = {
     "page_view": {"page": AttributeSpec("str")},
     "app_click": {"element": AttributeSpec("str")},
     "call_center": {"reason": AttributeSpec("str")},
-    "product_holding": {"product": AttributeSpec("str"), "balance": AttributeSpec("number")},
+    "product_holding": {
+        "product": AttributeSpec("str"),
+        "balance": AttributeSpec("number", limit=MAX_MONEY),
+    },
     "campaign_response": {
         "campaign": AttributeSpec("str"),
         "variant": AttributeSpec("str"),
@@ -168,6 +179,8 @@ def _check_attribute(event_type: str, name: str, spec: AttributeSpec, value: Any
         raise InvalidEvent(f"{where} must be finite")
     if spec.non_negative and value < 0:
         raise InvalidEvent(f"{where} must not be negative")
+    if spec.limit is not None and abs(value) > spec.limit:
+        raise InvalidEvent(f"{where} must be at most {spec.limit:.0e} in absolute value")
 
 
 def external_model_problem(name: str) -> str | None:

@@ -90,12 +90,14 @@ def no_slow_path(monkeypatch: pytest.MonkeyPatch) -> None:
 
 TEXT = st.text(min_size=1, max_size=12)
 NUMBER = st.integers(-(10**9), 10**9) | st.floats(allow_nan=False, allow_infinity=False)
+MONEY = st.integers(-(10**12), 10**12) | st.floats(-1e12, 1e12)  # engine.schemas.MAX_MONEY
 NON_NEGATIVE = st.integers(0, 10**9) | st.floats(min_value=0.0, allow_infinity=False)
+AMOUNT = st.integers(0, 10**12) | st.floats(0.0, 1e12)
 
 # Valid attrs per type, written from the schema documentation (README / engine.schemas docstring).
 VALID_ATTRS: dict[str, st.SearchStrategy[dict[str, Any]]] = {
     "purchase": st.fixed_dictionaries(
-        {"amount": NON_NEGATIVE, "currency": st.sampled_from(["EUR", "USD", "eur"]), "product": TEXT}
+        {"amount": AMOUNT, "currency": st.sampled_from(["EUR", "USD", "eur"]), "product": TEXT}
     ),
     "login": st.fixed_dictionaries({}, optional={"channel": TEXT}),
     "session": st.fixed_dictionaries({}, optional={"duration_s": NON_NEGATIVE}),
@@ -110,7 +112,7 @@ VALID_ATTRS: dict[str, st.SearchStrategy[dict[str, Any]]] = {
     "page_view": st.fixed_dictionaries({"page": TEXT}),
     "app_click": st.fixed_dictionaries({"element": TEXT}),
     "call_center": st.fixed_dictionaries({"reason": TEXT}),
-    "product_holding": st.fixed_dictionaries({"product": TEXT, "balance": NUMBER}),
+    "product_holding": st.fixed_dictionaries({"product": TEXT, "balance": MONEY}),
     "campaign_response": st.fixed_dictionaries(
         {
             "campaign": TEXT,
@@ -480,6 +482,13 @@ def score(**changes: Any) -> dict[str, Any]:
         (purchase(math.nan), None, "attrs.amount of purchase must be finite"),
         (purchase(-math.inf), None, "attrs.amount of purchase must be finite"),
         (purchase(-1), None, "attrs.amount of purchase must not be negative"),
+        (purchase(1e12 + 1), None, "attrs.amount of purchase must be at most 1e+12 in absolute value"),
+        (purchase(10**17), None, "attrs.amount of purchase must be at most 1e+12 in absolute value"),
+        (
+            wire("product_holding", attrs={"product": "savings", "balance": -1e308}),
+            None,
+            "attrs.balance of product_holding must be at most 1e+12 in absolute value",
+        ),
         (purchase(True), None, "attrs.amount of purchase must be a number, got bool"),
         (purchase(currency="USD"), "EUR", "purchase currency 'USD' is not the configured 'EUR'"),
         (wire(attrs={"amount": 1, "currency": "EUR"}), None, "missing attrs.product for purchase"),
