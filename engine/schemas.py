@@ -123,6 +123,12 @@ def quoted(value: Any) -> str:
     return _QUOTED.repr(value)
 
 
+def attribute_text(value: Any) -> str:
+    """An unchecked attribute's value as text: a string as it is, anything else as ``str`` gives
+    it, but bounded like ``quoted`` (``str`` of a list nested 1000 deep raises RecursionError)."""
+    return value if isinstance(value, str) else _QUOTED.repr(value)
+
+
 def _finite(value: int | float) -> bool:
     # math.isfinite overflows on an int beyond the float range (a 400-digit JSON number).
     return math.isfinite(value) if isinstance(value, float) else abs(value) <= sys.float_info.max
