@@ -78,6 +78,14 @@ _CONSTRUCTS: dict[type[ast.AST], str] = {
 }  # fmt: skip
 
 
+def _is_text(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _shortened(text: str, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
@@ -145,6 +153,9 @@ class _Compiler:
         if isinstance(node, ast.Constant):
             if node.value is not None and not isinstance(node.value, (bool, int, float, str)):
                 raise self.fail(node, f"{type(node.value).__name__} constant")
+            if isinstance(node.value, str) and not _is_text(node.value):
+                # '\ud800' in the source: a change event whose reason quotes it could not be encoded.
+                raise RuleSyntaxError(f"string constant is not Unicode text (a lone surrogate) ({src!r})")
             return nodes.Const(node.value, src)
         if isinstance(node, ast.Name):
             return self._name(node, src)

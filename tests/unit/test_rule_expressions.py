@@ -276,3 +276,12 @@ def test_a_long_expression_compiles_in_linear_time() -> None:
     started = time.perf_counter()
     compile_expression(text, KNOWN)
     assert time.perf_counter() - started < 5
+
+
+@pytest.mark.parametrize(
+    "text", ["segment_code == '\\ud800'", "a != '\\udfff' or b > 1", "segment_code in ('x', '\\ud800')"]
+)
+def test_a_lone_surrogate_constant_is_refused(text: str) -> None:
+    # Its comparison's reason (threshold '\ud800') made the change event's msgpack encode raise.
+    with pytest.raises(RuleSyntaxError, match=r"^string constant is not Unicode text"):
+        compile_expression(text, KNOWN)
