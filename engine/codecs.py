@@ -22,13 +22,16 @@ def decode_payload(raw: bytes | None) -> Any:
         raise InvalidEvent("empty payload")
     if raw[0] in _JSON_START:
         try:
-            return json.loads(raw)
+            value = json.loads(raw)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise InvalidEvent(f"bad JSON: {exc}") from None
         except RecursionError:
             raise InvalidEvent("bad JSON: nested too deeply") from None
         except ValueError as exc:  # e.g. an integer of more digits than Python converts
             raise InvalidEvent(f"bad JSON: {exc}") from None
+        if _has_lone_surrogate(value):
+            raise InvalidEvent("bad JSON: a string holds a lone surrogate (not Unicode text)")
+        return value
     if not (0x80 <= raw[0] <= 0x8F or raw[0] in (0xDE, 0xDF)):
         raise InvalidEvent(f"payload is neither a JSON object nor a msgpack map (first byte 0x{raw[0]:02x})")
     try:
@@ -37,6 +40,30 @@ def decode_payload(raw: bytes | None) -> Any:
         raise InvalidEvent(f"bad msgpack: {type(exc).__name__}: {exc}") from None
     except TypeError:  # a map or list used as a map key
         raise InvalidEvent("bad msgpack: unhashable map key") from None
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    """Whether a decoded JSON value holds a string that is not Unicode text (so not UTF-8).
+
+    ``json.loads`` turns a ``\\ud800`` escape, or the bytes ED A0 80 (it decodes with
+    ``surrogatepass``), into a lone surrogate, which no later encode accepts: as an id it failed
+    the whole batch's commit. msgpack strings are strict UTF-8 already. Iterative: any nesting.
+    """
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if not item.isascii():
+                try:
+                    item.encode("utf-8")
+                except UnicodeEncodeError:
+                    return True
+        elif isinstance(item, dict):
+            stack += item
+            stack += item.values()
+        elif isinstance(item, list):
+            stack += item
+    return False
 
 
 def encode_msgpack(value: Any) -> bytes:

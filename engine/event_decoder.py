@@ -81,11 +81,19 @@ class _WireEvent(msgspec.Struct, forbid_unknown_fields=True, gc=False):
 _msgpack_decoder: Final = msgspec.msgpack.Decoder(_WireEvent)
 _json_decoder: Final = msgspec.json.Decoder(_WireEvent)
 
-# Per type: (name, is a string, required, allowed values or None, non-negative), from ATTRIBUTE_SPECS.
-_Check = tuple[str, bool, bool, frozenset[str] | None, bool]
+# Per type: (name, is a string, required, allowed values or None, non-negative, largest absolute
+# value or inf), from ATTRIBUTE_SPECS.
+_Check = tuple[str, bool, bool, frozenset[str] | None, bool, float]
 _CHECKS: Final[dict[str, tuple[_Check, ...]]] = {
     event_type: tuple(
-        (name, spec.kind == "str", spec.required, frozenset(spec.choices) or None, spec.non_negative)
+        (
+            name,
+            spec.kind == "str",
+            spec.required,
+            frozenset(spec.choices) or None,
+            spec.non_negative,
+            math.inf if spec.limit is None else spec.limit,
+        )
         for name, spec in specs.items()
     )
     for event_type, specs in ATTRIBUTE_SPECS.items()
@@ -128,7 +136,7 @@ def _accepted(wire: _WireEvent, currency: str | None) -> Event | None:
         seconds = millis / 1000
     attrs: dict[str, Any] = {} if wire.attrs is None else wire.attrs
     event_type = wire.type
-    for name, is_text, required, choices, non_negative in _CHECKS[event_type]:
+    for name, is_text, required, choices, non_negative, limit in _CHECKS[event_type]:
         value = attrs.get(name, _MISSING)
         if value is _MISSING:
             if required:
@@ -137,9 +145,9 @@ def _accepted(wire: _WireEvent, currency: str | None) -> Event | None:
             if type(value) is not str or not value or (choices is not None and value not in choices):
                 return None
         elif type(value) is float:
-            if not math.isfinite(value) or (non_negative and value < 0):
+            if not math.isfinite(value) or (non_negative and value < 0) or abs(value) > limit:
                 return None
-        elif type(value) is not int or (non_negative and value < 0):
+        elif type(value) is not int or (non_negative and value < 0) or abs(value) > limit:
             return None
     if currency is not None and event_type == "purchase" and attrs["currency"] != currency:
         return None

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import re
+import reprlib
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -65,11 +66,19 @@ class AttributeSpec:
     required: bool = True
     choices: tuple[str, ...] = ()
     non_negative: bool = False
+    limit: float | None = None
+    """The largest absolute value accepted (money: ``MAX_MONEY``)."""
 
+
+# Money beyond this, a trillion major units, is refused: the features keep revenue in integer
+# minor units (msgpack int64 in the customer record, and an exact Decimal on the way), so one
+# purchase of 1e17 or two of 5e16 failed the customer's commit, and balances near the float
+# range overflowed their sum; every batch holding such an event failed again on redelivery.
+MAX_MONEY = 1e12
 
 ATTRIBUTE_SPECS: dict[str, dict[str, AttributeSpec]] = {
     "purchase": {
-        "amount": AttributeSpec("number", non_negative=True),
+        "amount": AttributeSpec("number", non_negative=True, limit=MAX_MONEY),
         "currency": AttributeSpec("str"),
         "product": AttributeSpec("str"),
     },
@@ -84,7 +93,10 @@ ATTRIBUTE_SPECS: dict[str, dict[str, AttributeSpec]] = {
     "page_view": {"page": AttributeSpec("str")},
     "app_click": {"element": AttributeSpec("str")},
     "call_center": {"reason": AttributeSpec("str")},
-    "product_holding": {"product": AttributeSpec("str"), "balance": AttributeSpec("number")},
+    "product_holding": {
+        "product": AttributeSpec("str"),
+        "balance": AttributeSpec("number", limit=MAX_MONEY),
+    },
     "campaign_response": {
         "campaign": AttributeSpec("str"),
         "variant": AttributeSpec("str"),
@@ -102,6 +114,25 @@ assert set(ATTRIBUTE_SPECS) == set(EVENT_TYPES)
 
 class InvalidEvent(ValueError):
     """The event breaks schema v1; ``str(exc)`` is the reason recorded in the dead letter."""
+
+
+# A value quoted in a reason is cut short: an input's value may be a megabyte string or nested a
+# thousand levels deep (the builtin repr of which raises RecursionError), and the dead letter
+# carries the raw bytes anyway.
+_QUOTED = reprlib.Repr()
+_QUOTED.maxstring = _QUOTED.maxother = 80
+_QUOTED.maxlevel = 3
+
+
+def quoted(value: Any) -> str:
+    """``repr(value)`` for a reason: one line, at most about 80 characters, any nesting."""
+    return _QUOTED.repr(value)
+
+
+def attribute_text(value: Any) -> str:
+    """An unchecked attribute's value as text: a string as it is, anything else as ``str`` gives
+    it, but bounded like ``quoted`` (``str`` of a list nested 1000 deep raises RecursionError)."""
+    return value if isinstance(value, str) else _QUOTED.repr(value)
 
 
 def _finite(value: int | float) -> bool:
@@ -125,12 +156,12 @@ def parse_ts(value: Any) -> float:
             text = value[:-1] + "+00:00" if value[-1:] in ("Z", "z") else value
             parsed = datetime.fromisoformat(text)
         except ValueError:
-            raise InvalidEvent(f"ts {value!r} is not an RFC 3339 timestamp") from None
+            raise InvalidEvent(f"ts {quoted(value)} is not an RFC 3339 timestamp") from None
         if parsed.tzinfo is None:
-            raise InvalidEvent(f"ts {value!r} has no time zone")
+            raise InvalidEvent(f"ts {quoted(value)} has no time zone")
         millis = parsed.timestamp() * 1000
         if not MIN_TS_MS <= millis <= MAX_TS_MS:
-            raise InvalidEvent(f"ts {value!r} is outside {TS_RANGE}")
+            raise InvalidEvent(f"ts {quoted(value)} is outside {TS_RANGE}")
         return millis / 1000
     raise InvalidEvent(f"ts must be epoch milliseconds or an RFC 3339 string, got {type(value).__name__}")
 
@@ -167,7 +198,7 @@ def _check_attribute(event_type: str, name: str, spec: AttributeSpec, value: Any
         if not isinstance(value, str) or not value:
             raise InvalidEvent(f"{where} must be a non-empty string")
         if spec.choices and value not in spec.choices:
-            raise InvalidEvent(f"{where} must be one of {', '.join(spec.choices)}; got {value!r}")
+            raise InvalidEvent(f"{where} must be one of {', '.join(spec.choices)}; got {quoted(value)}")
         return
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidEvent(f"{where} must be a number, got {type(value).__name__}")
@@ -175,6 +206,8 @@ def _check_attribute(event_type: str, name: str, spec: AttributeSpec, value: Any
         raise InvalidEvent(f"{where} must be finite")
     if spec.non_negative and value < 0:
         raise InvalidEvent(f"{where} must not be negative")
+    if spec.limit is not None and abs(value) > spec.limit:
+        raise InvalidEvent(f"{where} must be at most {spec.limit:.0e} in absolute value")
 
 
 def external_model_problem(name: str) -> str | None:
@@ -191,7 +224,7 @@ def score_problem(attrs: Mapping[str, Any], ts: float) -> str | None:
     model = attrs["model"]
     problem = external_model_problem(model)
     if problem is not None:
-        return f"attrs.model of score {model!r} {problem}"
+        return f"attrs.model of score {quoted(model)} {problem}"
     if len(attrs["version"]) > MAX_ID_LENGTH:
         return f"attrs.version of score must be 1-{MAX_ID_LENGTH} characters"
     as_of = attrs.get("as_of")
@@ -213,12 +246,12 @@ def validate_event(envelope: Any, *, currency: str | None = None) -> Event:
         raise InvalidEvent(f"event must be a map, got {type(envelope).__name__}")
     version = envelope.get("v", EVENT_SCHEMA_VERSION)
     if isinstance(version, bool) or not isinstance(version, int) or version != EVENT_SCHEMA_VERSION:
-        raise InvalidEvent(f"unsupported schema version {version!r} (this worker reads v1)")
+        raise InvalidEvent(f"unsupported schema version {quoted(version)} (this worker reads v1)")
     event_id = _require_id(envelope, "event_id")
     customer_id = _require_id(envelope, "customer_id")
     event_type = envelope.get("type")
     if not isinstance(event_type, str) or event_type not in ATTRIBUTE_SPECS:
-        raise InvalidEvent(f"unknown type {event_type!r}; expected one of {', '.join(EVENT_TYPES)}")
+        raise InvalidEvent(f"unknown type {quoted(event_type)}; expected one of {', '.join(EVENT_TYPES)}")
     if "ts" not in envelope:
         raise InvalidEvent("missing ts")
     ts = parse_ts(envelope["ts"])
@@ -234,7 +267,8 @@ def validate_event(envelope: Any, *, currency: str | None = None) -> Event:
             continue
         _check_attribute(event_type, name, spec, attrs[name])
     if event_type == "purchase" and currency is not None and attrs["currency"] != currency:
-        raise InvalidEvent(f"purchase currency {attrs['currency']!r} is not the configured {currency!r}")
+        shown = quoted(attrs["currency"])
+        raise InvalidEvent(f"purchase currency {shown} is not the configured {currency!r}")
     if event_type == "score" and (problem := score_problem(attrs, ts)) is not None:
         raise InvalidEvent(problem)
     return Event(event_id=event_id, customer_id=customer_id, type=event_type, ts=ts, attrs=dict(attrs))

@@ -47,6 +47,7 @@ from engine.activation.program import ActionSpec
 from engine.codecs import encode_msgpack
 from engine.output import SegmentChange
 from engine.rules.model import RuleSet
+from engine.schemas import attribute_text
 from engine.stream.batch_records import ACTION, OUTCOME, TALLY, PendingChange
 from features.event import Event
 from models.outcome_messages import OUTCOME_KIND, OUTCOME_SCHEMA, OutcomeMessage, encode_outcome
@@ -170,7 +171,7 @@ class ActionPlanner:
         rules = self._rules()
         quiet = rules.activation.quiet_hours
         if quiet is not None and quiet.timezone_attribute in event.attrs:
-            zone = str(event.attrs[quiet.timezone_attribute])
+            zone = attribute_text(event.attrs[quiet.timezone_attribute])
             if zone != ledger.tz:
                 ledger.tz, ledger.changed = zone, True
         if not ledger.open or event.type not in ("purchase", "campaign_response"):

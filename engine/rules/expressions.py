@@ -24,6 +24,7 @@ from __future__ import annotations
 import ast
 import difflib
 import math
+import sys
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
@@ -53,6 +54,9 @@ _ARITY: dict[str, tuple[int, int | None, str]] = {
     "max": (1, None, "at least 1 argument"),
 }
 MAX_EXPRESSION_CHARS = 10_000
+MAX_EXPRESSION_DEPTH = 100
+"""Levels of the syntax tree (``a + b + c`` is 4: the two ``+``, a name, its context): deeper
+ones are refused before compiling, which recurses once per level."""
 _COMPARE_OPS: dict[type[ast.cmpop], str] = {
     ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">=", ast.Eq: "==", ast.NotEq: "!=",
     ast.In: "in", ast.NotIn: "not in",
@@ -72,6 +76,18 @@ _CONSTRUCTS: dict[type[ast.AST], str] = {
     ast.Starred: "starred expression", ast.List: "list literal outside 'in'",
     ast.Tuple: "tuple literal outside 'in'",
 }  # fmt: skip
+
+
+def _is_text(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _shortened(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class RuleSyntaxError(ValueError):
@@ -100,12 +116,22 @@ class _Compiler:
 
     def __init__(self, text: str, known: Collection[str], params: Mapping[str, object]) -> None:
         self.text, self.known, self.params = text, known, params
+        one_line = "\n" not in text and "\r" not in text
+        self._utf8 = text.encode("utf-8", "surrogatepass") if one_line else None
         self.comparisons: list[Comparison] = []
         self.free_names: set[str] = set()
         self._compare_depth = 0
 
     def src(self, node: ast.AST) -> str:
-        segment = ast.get_source_segment(self.text, node)
+        start, end = getattr(node, "col_offset", None), getattr(node, "end_col_offset", None)
+        one_line = getattr(node, "lineno", None) == getattr(node, "end_lineno", None) == 1
+        if self._utf8 is not None and one_line and start is not None:
+            # What ast.get_source_segment gives for a one-line source (offsets are UTF-8 bytes), in
+            # time linear in the segment: it splits the whole source into lines in a Python loop on
+            # every call, so a 10,000-character expression took tens of seconds to compile.
+            segment: str | None = self._utf8[start:end].decode("utf-8", "surrogatepass")
+        else:
+            segment = ast.get_source_segment(self.text, node)
         return " ".join((segment if segment is not None else ast.unparse(node)).split())
 
     def fail(self, node: ast.AST, construct: str, hint: str = "") -> RuleSyntaxError:
@@ -113,15 +139,23 @@ class _Compiler:
 
     def compile(self, node: ast.AST) -> nodes.Node:
         node_ = self._compile(node)
-        if node_.names or isinstance(node_, nodes.Const):
-            return node_
-        return nodes.Const(node_.fn({}), node_.src)  # constant folding: params and literals only
+        if not node_.names and not isinstance(node_, nodes.Const):
+            node_ = nodes.Const(node_.fn({}), node_.src)  # constant folding: params and literals only
+        if isinstance(node_, nodes.Const):
+            value = node_.value
+            if isinstance(value, int) and not isinstance(value, bool) and abs(value) > sys.float_info.max:
+                # Thresholds are read as floats (crossing points), and reasons print the value.
+                raise RuleSyntaxError(f"number out of range ({_shortened(node_.src)!r})")
+        return node_
 
     def _compile(self, node: ast.AST) -> nodes.Node:
         src = self.src(node)
         if isinstance(node, ast.Constant):
             if node.value is not None and not isinstance(node.value, (bool, int, float, str)):
                 raise self.fail(node, f"{type(node.value).__name__} constant")
+            if isinstance(node.value, str) and not _is_text(node.value):
+                # '\ud800' in the source: a change event whose reason quotes it could not be encoded.
+                raise RuleSyntaxError(f"string constant is not Unicode text (a lone surrogate) ({src!r})")
             return nodes.Const(node.value, src)
         if isinstance(node, ast.Name):
             return self._name(node, src)
@@ -340,12 +374,24 @@ def compile_expression(
     except SyntaxError as exc:
         detail = "" if exc.msg == "invalid syntax" else f": {exc.msg}"
         column = f" at column {exc.offset}" if exc.offset else ""
-        raise RuleSyntaxError(f"invalid syntax{column}{detail} ({source!r})") from None
+        raise RuleSyntaxError(f"invalid syntax{column}{detail} ({_shortened(source)!r})") from None
     except (ValueError, RecursionError, MemoryError):
         raise RuleSyntaxError("invalid expression (null byte or nested too deeply)") from None
+    if _depth(tree.body) > MAX_EXPRESSION_DEPTH:
+        raise RuleSyntaxError(f"expression nested deeper than {MAX_EXPRESSION_DEPTH} levels")
     compiler = _Compiler(source, known_names, params or {})
     try:
         root = compiler.compile(tree.body)
     except RecursionError:
         raise RuleSyntaxError("expression nested too deeply") from None
     return Expression(source, root, tuple(compiler.comparisons), frozenset(compiler.free_names))
+
+
+def _depth(tree: ast.AST) -> int:
+    """How many levels the syntax tree has, counted without recursion."""
+    deepest, stack = 0, [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        stack += [(child, depth + 1) for child in ast.iter_child_nodes(node)]
+    return deepest

@@ -31,6 +31,13 @@ Expressions use the language of ``engine.rules.expressions``; they may read the 
 problem (YAML syntax, a duplicate or unknown key, a wrong type, a missing key, a duplicate
 name, a bad expression, an unknown variable, a bad dwell, a bad param) raises
 :class:`RulesError` with the one-line message ``FILE:LINE: problem``.
+
+Limits, so that loading is bounded in time and stack whatever the file: at most
+``MAX_RULES_FILE_BYTES`` (256 KiB), YAML nested at most ``MAX_YAML_DEPTH`` (32) levels, every
+string Unicode text (no lone surrogate escapes), at most ``MAX_RULES_EXPRESSIONS`` (1,000)
+expressions of ``MAX_RULES_EXPRESSION_CHARS`` (50,000) characters in all, an alias counting
+each time it is used, and each expression at most 10,000 characters and 100 levels deep
+(``engine.rules.expressions``).
 """
 
 from __future__ import annotations
@@ -40,10 +47,12 @@ import hashlib
 import keyword
 import math
 import re
+import sys
 from collections.abc import Collection, Mapping
 from pathlib import Path
 
 import yaml
+from yaml.composer import ComposerError
 from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
@@ -57,6 +66,13 @@ _FAMILY_NAME = re.compile(r"[a-z][a-z0-9_]*")
 _PARAM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 LABEL_HORIZONS = ("churn_days", "clv_days", "propensity_days")
 _STR, _INT, _FLOAT, _BOOL = (f"tag:yaml.org,2002:{t}" for t in ("str", "int", "float", "bool"))
+# Bounds on the work of loading a file (the shipped rules: 5 KB, depth 7, 24 expressions), so a
+# broken or hostile file fails fast with a message instead of running for minutes or overflowing
+# the stack. Expressions are counted each time an alias uses them.
+MAX_RULES_FILE_BYTES = 256 * 1024
+MAX_YAML_DEPTH = 32
+MAX_RULES_EXPRESSIONS = 1_000
+MAX_RULES_EXPRESSION_CHARS = 50_000
 
 
 class RulesError(ValueError):
@@ -76,13 +92,20 @@ def load_rules(path: str | Path, known_names: Collection[str]) -> RuleSet:
 
 def _read(path: str | Path) -> tuple[str, bytes]:
     try:
-        data = Path(path).read_bytes()
+        with Path(path).open("rb") as file:
+            data = file.read(MAX_RULES_FILE_BYTES + 1)
     except OSError as exc:
         raise RulesError(str(path), None, f"cannot read: {exc.strerror or exc}") from None
+    _check_size(str(path), data)
     try:
         return data.decode("utf-8"), data
     except UnicodeDecodeError:
         raise RulesError(str(path), 1, "not UTF-8 text") from None
+
+
+def _check_size(source: str, data: bytes) -> None:
+    if len(data) > MAX_RULES_FILE_BYTES:
+        raise RulesError(source, 1, f"rules file larger than {MAX_RULES_FILE_BYTES} bytes")
 
 
 def load_label_horizons(path: str | Path) -> dict[str, float]:
@@ -97,7 +120,42 @@ def load_label_horizons(path: str | Path) -> dict[str, float]:
 
 def parse_rules(text: str, source: str = "<string>", known_names: Collection[str] = ()) -> RuleSet:
     """Validate rules given as YAML text; ``source`` names it in error messages."""
-    return _Parser(source, known_names).parse(text, text.encode("utf-8"))
+    try:
+        data = text.encode("utf-8")
+    except UnicodeEncodeError as exc:  # a lone surrogate
+        raise RulesError(source, text.count("\n", 0, exc.start) + 1, "not UTF-8 text") from None
+    _check_size(source, data)
+    return _Parser(source, known_names).parse(text, data)
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe composer, with nesting bounded and every scalar checked to be Unicode text.
+
+    The composer recurses per level (RecursionError at a few hundred, after scanning time that
+    grows with the square of the depth); a double-quoted ``"\\ud800"`` escape composes to a lone
+    surrogate, which a change event carrying it as a segment name or label could not encode.
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: Node | None, index: object) -> Node | None:
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                mark = self.peek_event().start_mark
+                raise ComposerError(None, None, f"nested deeper than {MAX_YAML_DEPTH} levels", mark)
+            node = super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+        if isinstance(node, ScalarNode) and not node.value.isascii():
+            try:
+                node.value.encode("utf-8")
+            except UnicodeEncodeError:
+                problem = "a lone surrogate escape in a string (not Unicode text)"
+                raise ComposerError(None, None, problem, node.start_mark) from None
+        return node
 
 
 class _Parser:
@@ -106,6 +164,8 @@ class _Parser:
         self.params: dict[str, ParamValue] = {}
         self.actions: Mapping[str, ActionSpec] = {}
         self._constructor = SafeConstructor()
+        self._expressions = 0
+        self._expression_chars = 0
 
     def fail(self, node: Node, problem: str) -> RulesError:
         return RulesError(self.source, node.start_mark.line + 1, problem)
@@ -148,7 +208,7 @@ class _Parser:
 
     def top(self, text: str) -> dict[str, Node]:
         try:
-            root = yaml.compose(text, Loader=yaml.SafeLoader)
+            root = yaml.compose(text, Loader=_BoundedLoader)
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
             line = mark.line + 1 if mark is not None else 1
@@ -202,13 +262,29 @@ class _Parser:
     def number(self, node: Node, what: str) -> float:
         if not isinstance(node, ScalarNode) or node.tag not in (_INT, _FLOAT):
             raise self.fail(node, f"{what} must be a number")
-        value = float(self._constructor.construct_object(node))
-        if not math.isfinite(value):
+        value = self.scalar(node)
+        if not _finite(value):
             raise self.fail(node, f"{what} must be a finite number")
-        return value
+        return float(value)
+
+    def scalar(self, node: ScalarNode) -> object:
+        """The value of a scalar node; an integer of more digits than Python converts is an error."""
+        try:
+            return self._constructor.construct_object(node)
+        except ValueError:  # int() refuses more than sys.get_int_max_str_digits() digits
+            raise self.fail(node, f"number of {len(node.value)} characters is out of range") from None
 
     def expression(self, node: Node, what: str) -> Expression:
         text = self.string(node, what)
+        self._expressions += 1
+        self._expression_chars += len(text)
+        most, chars = MAX_RULES_EXPRESSIONS, MAX_RULES_EXPRESSION_CHARS  # read late: tests lower them
+        if self._expressions > most:
+            raise self.fail(node, f"more than {most} expressions (an alias counts each use)")
+        if self._expression_chars > chars:
+            raise self.fail(
+                node, f"expressions longer than {chars} characters in all (an alias counts each use)"
+            )
         try:
             return compile_expression(text, self.known, self.params)
         except RuleSyntaxError as exc:
@@ -228,8 +304,8 @@ class _Parser:
                 raise self.fail(key_node, f"param {key!r} shadows the function {key}()")
             if not isinstance(value_node, ScalarNode) or value_node.tag not in (_STR, _INT, _FLOAT, _BOOL):
                 raise self.fail(value_node, f"param {key!r} must be a number, a string or a bool")
-            value = self._constructor.construct_object(value_node)
-            if isinstance(value, float) and not math.isfinite(value):
+            value = self.scalar(value_node)
+            if isinstance(value, int | float) and not isinstance(value, bool) and not _finite(value):
                 raise self.fail(value_node, f"param {key!r} must be a finite number")
             self.params[key] = value
 
@@ -301,6 +377,13 @@ class _Parser:
                 raise self.fail(item, f"action {action!r} is listed twice")
             names.append(action)
         return tuple(names)
+
+
+def _finite(value: object) -> bool:
+    """A finite number within the float range (float() of a larger int raises OverflowError)."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return isinstance(value, int) and abs(value) <= sys.float_info.max
 
 
 def _is_null(node: Node) -> bool:

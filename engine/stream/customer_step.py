@@ -18,6 +18,7 @@ from engine.codecs import decode_msgpack, encode_msgpack
 from engine.output import SegmentChange
 from engine.rules.evaluate import evaluate_rules, next_due
 from engine.rules.model import RuleSet
+from engine.schemas import attribute_text
 from engine.segmentation import QUINTILE_NAMES, SCORE_PREFIX, PopulationCuts, RuleVariables, TimeModel
 from engine.stream.change_builder import ChangeBuilder
 from engine.stream.lifetime_inputs import model_row, reads_lifetime
@@ -161,7 +162,7 @@ class CustomerStep:
         cid = record.customer_id
         group_attribute = self.config.group_attribute
         if group_attribute and group_attribute in event.attrs:
-            work.group = encode_msgpack(str(event.attrs[group_attribute]))
+            work.group = encode_msgpack(attribute_text(event.attrs[group_attribute]))
         self._resolved(cid, work, positioned.partition, work.book.on_event(self.config.labels, event))
         features, row, all_scores, models, cuts, scores = yield from self._score(cid, state, state.last_ts)
         holdout = is_holdout(cid, self.config.holdout_fraction)

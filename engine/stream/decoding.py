@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 from engine.event_decoder import decode_event
 from engine.output import DeadLetter
-from engine.schemas import InvalidEvent
+from engine.schemas import InvalidEvent, quoted
 from engine.stream.batch_records import RawRecord
 from features.event import PositionedEvent
 
@@ -39,9 +39,14 @@ class BatchDecoder:
                 continue
             try:
                 event = decode_event(record.value, currency)
-                key = None if record.key is None else record.key.decode("utf-8", "replace")
-                if key is not None and key != event.customer_id:
-                    raise InvalidEvent(f"message key {key!r} differs from customer_id {event.customer_id!r}")
+                # Bytes against bytes: the key's bytes pick the partition, and a lossy decode of
+                # them (b"\xff" and b"\xfe" both read as U+FFFD) would let one customer's events
+                # into two partitions.
+                if record.key is not None and record.key != event.customer_id.encode():
+                    raise InvalidEvent(
+                        f"message key {_key_text(record.key)} differs from customer_id "
+                        f"{quoted(event.customer_id)}"
+                    )
             except InvalidEvent as exc:
                 dead.append(self._dead_letter(str(exc), record))
                 continue
@@ -62,3 +67,11 @@ class BatchDecoder:
     def parked(self) -> int:
         """How many decoded events are parked."""
         return len(self._parked)
+
+
+def _key_text(key: bytes) -> str:
+    """A message key as a reason shows it: its text, or its bytes when they are not UTF-8."""
+    try:
+        return quoted(key.decode())
+    except UnicodeDecodeError:
+        return quoted(key)

@@ -135,6 +135,25 @@ def test_the_customers_own_time_zone_decides_quiet_hours() -> None:
     assert [d["decision"] for d in decisions(planner.on_change(ledger, change("c1", ts)))] == ["send"]
 
 
+def nested(depth: int) -> object:
+    value: object = "Europe/Madrid"
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    "tz", [nested(1000), "America/" + "x" * 5000, "x" * 300, 7, None, {"zone": "UTC"}, b"\xff"]
+)
+def test_a_time_zone_attribute_that_is_no_zone_falls_back_to_the_default(tz: object) -> None:
+    # str() of the nested list raised RecursionError; ZoneInfo of a name over 255 bytes, OSError.
+    planner, ledger = planner_for(rules(QUIET)), ActionLedger()
+    ts = datetime(2026, 1, 10, 22, 30, tzinfo=UTC).timestamp()  # 23:30 in Madrid: quiet
+    planner.on_event(ledger, "c1", Event("e1", "c1", "login", ts - 60, {"tz": tz}))
+    assert planner.on_change(ledger, change("c1", ts)) == []  # held as in the default zone
+    assert len(ledger.encode()) < 1000 or isinstance(tz, str)
+
+
 CONTROLLED = """\
   global_control_percent: 5
   actions:

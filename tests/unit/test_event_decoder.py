@@ -92,12 +92,14 @@ def no_slow_path(monkeypatch: pytest.MonkeyPatch) -> None:
 
 TEXT = st.text(min_size=1, max_size=12)
 NUMBER = st.integers(-(10**9), 10**9) | st.floats(allow_nan=False, allow_infinity=False)
+MONEY = st.integers(-(10**12), 10**12) | st.floats(-1e12, 1e12)  # engine.schemas.MAX_MONEY
 NON_NEGATIVE = st.integers(0, 10**9) | st.floats(min_value=0.0, allow_infinity=False)
+AMOUNT = st.integers(0, 10**12) | st.floats(0.0, 1e12)
 
 # Valid attrs per type, written from the schema documentation (README / engine.schemas docstring).
 VALID_ATTRS: dict[str, st.SearchStrategy[dict[str, Any]]] = {
     "purchase": st.fixed_dictionaries(
-        {"amount": NON_NEGATIVE, "currency": st.sampled_from(["EUR", "USD", "eur"]), "product": TEXT}
+        {"amount": AMOUNT, "currency": st.sampled_from(["EUR", "USD", "eur"]), "product": TEXT}
     ),
     "login": st.fixed_dictionaries({}, optional={"channel": TEXT}),
     "session": st.fixed_dictionaries({}, optional={"duration_s": NON_NEGATIVE}),
@@ -112,7 +114,7 @@ VALID_ATTRS: dict[str, st.SearchStrategy[dict[str, Any]]] = {
     "page_view": st.fixed_dictionaries({"page": TEXT}),
     "app_click": st.fixed_dictionaries({"element": TEXT}),
     "call_center": st.fixed_dictionaries({"reason": TEXT}),
-    "product_holding": st.fixed_dictionaries({"product": TEXT, "balance": NUMBER}),
+    "product_holding": st.fixed_dictionaries({"product": TEXT, "balance": MONEY}),
     "campaign_response": st.fixed_dictionaries(
         {
             "campaign": TEXT,
@@ -484,6 +486,13 @@ def score(**changes: Any) -> dict[str, Any]:
         (purchase(math.nan), None, "attrs.amount of purchase must be finite"),
         (purchase(-math.inf), None, "attrs.amount of purchase must be finite"),
         (purchase(-1), None, "attrs.amount of purchase must not be negative"),
+        (purchase(1e12 + 1), None, "attrs.amount of purchase must be at most 1e+12 in absolute value"),
+        (purchase(10**17), None, "attrs.amount of purchase must be at most 1e+12 in absolute value"),
+        (
+            wire("product_holding", attrs={"product": "savings", "balance": -1e308}),
+            None,
+            "attrs.balance of product_holding must be at most 1e+12 in absolute value",
+        ),
         (purchase(True), None, "attrs.amount of purchase must be a number, got bool"),
         (purchase(currency="USD"), "EUR", "purchase currency 'USD' is not the configured 'EUR'"),
         (wire(attrs={"amount": 1, "currency": "EUR"}), None, "missing attrs.product for purchase"),
@@ -611,3 +620,64 @@ def test_huge_json_numbers_are_dead_lettered_with_a_reason() -> None:
     assert reasons[0] == "ts must be finite"
     assert reasons[1] == "attrs.amount of purchase must be finite"
     assert reasons[2].startswith("bad JSON: ")
+
+
+@pytest.mark.parametrize("field", ["type", "v"])
+@pytest.mark.parametrize("depth", [990, 1020])
+def test_a_deeply_nested_value_is_quoted_short_in_the_reason(field: str, depth: int) -> None:
+    # The builtin repr of a list nested ~1000 deep raises RecursionError: the reason must not use it.
+    raw = with_raw_field(wire(), field, packed_nested(depth))
+    with pytest.raises(InvalidEvent) as info:
+        decode_event(raw)
+    assert "[[[[...]]]]" in str(info.value)
+
+
+def test_a_huge_string_is_quoted_short_in_the_reason() -> None:
+    with pytest.raises(InvalidEvent) as info:
+        decode_event(msgpack.packb(wire(ts="x" * 1_000_000)))
+    reason = str(info.value)
+    assert reason.startswith("ts 'xxx") and reason.endswith("is not an RFC 3339 timestamp")
+    assert len(reason) < 200
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        json.dumps(wire(customer_id="\ud800")).encode(),  # the escape \ud800
+        json.dumps(wire(event_id="e\udfff")).encode(),
+        json.dumps(wire(), ensure_ascii=False).encode().replace(b'"c-1"', b'"c\xed\xa0\x80"'),  # bytes
+        json.dumps(
+            wire(attrs={"amount": 1, "currency": "EUR", "product": "p", "x": [{"\udc80": 1}]})
+        ).encode(),
+        json.dumps(wire()).encode("utf-16-le").replace(b"c\x00-\x00", b"\x00\xd8-\x00"),
+    ],
+)
+def test_a_lone_surrogate_in_json_is_dead_lettered(raw: bytes) -> None:
+    # json.loads accepts them; as an id, the customer's commit then failed to encode the key.
+    with pytest.raises(InvalidEvent) as info:
+        decode_event(raw)
+    assert str(info.value) == "bad JSON: a string holds a lone surrogate (not Unicode text)"
+    assert_same(raw)
+
+
+def test_the_message_key_is_compared_as_bytes() -> None:
+    from engine.output import DeadLetter
+    from engine.stream.decoding import BatchDecoder
+    from engine.stream.pipeline import RawRecord
+
+    def letter(reason: str, record: RawRecord) -> DeadLetter:
+        return DeadLetter(reason, record.value or b"", record.key, record.topic, record.partition, 0, 0)
+
+    replaced = msgpack.packb(wire(customer_id="\ufffd"))  # what b"\xff" reads as, decoded leniently
+    records = [
+        RawRecord("events", 0, 0, b"\xef\xbf\xbd", replaced),  # the UTF-8 of U+FFFD: the same customer
+        RawRecord("events", 0, 1, b"\xff", replaced),
+        RawRecord("events", 0, 2, b"c-1\xfe", msgpack.packb(wire())),
+        RawRecord("events", 0, 3, None, msgpack.packb(wire())),
+    ]
+    events, dead = BatchDecoder(None, letter).decode(records)
+    assert [p.offset for p in events] == [0, 3]
+    assert [d.reason for d in dead] == [
+        "message key b'\\xff' differs from customer_id '\ufffd'",
+        "message key b'c-1\\xfe' differs from customer_id 'c-1'",
+    ]

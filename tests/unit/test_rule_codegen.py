@@ -255,7 +255,11 @@ def test_a_mapping_whose_get_fails_gets_the_closures_error() -> None:
         compile_expression("a > 1", set(NAMES)).evaluate(Broken())
 
 
-def test_too_deep_for_the_compiler_falls_back_to_the_closures() -> None:
+def test_too_deep_for_the_compiler_falls_back_to_the_closures(monkeypatch: pytest.MonkeyPatch) -> None:
+    from engine.rules import expressions
+
+    # The loader refuses expressions this deep (MAX_EXPRESSION_DEPTH); the fallback stays for safety.
+    monkeypatch.setattr(expressions, "MAX_EXPRESSION_DEPTH", 10_000)
     text = "a + " * 300 + "a"
     expression = compile_expression(text, set(NAMES))
     assert not expression.compiled

@@ -245,3 +245,43 @@ def test_negated_is_cached_and_explains() -> None:
     assert negated is expression.negated()
     assert negated.text == "not (a >= 0.7)"
     assert negated.explain({"a": 0.5}) == (True, [Condition("a", "<", 0.7, 0.5)])
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a > 1 and (b <= 2 or not c)",
+        "coalesce(a, 0) * 2 + min(b, c) - abs(-a) / 3 >= 0.5",
+        "segment_code in ('Zoë', 'Ω≈ç', '\U0001f600 x') and  a  >  1",
+        "'\u200f\u0301 combining' != segment_code or 2 <= r_score <= 4",
+    ],
+)
+def test_source_segments_are_those_of_ast(text: str) -> None:
+    import ast
+
+    from engine.rules.expressions import _Compiler
+
+    compiler = _Compiler(text, KNOWN, {})
+    for node in ast.walk(ast.parse(text, mode="eval").body):
+        if isinstance(node, ast.expr):
+            expected = ast.get_source_segment(text, node)
+            assert expected is not None
+            assert compiler.src(node) == " ".join(expected.split())
+
+
+def test_a_long_expression_compiles_in_linear_time() -> None:
+    import time
+
+    text = "a > 1" + " or a > 1" * 1110  # 10,000 characters: 17 s when each node split the source
+    started = time.perf_counter()
+    compile_expression(text, KNOWN)
+    assert time.perf_counter() - started < 5
+
+
+@pytest.mark.parametrize(
+    "text", ["segment_code == '\\ud800'", "a != '\\udfff' or b > 1", "segment_code in ('x', '\\ud800')"]
+)
+def test_a_lone_surrogate_constant_is_refused(text: str) -> None:
+    # Its comparison's reason (threshold '\ud800') made the change event's msgpack encode raise.
+    with pytest.raises(RuleSyntaxError, match=r"^string constant is not Unicode text"):
+        compile_expression(text, KNOWN)

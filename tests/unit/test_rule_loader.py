@@ -167,6 +167,17 @@ def family_doc(segments: str, extra: str = "", params: str = "") -> str:
             7,
             "min_dwell_days must be a number",
         ),
+        (
+            "- name: A\n  when: 'frequency > 1'\n  min_dwell_days: 1" + "0" * 400 + "\n",
+            7,
+            "min_dwell_days must be a finite number",
+        ),
+        ("- name: A\n  when: 'frequency > 1" + "0" * 400 + "'\n", 6, "when: number out of range ('1000"),
+        (
+            "- name: A\n  when: 'frequency in (1, 2000000000 * 1" + "0" * 300 + ")'\n",
+            6,
+            "when: number out of",
+        ),
         ("- name: A\n", 5, "segment 'A' needs when (or enter and exit)"),
         ("- when: 'frequency > 1'\n", 5, "missing key 'name' in a segment"),
         (
@@ -238,6 +249,8 @@ def test_family_name_errors() -> None:
         ("  t: null\n", "param 't' must be a number, a string or a bool"),
         ("  t: {a: 1}\n", "param 't' must be a number, a string or a bool"),
         ("  t: .nan\n", "param 't' must be a finite number"),
+        ("  t: 1" + "0" * 400 + "\n", "param 't' must be a finite number"),  # float() overflowed
+        ("  t: " + "1" * 5000 + "\n", "number of 5000 characters is out of range"),  # int() refused
         ("  recency_days: 3\n", "param 'recency_days' shadows a variable of the same name"),
         ("  min: 3\n", "param 'min' shadows the function min()"),
         ("  not: 3\n", "param name 'not' is not an identifier"),
@@ -263,6 +276,48 @@ def test_an_unreadable_file_is_a_rules_error(tmp_path: Path) -> None:
     (tmp_path / "latin1.yaml").write_bytes(b"version: \xe9\n")
     with pytest.raises(RulesError, match=r"latin1.yaml:1: not UTF-8 text"):
         load_rules(tmp_path / "latin1.yaml", KNOWN)
+
+
+def test_limits_bound_the_work_of_loading(tmp_path: Path) -> None:
+    from engine.rules.loader import MAX_RULES_FILE_BYTES
+
+    big = VALID + "#" * MAX_RULES_FILE_BYTES + "\n"
+    (tmp_path / "big.yaml").write_text(big)
+    for load in (lambda: load_rules(tmp_path / "big.yaml", KNOWN), lambda: parse(big)):
+        with pytest.raises(RulesError, match=r":1: rules file larger than 262144 bytes$"):
+            load()
+    assert error_of('version: "x"\nfamilies: ' + "[" * 10_000 + "]" * 10_000 + "\n").startswith(
+        "rules.yaml:2: invalid YAML: nested deeper than 32 levels"
+    )
+    deep = "- name: A\n  when: '" + "not " * 200 + "frequency > 1'\n"
+    assert error_of(family_doc(deep)) == "rules.yaml:6: when: expression nested deeper than 100 levels"
+
+
+def test_aliases_count_each_use_of_an_expression(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Aliases repeat work without growing the file (here 3 x 20 label expressions from 3 lines).
+    import engine.rules.loader as loader
+
+    monkeypatch.setattr(loader, "MAX_RULES_EXPRESSIONS", 50)
+    monkeypatch.setattr(loader, "MAX_RULES_EXPRESSION_CHARS", 2_000)
+    labels = "".join(f"    - {{when: 'frequency > {i}', text: t{i}}}\n" for i in range(20))
+    segments = "- name: A\n  when: 'frequency > 1'\n  labels: &l\n" + labels
+    segments += "".join(f"- {{name: S{i}, when: 'frequency > 1', labels: *l}}\n" for i in range(2))
+    assert "more than 50 expressions (an alias counts each use)" in error_of(family_doc(segments))
+    long = "frequency > 1" + " or frequency > 1" * 40
+    segments = f"- name: A\n  when: &w '{long}'\n" + "- {name: B, when: *w}\n" * 2
+    assert "expressions longer than 2000 characters in all" in error_of(family_doc(segments))
+    assert len(parse(family_doc(f"- name: A\n  when: &w '{long}'\n- {{name: B, when: *w}}\n")).families) == 1
+
+
+def test_a_lone_surrogate_is_not_unicode_text() -> None:
+    # A YAML escape makes one; a change event naming the segment could then not be encoded.
+    segments = '- name: "A\\ud800"\n  when: "frequency > 1"\n'
+    assert error_of(family_doc(segments)) == (
+        "rules.yaml:5: invalid YAML: a lone surrogate escape in a string (not Unicode text)"
+    )
+    assert (
+        error_of(family_doc("- name: A\ud800\n  when: 'frequency > 1'\n")) == "rules.yaml:5: not UTF-8 text"
+    )
 
 
 BROKEN = (
