@@ -98,10 +98,7 @@ def _row_values(row: LiftRow) -> tuple[float | None, ...]:
 
 
 def _row_labels(row: LiftRow) -> str:
-    comparison, _, name = row.comparison.partition(" ")
-    if comparison == "global":  # "global control <action>"
-        comparison, name = "global_control", name.removeprefix("control ")
-    parts = {"comparison": comparison, "name": name, "segment": row.segment, "arm": row.arm}
+    parts = {"comparison": row.kind, "name": row.name, "segment": row.segment, "arm": row.arm}
     return ",".join(f'{key}="{_escape(value)}"' for key, value in parts.items())
 
 

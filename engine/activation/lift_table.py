@@ -18,7 +18,12 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from engine.activation.experiments.assignment import CONTROL, ExperimentSpec, variant_probabilities
+from engine.activation.experiments.assignment import (
+    CONTROL,
+    GLOBAL_CONTROL,
+    ExperimentSpec,
+    variant_probabilities,
+)
 from engine.activation.experiments.lift import (
     ArmCounts,
     ArmLift,
@@ -30,18 +35,28 @@ from engine.activation.outcomes import Outcome
 from models.outcome_messages import OutcomeTally
 
 ALL_SEGMENTS = "*"
+EXPERIMENT = "experiment"
+"""``LiftRow.kind`` of a variant against its experiment's holdout (else ``GLOBAL_CONTROL``)."""
 
 
 @dataclass(frozen=True, slots=True)
 class LiftRow:
     """One treated arm against its control, in one segment (``*``: all)."""
 
-    comparison: str
-    """``experiment <name>`` or ``global control <action>``."""
+    kind: str
+    """``EXPERIMENT`` (a variant against the holdout) or ``GLOBAL_CONTROL`` (an action's treated
+    decisions against the global control group)."""
+    name: str
+    """The experiment's name, or the action's."""
     segment: str
     arm: str
     lift: ArmLift
     control_exposures: int
+
+    @property
+    def comparison(self) -> str:
+        """``experiment <name>`` or ``global control <action>``, as tables title it."""
+        return f"{'experiment' if self.kind == EXPERIMENT else 'global control'} {self.name}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,14 +136,14 @@ def tallied_lift(
     checks: dict[str, SampleRatioCheck] = {}
     names = sorted({t.experiment for t in kept if t.experiment})
     for name in names if experiment is None else [n for n in names if n == experiment]:
-        members = [t for t in kept if t.experiment == name and t.group != "global_control"]
+        members = [t for t in kept if t.experiment == name and t.group != GLOBAL_CONTROL]
         for seg in [ALL_SEGMENTS, *sorted({t.segment for t in members})]:
             scoped = [t for t in members if seg == ALL_SEGMENTS or t.segment == seg]
             control = _counts(t for t in scoped if t.group == CONTROL)
             for arm in sorted({t.variant for t in scoped if t.group == "treated"}):
                 treated = _counts(t for t in scoped if t.group == "treated" and t.variant == arm)
                 lift = arm_lift(arm, treated, control, sequential=sequential)
-                rows.append(LiftRow(f"experiment {name}", seg, arm, lift, control.exposures))
+                rows.append(LiftRow(EXPERIMENT, name, seg, arm, lift, control.exposures))
         spec = experiments.get(name)
         if spec is not None:
             check = _ratio_check(members, spec, name in bandits)
@@ -137,13 +152,11 @@ def tallied_lift(
     if experiment is None:
         for action in sorted({t.action for t in kept}):
             mine = [t for t in kept if t.action == action]
-            held = _counts(t for t in mine if t.group == "global_control")
+            held = _counts(t for t in mine if t.group == GLOBAL_CONTROL)
             if held.exposures:
                 treated = _counts(t for t in mine if t.group == "treated")
                 lift = arm_lift("treated", treated, held, sequential=sequential)
-                rows.append(
-                    LiftRow(f"global control {action}", ALL_SEGMENTS, "treated", lift, held.exposures)
-                )
+                rows.append(LiftRow(GLOBAL_CONTROL, action, ALL_SEGMENTS, "treated", lift, held.exposures))
     return LiftTable(rows, checks, sum(t.outcomes for t in kept), 0)
 
 

@@ -14,14 +14,13 @@ from typing import Any
 
 import msgpack
 import pytest
+from activation_data import change, rules
 
 from engine.activation.bandit_arms import BanditArms
 from engine.activation.experiments.assignment import global_control, in_holdout
 from engine.activation.ledger import ActionLedger
 from engine.activation.planner import ActionPlanner
 from engine.codecs import decode_msgpack
-from engine.output import SegmentChange
-from engine.rules.loader import parse_rules
 from engine.stream.batch_records import ACTION, TALLY
 from features.event import Event
 from models.outcome_messages import OutcomeTally, decode_outcome
@@ -29,15 +28,7 @@ from models.outcome_messages import OutcomeTally, decode_outcome
 DAY = 86_400.0
 T0 = 1_767_614_400.0  # 2026-01-05T12:00Z
 
-RULES = """\
-version: "t1"
-families:
-  - name: risk
-    segments:
-      - name: risky
-        when: "frequency >= 1"
-        on_enter: [winback]
-activation:
+ACTIVATION = """\
   global_control_percent: 5
   actions:
     - name: winback
@@ -50,22 +41,6 @@ activation:
         bandit: {min_rewards: 20, floor: 0.01, epsilon: 0.1}
         variants: {plain: 1, discount: 1}
 """
-
-
-def change(customer: str, ts: float) -> SegmentChange:
-    return SegmentChange(
-        change_id=f"c-{customer}",
-        customer_id=customer,
-        family="risk",
-        from_segment=None,
-        to_segment="risky",
-        event_ts_ms=round(ts * 1000),
-        emitted_ts_ms=0,
-        rules_version="t1",
-        reason={"text": "risk=risky"},
-        features={},
-        cause={},
-    )
 
 
 def point(decision_id: str) -> float:
@@ -104,7 +79,7 @@ CUSTOMERS = [f"c{i}" for i in range(2000)]
 
 
 def test_while_exploring_every_arm_has_one_over_k_and_the_point_picks_it() -> None:
-    rule_set = parse_rules(RULES, known_names={"frequency"})
+    rule_set = rules(ACTIVATION)
     experiment = rule_set.activation.actions["winback"].experiment
     assert experiment is not None
     snapshots = Snapshots({})  # no tallies yet: every arm below min_rewards
@@ -125,7 +100,7 @@ def test_while_exploring_every_arm_has_one_over_k_and_the_point_picks_it() -> No
 
 
 def test_the_sealed_tallies_move_traffic_to_the_better_arm_by_event_time() -> None:
-    rule_set = parse_rules(RULES, known_names={"frequency"})
+    rule_set = rules(ACTIVATION)
     day = int(T0 // DAY)
     # Version day-1 (read on day `day`): discount converts 30%, plain 5%; the version before it has
     # too few outcomes and still explores.
@@ -151,7 +126,7 @@ def test_the_sealed_tallies_move_traffic_to_the_better_arm_by_event_time() -> No
 
 
 def test_outcomes_reach_the_learner_with_their_arm_and_group() -> None:
-    rule_set = parse_rules(RULES, known_names={"frequency"})
+    rule_set = rules(ACTIVATION)
     planner = ActionPlanner(lambda: rule_set, lambda: 0.0, BanditArms(Snapshots({})))
     messages = []
     for customer in CUSTOMERS[:200]:

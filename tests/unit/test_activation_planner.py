@@ -12,51 +12,19 @@ from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 import pytest
+from activation_data import change, rules
 
 from engine.activation.experiments.assignment import global_control, in_holdout
 from engine.activation.ledger import ActionLedger
 from engine.activation.planner import ActionPlanner
 from engine.codecs import decode_msgpack
-from engine.output import SegmentChange
-from engine.rules.loader import RulesError, parse_rules
+from engine.rules.loader import RulesError
 from engine.rules.model import RuleSet
 from engine.stream.batch_records import ACTION, OUTCOME, PendingChange
 from features.event import Event
 
 DAY = 86_400.0
 NOON = datetime(2026, 1, 5, 12, 0, tzinfo=UTC).timestamp()
-
-RULES = """\
-version: "t1"
-families:
-  - name: risk
-    segments:
-      - name: risky
-        when: "frequency >= 1"
-        on_enter: [{actions}]
-activation:
-{activation}
-"""
-
-
-def rules(activation: str, actions: str = "winback") -> RuleSet:
-    return parse_rules(RULES.format(actions=actions, activation=activation), known_names={"frequency"})
-
-
-def change(customer: str, ts: float, n: int = 0) -> SegmentChange:
-    return SegmentChange(
-        change_id=f"c-{customer}-{n}",
-        customer_id=customer,
-        family="risk",
-        from_segment=None,
-        to_segment="risky",
-        event_ts_ms=round(ts * 1000),
-        emitted_ts_ms=0,
-        rules_version="t1",
-        reason={"text": "risk=risky"},
-        features={},
-        cause={},
-    )
 
 
 def decisions(entries: list[PendingChange]) -> list[dict[str, object]]:

@@ -42,7 +42,7 @@ from engine.settings import Settings, load_settings
 from engine.stack import kafka as kafka_server
 from engine.stack import redis as redis_server
 
-DEFAULTS = Settings()
+DEFAULTS = Settings.model_construct()  # the documented defaults, whatever SEGFLOW_* the shell sets
 WEB, DELIVER_WEB = DEFAULTS.web_port, DEFAULTS.deliver_web_port
 SEGFLOW_SERVICES = ("worker-1", "worker-2", "learner", "deliver")
 

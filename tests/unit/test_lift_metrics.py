@@ -11,10 +11,10 @@ from __future__ import annotations
 import re
 
 import pytest
+from activation_data import rules
 
 from engine.activation.lift_metrics import lift_lines
 from engine.ops.metric_names import BY_NAME
-from engine.rules.loader import parse_rules
 from models.config import ModelConfig
 from models.learner import Learner, encode_snapshot
 from models.outcome_messages import OUTCOME_KIND, OUTCOME_SCHEMA, OutcomeMessage, encode_outcome
@@ -26,15 +26,7 @@ T0 = 1_767_225_600.0
 KEY = b"k"
 CONFIG = ModelConfig(specs=tuple(model_specs(("savings",), 5, 8, 5)), input_names=("a", "b"))
 
-RULES = """\
-version: "t1"
-families:
-  - name: risk
-    segments:
-      - name: risky
-        when: "frequency >= 1"
-        on_enter: [winback]
-activation:
+ACTIVATION = """\
   global_control_percent: 5
   actions:
     - name: winback
@@ -84,7 +76,7 @@ def test_the_gauges_of_a_sealed_snapshot_match_newcombes_table() -> None:
         learner.offer(encode_outcome(m))
     (_, snapshot), *_ = learner.seal_through(int(T0 // DAY))
     decoded = decode_snapshot(encode_snapshot(snapshot), KEY)
-    got = gauges(lift_lines(decoded, parse_rules(RULES, known_names={"frequency"})))
+    got = gauges(lift_lines(decoded, rules(ACTIVATION)))
     arm = 'comparison="experiment",name="offer",segment="*",arm="plain"'
     assert got[("segflow_lift_snapshot_version", "")] == int(T0 // DAY)
     assert got[("segflow_lift_exposures", arm)] == 70
@@ -109,5 +101,4 @@ def test_the_gauges_of_a_sealed_snapshot_match_newcombes_table() -> None:
 
 
 def test_before_any_sealed_outcome_only_the_version_is_shown() -> None:
-    rules = parse_rules(RULES, known_names={"frequency"})
-    assert gauges(lift_lines(None, rules)) == {("segflow_lift_snapshot_version", ""): -1}
+    assert gauges(lift_lines(None, rules(ACTIVATION))) == {("segflow_lift_snapshot_version", ""): -1}
