@@ -128,8 +128,7 @@ def sample_key(sample: Sample) -> str:
 def read_metrics(port: int) -> dict[str, int]:
     """Every sample of the worker's /segflow/metrics page in one request, by ``sample_key``
     (``segflow_events_total{outcome="applied",type="purchase"}``), as whole numbers; samples
-    that are not finite (NaN) are left out; empty when unreachable. ``_created`` samples (when
-    a counter was created, epoch seconds) are there too, under their own names."""
+    that are not finite (NaN) are left out; empty when unreachable."""
     text = metrics_text(port)
     if text is None:
         return {}

@@ -12,6 +12,7 @@ import click
 import faust
 
 from engine.app import create_runtime
+from engine.ops.task_dump import dump_task_stacks
 from engine.preflight import check_access
 from engine.settings import Settings
 from engine.stream.agents import attach_agent
@@ -33,6 +34,10 @@ class GracefulWorker(faust.Worker):
         timer.daemon = True
         timer.start()
         super()._schedule_shutdown(signum)
+
+    def _on_sigusr1(self) -> None:
+        # mode's handler prints local variables, whose repr can raise and crash the worker.
+        dump_task_stacks(self.stderr)
 
     def _force_exit(self) -> None:
         sys.stderr.write(f"segflow worker: stop took over {self.grace_seconds:g}s; exiting now\n")

@@ -46,6 +46,8 @@ APPLIED, DEAD, DUPLICATE = (
     "segflow_events_duplicate_total",
 )
 TICKED, RETRIES = "segflow_customers_ticked_total", "segflow_batch_retries_total"
+DIAGNOSED = ("segflow_events_total", "segflow_batch", "segflow_customers_ticked", "segflow_model_ready")
+"""Metrics (by prefix) a failure message shows."""
 CATCH_UP_TIMEOUT = 150.0
 QUIET_SECONDS = 3.0
 
@@ -139,6 +141,32 @@ class Fleet:
         for _, process in self.workers:
             stop_worker(process)
 
+    def diagnose(self) -> str:
+        """For a failure message: each live worker's counters and the stacks of its asyncio tasks."""
+        parts = []
+        for index, (own, process) in enumerate(self.workers):
+            if process.poll() is not None:
+                parts.append(f"--- worker-{index}: exited with {process.returncode}")
+                continue
+            try:
+                counters = {
+                    k: v
+                    for k, v in read_metrics(own.web_port).items()
+                    if k.startswith(DIAGNOSED) and "_bucket" not in k and v
+                }
+            except OSError as exc:
+                counters = {"metrics not read": str(exc)}
+            # The worker writes the stack of every asyncio task on SIGUSR1 (engine.ops.task_dump).
+            log_path = self.logs / f"worker-{index}.log"
+            seen = log_path.stat().st_size
+            process.send_signal(signal.SIGUSR1)
+            time.sleep(3)
+            with log_path.open("rb") as log:
+                log.seek(seen)
+                tasks = _our_frames(log.read().decode(errors="replace"))
+            parts.append(f"--- worker-{index}: {counters}\n{tasks}")
+        return "\n".join(parts)
+
     def log_tail(self, lines: int = 15) -> str:
         """The last lines of every worker's log, for a failure message."""
         tails = []
@@ -159,6 +187,40 @@ async def _committed_all(settings: Settings, consumer: AIOKafkaConsumer) -> bool
     finally:
         await admin.close()
     return all(tp in committed and committed[tp].offset >= end for tp, end in ends.items() if end)
+
+
+def _our_frames(dump: str) -> str:
+    """The task headers and segflow's own frames (file line and code) of a task dump."""
+    kept, lines = [], dump.splitlines()
+    for index, line in enumerate(lines):
+        text = line.strip()
+        if text.startswith("--- task"):
+            kept.append(text[:160])
+        elif text.startswith("File") and any(f"/{top}/" in text for top in ("engine", "features", "models")):
+            code = lines[index + 1].strip() if index + 1 < len(lines) else ""
+            kept.append(f"    {text} | {code}")
+    return "\n".join(kept)
+
+
+async def _progress(settings: Settings) -> str:
+    """The events topic's end offsets beside the group's committed ones, for a failure message."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+    await start_or_close(consumer)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await start_or_close(admin)
+    try:
+        ends = await _end_offsets(consumer, settings.events_topic, settings.events_partitions)
+        committed = await admin.list_consumer_group_offsets(settings.app_id)
+    except KafkaError as exc:
+        return f"offsets not read ({exc!r})"
+    finally:
+        await admin.close()
+        await consumer.stop()
+    rows = [
+        f"p{tp.partition}: end {end}, committed {committed[tp].offset if tp in committed else '-'}"
+        for tp, end in sorted(ends.items())
+    ]
+    return "; ".join(rows)
 
 
 async def _wait_done(fleet: Fleet, timeout: float) -> bool:
@@ -216,7 +278,12 @@ def worker_run(
             fleet.start()
         notes = disturb(fleet, total) if disturb is not None else {}
         done = asyncio.run(_wait_done(fleet, CATCH_UP_TIMEOUT))
-        assert done, f"the run did not finish in {CATCH_UP_TIMEOUT:.0f}s\n{fleet.log_tail()}"
+        if not done:
+            progress = asyncio.run(_progress(settings))
+            raise AssertionError(
+                f"the run did not finish in {CATCH_UP_TIMEOUT:.0f}s\n{progress}\n"
+                f"{fleet.diagnose()}\n{fleet.log_tail(40)}"
+            )
         notes |= {name: fleet.metric(name) for name in (APPLIED, DEAD, DUPLICATE, TICKED, RETRIES)}
         for index, (own, process) in enumerate(fleet.workers):
             if process.poll() is None:
