@@ -9,7 +9,8 @@ Each ``WorkerMetrics`` has its own ``CollectorRegistry`` (never prometheus-clien
 so two workers (or tests) in one process do not share counters. The hot path counts once per
 batch (``engine.ops.metrics``: ``Counter.inc(n)`` per label set, not a call per event).
 
-Besides the counters of ``COUNTER_HELP`` (without ``_created`` samples: see below) and the gauges ``segflow_last_batch_seconds`` and ``segflow_rules_reload_errors``:
+Besides the counters of ``COUNTER_HELP`` (without ``_created`` samples: see below) and the
+gauges ``segflow_last_batch_seconds`` and ``segflow_rules_reload_errors``:
 
   segflow_events_total{type,outcome}            counter  outcome: applied | duplicate | too_late |
                                                          dead_lettered (type "invalid": did not decode)

@@ -26,7 +26,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from engine.settings import Settings
-from features.client import RedisAuth, connect, redact
+from features.client import RedisAuth, RedisTimeouts, connect, redact
 
 _PROBE = "return redis.call('PEXPIRE', KEYS[1], 60000)"
 """A write on the declared key only; the key never exists, so it changes nothing."""
@@ -43,8 +43,17 @@ def redis_auth(settings: Settings) -> RedisAuth:
 
 
 def redis_client(settings: Settings) -> Redis | RedisCluster:
-    """A client for ``SEGFLOW_REDIS_URL`` with the credentials of settings."""
-    return connect(settings.redis_url, redis_auth(settings))
+    """A client for ``SEGFLOW_REDIS_URL`` with the credentials and timeouts of settings."""
+    return connect(settings.redis_url, redis_auth(settings), redis_timeouts(settings))
+
+
+def redis_timeouts(settings: Settings) -> RedisTimeouts:
+    """How long segflow's Redis clients wait for a reply and a connection (settings)."""
+    return RedisTimeouts(
+        settings.redis_socket_timeout_seconds,
+        settings.redis_connect_timeout_seconds,
+        settings.redis_health_check_seconds,
+    )
 
 
 def redis_user(settings: Settings) -> str:

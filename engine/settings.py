@@ -74,6 +74,13 @@ class Settings(BaseSettings):
     redis_password_file: Path | None = None
     redis_ssl_cafile: Path | None = None
     """CA certificates that sign the Redis server's certificate (``rediss://`` URLs)."""
+    redis_socket_timeout_seconds: float = Field(30.0, gt=0, le=3600)
+    """A Redis reply not come after this long is a timeout (the connection is closed and the
+    batch retried): never a wait forever on a server or connection that stopped answering."""
+    redis_connect_timeout_seconds: float = Field(5.0, gt=0, le=600)
+    """How long to wait for a new Redis connection."""
+    redis_health_check_seconds: float = Field(30.0, ge=0, le=3600)
+    """A pooled Redis connection idle this long is PINGed before use (0: never)."""
 
     # Topics
     app_id: str = "segflow"

@@ -64,6 +64,28 @@ class HiredisPackedSSLConnection(_HiredisPacking, SSLConnection):
     """A TLS connection packing with hiredis."""
 
 
+@dataclass(frozen=True, slots=True)
+class RedisTimeouts:
+    """How long a client waits: for a reply (``socket``) and for a connection (``connect``).
+
+    A reply that never comes (a server that stopped answering, a connection left half-open by
+    a restart or a network fault) becomes a ``TimeoutError`` and a closed connection instead of
+    a wait forever; ``health_check_seconds``: a connection idle that long is PINGed before use.
+    """
+
+    socket: float | None = None
+    connect: float | None = None
+    health_check_seconds: float = 0
+
+    def kwargs(self) -> dict[str, Any]:
+        """The redis-py client arguments."""
+        return {
+            "socket_timeout": self.socket,
+            "socket_connect_timeout": self.connect,
+            "health_check_interval": self.health_check_seconds,
+        }
+
+
 def _auth_kwargs(auth: RedisAuth | None, tls: bool) -> dict[str, Any]:
     if auth is None:
         return {}
@@ -77,13 +99,16 @@ def _auth_kwargs(auth: RedisAuth | None, tls: bool) -> dict[str, Any]:
     return kwargs
 
 
-def connect(url: str, auth: RedisAuth | None = None) -> Redis | RedisCluster:
+def connect(
+    url: str, auth: RedisAuth | None = None, timeouts: RedisTimeouts | None = None
+) -> Redis | RedisCluster:
     """A client for ``url``; raises ValueError with a one-line reason for a malformed URL."""
     parts = urlsplit(url)
+    waits = (timeouts or RedisTimeouts()).kwargs()
     if parts.scheme in (CLUSTER_SCHEME, TLS_CLUSTER_SCHEME):
         if not parts.hostname or not parts.port:
             raise ValueError(f"cluster URL needs host and port: {redact(url)!r}")
-        kwargs = _auth_kwargs(auth, tls=parts.scheme == TLS_CLUSTER_SCHEME)
+        kwargs = _auth_kwargs(auth, tls=parts.scheme == TLS_CLUSTER_SCHEME) | waits
         if parts.username:
             kwargs["username"] = unquote(parts.username)
         if parts.password:
@@ -93,13 +118,15 @@ def connect(url: str, auth: RedisAuth | None = None) -> Redis | RedisCluster:
         # Its nodes use redis-py's own packer.
         return RedisCluster(host=parts.hostname, port=parts.port, **kwargs)
     if parts.scheme == "redis":
-        return Redis.from_url(url, connection_class=HiredisPackedConnection, **_auth_kwargs(auth, False))
+        return Redis.from_url(
+            url, connection_class=HiredisPackedConnection, **_auth_kwargs(auth, False), **waits
+        )
     if parts.scheme == "rediss":
-        pool = ConnectionPool.from_url(url, **_auth_kwargs(auth, True))
+        pool = ConnectionPool.from_url(url, **_auth_kwargs(auth, True), **waits)
         pool.connection_class = HiredisPackedSSLConnection  # the URL picks SSLConnection; same, packed
         return Redis.from_pool(pool)
     if parts.scheme == "unix":
-        return Redis.from_url(url, **_auth_kwargs(auth, False))
+        return Redis.from_url(url, **_auth_kwargs(auth, False), **waits)
     raise ValueError(
         f"unsupported Redis URL scheme {parts.scheme!r} in {redact(url)!r} "
         "(redis://, rediss://, redis+cluster://, rediss+cluster://, unix://)"

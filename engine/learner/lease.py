@@ -68,7 +68,13 @@ class Lease:
         return lease_key(self._prefix)
 
     async def try_acquire(self) -> bool:
-        """Take the lease if nobody holds it; True when this process holds it now."""
+        """Take the lease if nobody holds it; True when this process holds it now.
+
+        A lease this process still holds (its release failed while Redis was away) is renewed
+        and kept, rather than waited out until it expires.
+        """
+        if self.value is not None and await self.renew():
+            return True
         if await self._client.exists(self.key):
             return False
         generation = int(await self._client.incr(generation_key(self._prefix)))

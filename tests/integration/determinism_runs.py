@@ -48,7 +48,10 @@ APPLIED, DEAD, DUPLICATE = (
 TICKED, RETRIES = "segflow_customers_ticked_total", "segflow_batch_retries_total"
 DIAGNOSED = ("segflow_events_total", "segflow_batch", "segflow_customers_ticked", "segflow_model_ready")
 """Metrics (by prefix) a failure message shows."""
-CATCH_UP_TIMEOUT = 150.0
+STALL_SECONDS = 90.0
+"""A run in which nothing moved for this long is stuck (a Redis restart's recovery takes ~15 s)."""
+CATCH_UP_TIMEOUT = 600.0
+"""The bound on a whole run that keeps moving (~80 s on a quiet 2-core machine)."""
 QUIET_SECONDS = 3.0
 
 
@@ -176,17 +179,19 @@ class Fleet:
         return "\n".join(tails)
 
 
-async def _committed_all(settings: Settings, consumer: AIOKafkaConsumer) -> bool:
+async def _committed(settings: Settings, consumer: AIOKafkaConsumer) -> tuple[bool, int]:
+    """Whether the group committed every event, and the sum of its committed offsets."""
     ends = await _end_offsets(consumer, settings.events_topic, settings.events_partitions)
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
     await start_or_close(admin)
     try:
         committed = await admin.list_consumer_group_offsets(settings.app_id)
     except KafkaError:  # e.g. no coordinator yet: the group has not committed anything
-        return False
+        return False, 0
     finally:
         await admin.close()
-    return all(tp in committed and committed[tp].offset >= end for tp, end in ends.items() if end)
+    done = all(tp in committed and committed[tp].offset >= end for tp, end in ends.items() if end)
+    return done, sum(max(0, c.offset) for tp, c in committed.items() if tp.topic == settings.events_topic)
 
 
 def _our_frames(dump: str) -> str:
@@ -223,29 +228,45 @@ async def _progress(settings: Settings) -> str:
     return "; ".join(rows)
 
 
-async def _wait_done(fleet: Fleet, timeout: float) -> bool:
-    """Every event committed by the group, then no new change and no tick for a while."""
+async def _wait_done(fleet: Fleet) -> str | None:
+    """Every event committed by the group, then no new change and no tick for a while.
+
+    None when done; otherwise why not: nothing moved (commits, applied events, ticks) for
+    ``STALL_SECONDS`` (a stuck run), or the run was still moving at ``CATCH_UP_TIMEOUT`` (a
+    machine far slower than expected). A slow run is not a failure; a stuck one is.
+    """
     settings = fleet.settings
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
     await start_or_close(consumer)
     try:
-        deadline = time.monotonic() + timeout
-        while not await _committed_all(settings, consumer):
-            if time.monotonic() > deadline:
-                return False
+        started = time.monotonic()
+        mark: tuple[int, ...] | None = None
+        moved_at = started
+        while True:
+            done, committed = await _committed(settings, consumer)
+            if done:
+                break
+            now = time.monotonic()
+            progress = (committed, fleet.metric(APPLIED), fleet.metric(TICKED))
+            if progress != mark:
+                mark, moved_at = progress, now
+            if now - moved_at > STALL_SECONDS:
+                return f"nothing moved for {STALL_SECONDS:.0f}s (committed, applied, ticked: {mark})"
+            if now - started > CATCH_UP_TIMEOUT:
+                return f"still catching up after {CATCH_UP_TIMEOUT:.0f}s"
             await asyncio.sleep(0.5)
         # Ticks (labels, timed segments) go on after the last event: wait until they rest.
         last: tuple[int, int] | None = None
         quiet_since = time.monotonic()
         while time.monotonic() - quiet_since < QUIET_SECONDS:
             ends = await _end_offsets(consumer, settings.changes_topic, settings.changes_partitions)
-            now = (sum(ends.values()), fleet.metric(TICKED))
-            if now != last:
-                last, quiet_since = now, time.monotonic()
-            if time.monotonic() > deadline:
-                return False
+            now_mark = (sum(ends.values()), fleet.metric(TICKED))
+            if now_mark != last:
+                last, quiet_since = now_mark, time.monotonic()
+            if time.monotonic() - started > CATCH_UP_TIMEOUT:
+                return f"changes and ticks still moving after {CATCH_UP_TIMEOUT:.0f}s"
             await asyncio.sleep(0.5)
-        return True
+        return None
     finally:
         await consumer.stop()
 
@@ -277,12 +298,11 @@ def worker_run(
         for _ in range(workers):
             fleet.start()
         notes = disturb(fleet, total) if disturb is not None else {}
-        done = asyncio.run(_wait_done(fleet, CATCH_UP_TIMEOUT))
-        if not done:
+        why_not = asyncio.run(_wait_done(fleet))
+        if why_not is not None:
             progress = asyncio.run(_progress(settings))
             raise AssertionError(
-                f"the run did not finish in {CATCH_UP_TIMEOUT:.0f}s\n{progress}\n"
-                f"{fleet.diagnose()}\n{fleet.log_tail(40)}"
+                f"the run did not finish: {why_not}\n{progress}\n{fleet.diagnose()}\n{fleet.log_tail(40)}"
             )
         notes |= {name: fleet.metric(name) for name in (APPLIED, DEAD, DUPLICATE, TICKED, RETRIES)}
         for index, (own, process) in enumerate(fleet.workers):

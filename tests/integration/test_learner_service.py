@@ -361,6 +361,10 @@ def test_the_lease_fences_checkpoint_saves(isolated_settings: Settings) -> None:
         assert await second.holder() == second.value
         await second.release()
         assert await second.holder() is None and await first.try_acquire()
+        held = first.value
+        # Still held (a release that failed while Redis was away): kept at once, same generation.
+        assert await first.try_acquire() and first.value == held and await first.holder() == held
+        assert not await second.try_acquire()
 
     with_redis(settings, body)
 
