@@ -20,6 +20,15 @@ from engine.settings import NO_PROFILE, PROFILE_VARIABLE, Settings, load_setting
 os.environ.setdefault(PROFILE_VARIABLE, NO_PROFILE)
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--faults",
+        choices=("quick", "full"),
+        default="quick",
+        help="how hard the fault matrix hits: quick (CI) or full (by hand: a 30 s Redis pause)",
+    )
+
+
 @pytest.fixture(scope="session")
 def stack_settings() -> Iterator[Settings]:
     """Settings of the running local stack; starts it (idempotently) when needed."""

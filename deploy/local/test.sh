@@ -22,7 +22,7 @@ ruff format --check engine features models tests
 
 echo "[test] pytest"
 set +e
-python -m pytest -q -p no:cacheprovider "$@"
+python -m pytest -q -p no:cacheprovider --durations=25 "$@"
 rc=$?
 set -e
 if [ "$rc" -eq 5 ]; then

@@ -1,7 +1,7 @@
 """Decisions replay (#10): the same events decide the same, however they are processed.
 
 One seeded simulated stream (``models.simulate``; default settings, so every rule family of
-the shipped rules is on) is processed five ways, each in its own namespace (topics, consumer
+the shipped rules is on) is processed six ways, each in its own namespace (topics, consumer
 group, Redis key prefix), on the real stack:
 
 (a) clean, one worker process: the reference;
@@ -11,7 +11,10 @@ group, Redis key prefix), on the real stack:
     started again a few seconds later (AOF on): the worker retries and goes on;
 (e) no Kafka: the same records straight into ``SegmentPipeline.process``, on the partition the
     producer picks for their key, at the offsets Kafka gives them, in fetch-like batches that
-    interleave partitions, with a ``tick`` after every batch as the worker's timer does.
+    interleave partitions, with a ``tick`` after every batch as the worker's timer does;
+(f) the gauntlet (``fault_runs.gauntlet``): two workers; Redis paused with ``CLIENT PAUSE``; one
+    worker SIGKILLed and the other takes its partitions over; the survivor SIGTERMed under load;
+    a fresh worker finishes. ``pytest --faults full`` pauses 30 s instead of 10.
 
 A run ends once the consumer group committed every event and then neither a change event nor a
 tick happened for a few seconds. Every customer's feature state, their final membership in
@@ -56,6 +59,7 @@ from determinism_runs import (
     restart_redis_midway,
     worker_run,
 )
+from fault_runs import FaultScale, gauntlet
 
 from engine.activation.demo_experiment import demo_rules_text
 from engine.app import load_rule_set
@@ -121,6 +125,12 @@ def run_settings(stack_settings: Settings, rules_file: Path) -> Iterator[Callabl
         "rules_file": rules_file,
     }
     yield from namespaced_runs(stack_settings, "det", update)
+
+
+@pytest.fixture(scope="module")
+def fault_scale(request: pytest.FixtureRequest) -> FaultScale:
+    """How hard the gauntlet hits (``pytest --faults quick|full``, tests/conftest.py)."""
+    return FaultScale.named(str(request.config.getoption("--faults")))
 
 
 @pytest.fixture(scope="module")
@@ -223,3 +233,29 @@ def test_decisions_replay(
     assert accounted(outcome) == stream.count, f"{scenario}: not every event was applied once"
     identical = same(reference, outcome)  # a bool, so that pytest does not print both outcomes
     assert identical, describe(scenario, reference, outcome, families)
+
+
+def test_decisions_survive_the_fault_gauntlet(
+    reference: Outcome,
+    run_settings: Callable[[str], Settings],
+    stream: Stream,
+    families: list[str],
+    tmp_path: Path,
+    fault_scale: FaultScale,
+) -> None:
+    """(f) Two workers; Redis ``CLIENT PAUSE``d (10 s; 30 s with ``--faults full``); one worker
+    SIGKILLed, the other takes its partitions over; the survivor SIGTERMed under load; a fresh
+    worker finishes. One run for the lot keeps CI short; the same equality as above."""
+    settings = run_settings("gauntlet")
+    outcome = worker_run(
+        settings, stream.path, stream.customers, tmp_path, workers=2, disturb=gauntlet(fault_scale)
+    )
+    notes = outcome.notes
+    print(f"gauntlet {fault_scale}: {notes}")  # the takeover and stop times, reported, not timed
+    assert notes["sigterm_exit_code"] == 0 and not notes["sigterm_forced"], (
+        f"SIGTERM did not stop cleanly: {notes}"
+    )
+    assert notes["workers_alive_at_end"] == 1, notes
+    assert accounted(outcome) == stream.count, "gauntlet: not every event was applied once"
+    identical = same(reference, outcome)
+    assert identical, describe("gauntlet", reference, outcome, families)
