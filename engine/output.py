@@ -24,9 +24,11 @@ Segment-change schema v2 (msgpack map; key = customer_id); v2 is v1 plus the two
     cause          {"event_id", "partition", "offset"} of the causing event, or for a change that
                    time alone caused: {"tick": event time (ms) it fell due, "partition", "watermark"}
 
-Dead-letter schema v1 (msgpack map; key = the original key):
+Dead-letter schema v1 (msgpack map; key = the original key, its first 1 KiB when longer):
 
     v, reason, raw (the original bytes, unchanged), topic, partition, offset, failed_ts (epoch ms)
+    raw_size, raw_truncated   only when the record was longer than MAX_DEAD_LETTER_RAW_BYTES:
+                   its length, and True; raw is then its first MAX_DEAD_LETTER_RAW_BYTES bytes
 """
 
 from __future__ import annotations
@@ -98,6 +100,14 @@ class SegmentChange:
         return encode_msgpack(self.to_wire())
 
 
+# A record as large as the broker takes (about 1 MiB) does not fit in a dead letter beside its
+# reason, topic and key: the producer refused it (MessageSizeTooLargeError, larger than its
+# 1,048,576-byte max_request_size) and the batch could never be delivered. Its first 1,000,000
+# bytes are kept, which leaves room for a reason, a topic name and a key of MAX_DEAD_LETTER_KEY_BYTES.
+MAX_DEAD_LETTER_RAW_BYTES = 1_000_000
+MAX_DEAD_LETTER_KEY_BYTES = 1024
+
+
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
     """An input record that could not be processed, with the reason and its raw bytes."""
@@ -111,16 +121,24 @@ class DeadLetter:
     failed_ts_ms: int
 
     def to_wire(self) -> dict[str, Any]:
-        """The dead-letter schema v1 map."""
-        return {
+        """The dead-letter schema v1 map (raw cut to ``MAX_DEAD_LETTER_RAW_BYTES``, with a marker)."""
+        wire: dict[str, Any] = {
             "v": DEAD_LETTER_SCHEMA_VERSION,
             "reason": self.reason,
-            "raw": self.raw,
+            "raw": self.raw[:MAX_DEAD_LETTER_RAW_BYTES],
             "topic": self.topic,
             "partition": self.partition,
             "offset": self.offset,
             "failed_ts": self.failed_ts_ms,
         }
+        if len(self.raw) > MAX_DEAD_LETTER_RAW_BYTES:
+            wire["raw_size"], wire["raw_truncated"] = len(self.raw), True
+        return wire
+
+    @property
+    def wire_key(self) -> bytes | None:
+        """The dead letter's Kafka key: the record's, cut to ``MAX_DEAD_LETTER_KEY_BYTES``."""
+        return None if self.key is None else self.key[:MAX_DEAD_LETTER_KEY_BYTES]
 
     def encode(self) -> bytes:
         """msgpack bytes for the dead-letter topic."""

@@ -149,7 +149,7 @@ def parse_ts(value: Any) -> float:
             raise InvalidEvent("ts must be finite")
         millis = float(value)
         if (problem := epoch_ms_problem(millis)) is not None:
-            raise InvalidEvent(f"ts {value!r} {problem}")
+            raise InvalidEvent(f"ts {quoted(value)} {problem}")  # a JSON int may have 300 digits
         return millis / 1000
     if isinstance(value, str):
         try:

@@ -25,6 +25,7 @@ import ast
 import difflib
 import math
 import sys
+import warnings
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
@@ -370,7 +371,12 @@ def compile_expression(
         raise RuleSyntaxError(f"expression longer than {MAX_EXPRESSION_CHARS} characters")
     source = " ".join(text.splitlines()).strip()  # YAML block scalars may span lines
     try:
-        tree = ast.parse(source, mode="eval")
+        # An invalid escape in a string constant ("a\d") is only a warning to ast.parse, printed
+        # to stderr at every load or reload; Python will make it an error, and so does this.
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", DeprecationWarning)
+            warnings.simplefilter("error", SyntaxWarning)
+            tree = ast.parse(source, mode="eval")
     except SyntaxError as exc:
         detail = "" if exc.msg == "invalid syntax" else f": {exc.msg}"
         column = f" at column {exc.offset}" if exc.offset else ""

@@ -55,6 +55,7 @@ import yaml
 from yaml.composer import ComposerError
 from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from yaml.reader import ReaderError
 
 from engine.activation.program import NO_ACTIVATION, ActionSpec
 from engine.rules.activation_section import parse_activation
@@ -213,6 +214,10 @@ class _Parser:
             mark = exc.problem_mark or exc.context_mark
             line = mark.line + 1 if mark is not None else 1
             raise RulesError(self.source, line, f"invalid YAML: {exc.problem or exc.context}") from None
+        except ReaderError as exc:  # a control character: not a marked error, but it has a position
+            line = text.count("\n", 0, exc.position) + 1
+            problem = f"unacceptable character #x{exc.character:04x} ({exc.reason})"
+            raise RulesError(self.source, line, f"invalid YAML: {problem}") from None
         except yaml.YAMLError as exc:
             raise RulesError(self.source, 1, f"invalid YAML: {exc}") from None
         if root is None:

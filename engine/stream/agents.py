@@ -51,7 +51,7 @@ async def deliver(runtime: Runtime, result: BatchResult) -> None:
     settings, send = runtime.settings, runtime.ingest.send
     futures = []
     for dead in result.dead_letters:
-        futures.append(await send(settings.dlq_topic, dead.key, dead.encode()))
+        futures.append(await send(settings.dlq_topic, dead.wire_key, dead.encode()))
     topics = {
         DEAD_LETTER: settings.dlq_topic,
         LABEL: settings.labels_topic,

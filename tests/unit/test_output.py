@@ -172,3 +172,40 @@ def test_dead_letter_encodes_to_the_v1_map_with_raw_bytes_unchanged() -> None:
 @pytest.mark.parametrize("raw", [b"", b"\x00", bytes(range(256)), b'{"json": true}'])
 def test_dead_letter_raw_round_trips(raw: bytes) -> None:
     assert msgpack.unpackb(make_dead_letter(raw=raw).encode(), raw=False)["raw"] == raw
+
+
+# The worker's producer refuses a record whose estimated size exceeds its max_request_size
+# (aiokafka's default, 1 MiB), and the broker's own limit is as large; the largest input record
+# the broker takes is just under it.
+PRODUCER_LIMIT = 1_048_576
+
+
+def test_a_dead_letter_of_a_record_near_one_mib_fits_the_producers_limit() -> None:
+    from aiokafka.record.default_records import DefaultRecordBatchBuilder
+
+    raw = bytes(range(256)) * 4095 + b"\x81" * 256  # 1,048,576 bytes: as large as a record gets
+    key = b"k" * 5000
+    letter = DeadLetter(
+        reason="payload is neither a JSON object nor a msgpack map (first byte 0x00) " + "x" * 500,
+        raw=raw,
+        key=key,
+        topic="t" * 249,  # Kafka's longest topic name
+        partition=5,
+        offset=2**62,
+        failed_ts_ms=1_700_000_010_000,
+    )
+    value = letter.encode()
+    assert DefaultRecordBatchBuilder.estimate_size_in_bytes(letter.wire_key, value, []) <= PRODUCER_LIMIT
+    decoded = msgpack.unpackb(value, raw=False)
+    assert decoded["raw"] == raw[:1_000_000]
+    assert decoded["raw_size"] == 1_048_576 and decoded["raw_truncated"] is True
+    assert letter.wire_key == key[:1024]
+
+
+def test_a_dead_letter_of_exactly_the_kept_size_carries_no_marker() -> None:
+    raw = b"\xc1" * 1_000_000
+    decoded = msgpack.unpackb(make_dead_letter(raw=raw).encode(), raw=False)
+    assert decoded["raw"] == raw
+    assert "raw_size" not in decoded and "raw_truncated" not in decoded
+    assert make_dead_letter(key=None).wire_key is None
+    assert make_dead_letter(key=b"c-1").wire_key == b"c-1"

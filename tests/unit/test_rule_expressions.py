@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import warnings
 
 import pytest
 
@@ -285,3 +286,20 @@ def test_a_lone_surrogate_constant_is_refused(text: str) -> None:
     # Its comparison's reason (threshold '\ud800') made the change event's msgpack encode raise.
     with pytest.raises(RuleSyntaxError, match=r"^string constant is not Unicode text"):
         compile_expression(text, KNOWN)
+
+
+@pytest.mark.parametrize("text", [r'x == "a\d"', r"x in ('\.', 'b')"])
+def test_an_invalid_escape_in_a_string_is_an_error_not_a_warning(text: str) -> None:
+    # ast.parse only warns (DeprecationWarning, printed at every load and reload of the rules).
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(RuleSyntaxError, match=r"invalid escape sequence '\\[d.]'"):
+            compile_expression(text, {"x"}, {})
+    assert [str(w.message) for w in caught] == []
+
+
+def test_an_escaped_backslash_is_a_backslash() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        expression = compile_expression(r'x == "a\\d"', {"x"}, {})
+    assert expression.evaluate({"x": "a\\d"}) is True

@@ -236,6 +236,18 @@ def test_ts_range_bounds_are_inclusive() -> None:
     assert "is outside 1970-01-01..2100-01-01" in reason_of(envelope(ts="2100-01-01T00:00:00.001Z"))
 
 
+def test_a_huge_epoch_number_is_quoted_shortly_in_its_reason() -> None:
+    # A JSON integer of 300 digits is finite (within the float range) but far outside 2100; its
+    # reason is a dead letter's and a log line's, so it quotes the number cut short.
+    huge = 10**300
+    reason = reason_of(envelope(ts=huge))
+    assert reason.startswith("ts 1000") and reason.endswith(
+        "is outside 1970-01-01..2100-01-01 (epoch milliseconds expected)"
+    )
+    assert len(reason) < 160
+    assert len(reason_of(envelope(ts=-huge))) < 160
+
+
 def test_times_of_the_1970s_to_1990s_are_event_times() -> None:
     for text, year in (("1997-12-01T00:00:00Z", 1997), ("1975-06-30T12:00:00+02:00", 1975)):
         millis = round(datetime.fromisoformat(text).timestamp() * 1000)
