@@ -108,7 +108,7 @@ class LearnerService:
                 log.info("learner %s: active (generation %s)", self.lease.token, self.lease.generation)
                 await self._own(stop)
             except OutOfMemoryError:  # waiting does not free memory: stop and say what to change
-                raise RedisFull(full_message("learner", LEARNER_KEPT)) from None
+                raise RedisFull(full_message("learner", LEARNER_KEPT, "the learner")) from None
             except TRANSIENT as exc:  # the servers come back: stand by, then try again
                 log.warning("learner: %s: %s; standing by", type(exc).__name__, exc)
                 with contextlib.suppress(*TRANSIENT):

@@ -5,10 +5,11 @@ Redis is stopped with the stack's own script, for 20 s. Meanwhile the worker's r
 sampled: it must stay within half the backlog's raw size of what it was when Redis stopped (the
 batch in flight is retried; the consumer is not polled, so aiokafka holds at most one prefetched
 fetch of 64 KiB per partition). Fetching on would cost more than the raw bytes: every record
-becomes Python objects (holding this backlog as records took ~18 MB of RSS, measured once). ``/segflow/ready`` answers 503 with a redis reason
-during the outage and 200 after it, without a restart. Then the worker catches up by itself: the
-group's committed offsets reach the end of every partition and every customer's stored event
-count equals their events in the produced stream.
+becomes Python objects (holding this backlog as records took ~18 MB of RSS, measured once).
+``/segflow/ready`` answers 503 with a redis reason during the outage and 200 after it, without
+a restart. Then the worker catches up by itself: the group's committed offsets reach the end of
+every partition and every customer's stored event count equals their events in the produced
+stream.
 """
 
 from __future__ import annotations
