@@ -59,6 +59,10 @@ class Runtime:
     """The ``engine.stream.ingest.BatchIngest`` service, once ``engine.stream.agents`` attached it."""
     status: Any = None
     """The ``engine.ops.worker_status.WorkerStatus`` service (readiness, lag and size gauges)."""
+    fatal: str | None = None
+    """Why the worker is stopping although nobody asked it to (e.g. Redis is full), if it is."""
+    on_fatal: Callable[[], None] = lambda: None
+    """Stops the worker process, failing (``engine.cli.worker_cmd`` sets it)."""
 
     def reload_rules(self) -> None:
         """Swap in a changed, valid rules file (see ``engine.rules.reload``)."""

@@ -213,7 +213,8 @@ class RedisFeatureStore:
         clear: dict[str, Sequence[str]] | None = None,
         reload: Callable[[], Awaitable[None]] | None = None,
     ) -> list[str]:
-        """Write every customer in one pipelined round trip; return the ids that lost the CAS.
+        """Write every customer in one pipelined round trip (on a single server, one MULTI/EXEC
+        transaction); return the ids that lost the CAS.
 
         The same round trip sets the population scores of the written customers and of
         ``unchanged`` ones (e.g. redelivered), so a crash between commit and ranking heals.
@@ -245,9 +246,12 @@ class RedisFeatureStore:
         # EVALSHA through execute_command: redis-py's cluster pipeline refuses .evalsha() but
         # routes a raw EVALSHA by its key. On one server a single call commits the whole batch
         # (per customer one HGET and one HSET inside); on a cluster, one call per customer.
-        async with self._client.pipeline(transaction=False) as pipe:
+        # On one server the round trip is a MULTI/EXEC: Redis refuses a write past maxmemory only
+        # before it starts, so a full Redis cannot commit the customers but not their indexes.
+        cluster = isinstance(self._client, RedisCluster)
+        async with self._client.pipeline(transaction=not cluster) as pipe:
             cleared = self._queue_clear(pipe, clear or {})
-            per_call = 1 if isinstance(self._client, RedisCluster) else max(1, len(writes))
+            per_call = 1 if cluster else max(1, len(writes))
             calls = 0
             for start in range(0, len(writes), per_call):
                 chunk = writes[start : start + per_call]

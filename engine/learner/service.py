@@ -36,13 +36,14 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import RedisError
+from redis.exceptions import OutOfMemoryError, RedisError
 
 from engine.app import checkpoint_key, model_config
 from engine.kafka_clients import kafka_options
 from engine.learner.lease import Lease, checkpoint_key_name
 from engine.redis_clients import redis_client
 from engine.settings import Settings
+from engine.stream.backpressure import RedisFull, full_message
 from engine.topics import start_or_close
 from models.config import ModelConfig
 from models.learner import Learner, encode_snapshot, sealable_version
@@ -53,6 +54,7 @@ log = logging.getLogger(__name__)
 MAX_RECORDS = 5000
 PUBLISH_CHUNK = 64
 TRANSIENT = (RedisError, KafkaError, OSError, TimeoutError)
+LEARNER_KEPT = "a learner starts again from its last checkpoint and the offset it reflects"
 # Workers wait for every seal in a replay: a fetch the broker holds for its default 500 ms would
 # delay each round trip that much when the last labels arrive just after the fetch was sent.
 FETCH_WAIT_MS = 20
@@ -90,7 +92,11 @@ class LearnerService:
         return self.lease.value is not None
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Alternate between standing by and learning until ``stop`` is set."""
+        """Alternate between standing by and learning until ``stop`` is set.
+
+        Redis or the broker failing makes it stand by and try again; Redis refusing a write as
+        out of memory raises ``RedisFull`` (its message is the one error line to show).
+        """
         if isinstance(self._client, RedisCluster):
             raise ValueError("segflow learner needs a single Redis server (its lease fences its saves)")
         log.info("learner %s: standing by", self.lease.token)
@@ -101,6 +107,8 @@ class LearnerService:
                     continue
                 log.info("learner %s: active (generation %s)", self.lease.token, self.lease.generation)
                 await self._own(stop)
+            except OutOfMemoryError:  # waiting does not free memory: stop and say what to change
+                raise RedisFull(full_message("learner", LEARNER_KEPT, "the learner")) from None
             except TRANSIENT as exc:  # the servers come back: stand by, then try again
                 log.warning("learner: %s: %s; standing by", type(exc).__name__, exc)
                 with contextlib.suppress(*TRANSIENT):

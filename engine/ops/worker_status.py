@@ -11,7 +11,8 @@
 
 ``readiness()`` answers ``/segflow/ready``: ready when Redis answers PING, the broker answers a
 metadata request for the events topic (each within ``CHECK_TIMEOUT_SECONDS``) and the consumer
-has partitions assigned; otherwise not ready, with one reason per failed check.
+has partitions assigned, and the worker is not stopping for a reason of its own (Redis full:
+``engine.stream.backpressure``); otherwise not ready, with one reason per failed check.
 """
 
 from __future__ import annotations
@@ -131,7 +132,7 @@ class WorkerStatus(Service):
     async def readiness(self) -> dict[str, Any]:
         """``{"ready", "reasons", "assigned_partitions", ...}``: what ``/segflow/ready`` answers."""
         settings = self._runtime.settings
-        reasons = []
+        reasons = [] if self._runtime.fatal is None else [f"worker: stopping: {self._runtime.fatal}"]
         if self._redis is None:
             self._redis = redis_client(settings)
         try:

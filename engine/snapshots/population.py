@@ -149,7 +149,7 @@ class PopulationSnapshots:
         self._sha = _text(await self._client.script_load(_PLACE_LUA))
 
     def queue_placements(self, pipe: Any, partition: int, placements: Mapping[str, Placement | None]) -> None:
-        """Add to a non-transactional pipeline: each customer is now at its placement (None: unranked).
+        """Add to a pipeline: each customer is now at its placement (None: unranked).
 
         One EVALSHA for the whole mapping, nothing when it is empty. If executing the pipeline
         raises NoScriptError (Redis restarted), call ``ensure_script`` and run it again: the

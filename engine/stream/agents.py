@@ -3,7 +3,8 @@
 Events are committed only after their changes and dead letters are acknowledged by the broker
 and the outbox is cleared, so a crash or a forced exit at any point leads to redelivery,
 which the store's offset fencing makes harmless. Batches come from ``engine.stream.ingest``
-(whole fetches, no per-message Faust path); Faust runs the timers and the web pages.
+(whole fetches, no per-message Faust path); Faust runs the timers and the web pages. A server that
+is slow, down or full is handled by ``engine.stream.backpressure`` (retry, or stop when Redis is full).
 """
 
 from __future__ import annotations
@@ -12,38 +13,21 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from functools import partial
-from typing import TypeVar
-
-from redis.exceptions import RedisError
 
 from engine.app import Runtime
 from engine.ops.metrics import count_delivered
 from engine.ops.worker_status import WorkerStatus
 from engine.pages import attach_pages
 from engine.redis_clients import redis_client
+from engine.stream.backpressure import RedisFull, stop_worker, with_retry
 from engine.stream.batch_records import ACTION, DEAD_LETTER, LABEL, LEARNER_KINDS, OUTCOME, TALLY
 from engine.stream.ingest import BatchIngest, Handled
 from engine.stream.pipeline import BatchResult, OwnershipLost, RawRecord
 from models.snapshots import write_frontier
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
-MAX_BACKOFF_SECONDS = 10.0
-
-
-async def _with_retry(runtime: Runtime, what: str, step: Callable[[], Awaitable[T]]) -> T:
-    """Retry ``step`` on Redis or Kafka errors with backoff; the batch is not acked meanwhile."""
-    delay = 0.1
-    while True:
-        try:
-            return await step()
-        except (TimeoutError, RedisError, OSError) as exc:
-            runtime.metrics.add("segflow_batch_retries_total")
-            log.warning("%s failed (%s: %s); retrying in %.1fs", what, type(exc).__name__, exc, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, MAX_BACKOFF_SECONDS)
 
 
 async def deliver(runtime: Runtime, result: BatchResult) -> None:
@@ -77,7 +61,7 @@ async def _finish(
     The delivered entries leave the outbox with the next commit's round trip (or a flush when
     the stream goes quiet); the batch's offsets are committed only once that happened.
     """
-    await _with_retry(runtime, "deliver", partial(deliver, runtime, result))
+    await with_retry(runtime, "deliver", partial(deliver, runtime, result))
     ticket = runtime.pipeline.defer_clear(result.changes)
     metrics = runtime.metrics
     count_delivered(metrics, result, records)
@@ -92,7 +76,7 @@ async def handle_batch(runtime: Runtime, records: list[RawRecord]) -> Handled:
     started = time.perf_counter()
     async with runtime.lock:
         try:
-            result = await _with_retry(runtime, "pipeline", partial(runtime.pipeline.process, records))
+            result = await with_retry(runtime, "pipeline", partial(runtime.pipeline.process, records))
         except OwnershipLost as exc:
             # Not committed: whoever owns these customers now will (re)process them.
             log.error("%s; leaving the batch uncommitted for the new owner", exc)
@@ -107,7 +91,7 @@ async def handle_batch(runtime: Runtime, records: list[RawRecord]) -> Handled:
 
 async def flush_cleared(runtime: Runtime) -> int:
     """Remove delivered entries from the outbox now (quiet stream, revoke, stop); the ticket reached."""
-    await _with_retry(runtime, "outbox clear", runtime.pipeline.flush_cleared)
+    await with_retry(runtime, "outbox clear", runtime.pipeline.flush_cleared)
     return runtime.pipeline.cleared_through
 
 
@@ -120,13 +104,13 @@ async def handle_tick(runtime: Runtime) -> None:
         pipeline.owned.update(assigned)
         await runtime.ingest.refresh_empty_partitions()
         try:
-            result = await _with_retry(runtime, "tick", pipeline.tick)
+            result = await with_retry(runtime, "tick", pipeline.tick)
         except OwnershipLost as exc:
             log.error("%s; skipping this tick", exc)
             return
         if result.ticked:
             await _finish(runtime, result, started)
-        await _with_retry(runtime, "frontier", partial(publish_frontiers, runtime, result))
+        await with_retry(runtime, "frontier", partial(publish_frontiers, runtime, result))
         runtime.reload_rules()
 
 
@@ -172,7 +156,8 @@ def attach_agent(runtime: Runtime) -> None:
 
     @runtime.app.timer(interval=1.0)
     async def tick() -> None:
-        await handle_tick(runtime)
+        with contextlib.suppress(RedisFull):  # logged, and the worker is stopping
+            await handle_tick(runtime)
 
     if settings.customer_ttl_days > 0:
         ttl_seconds = settings.customer_ttl_days * 86_400
@@ -182,10 +167,11 @@ def attach_agent(runtime: Runtime) -> None:
             # Customers whose hash expired by TTL leave the ranking sets here, in batches,
             # found by their last write time: the cost is the number expired, not the population.
             population = runtime.pipeline.store.population
-            removed = await _with_retry(
-                runtime, "expiry sweep", partial(population.sweep_expired, time.time(), ttl_seconds)
-            )
-            runtime.metrics.add("segflow_customers_expired_total", removed)
+            with contextlib.suppress(RedisFull):  # logged, and the worker is stopping
+                removed = await with_retry(
+                    runtime, "expiry sweep", partial(population.sweep_expired, time.time(), ttl_seconds)
+                )
+                runtime.metrics.add("segflow_customers_expired_total", removed)
 
     attach_pages(runtime)
 
@@ -206,6 +192,8 @@ def _attach_learner(runtime: Runtime) -> None:
         service = LearnerService(settings, client, checkpoint_key(settings))  # type: ignore[arg-type]
         try:
             await service.run(asyncio.Event())
+        except RedisFull as exc:
+            stop_worker(runtime, exc)
         finally:
             with contextlib.suppress(Exception):
                 await service.lease.release()

@@ -15,11 +15,18 @@ acknowledged by the broker and its outbox entries were removed from Redis (by th
 commit round trip, or a flush when the stream goes quiet), at most once per batch and at least
 every ``commit_interval_seconds``; anything not committed is redelivered, and the store's
 offset fencing makes a redelivery change nothing.
+
+While the handler retries a batch (Redis or the broker down: ``engine.stream.backpressure``), this
+loop waits for it and the consumer is not polled: aiokafka keeps at most one prefetched fetch per
+partition, so memory stays bounded however much waits on the topic, and the group membership is
+kept by aiokafka's heartbeat (up to its ``max_poll_interval_ms``, 5 minutes; past that it rejoins).
+A handler raising ``StopConsuming`` stops the loop with the batch uncommitted.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -38,6 +45,14 @@ log = logging.getLogger(__name__)
 HOLD_SECONDS = 0.05
 """How long the events of a partition that wait for a snapshot are left before they are offered again."""
 EMPTY_REFRESH_SECONDS = 5.0
+
+
+class StopConsuming(Exception):
+    """Raised by a batch handler: the worker cannot go on and is stopping (the handler logged why).
+
+    The ingest loop stops fetching and leaves the batch uncommitted; it is redelivered to
+    whichever worker owns its partitions next.
+    """
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,60 +170,68 @@ class BatchIngest(Service):
         assert consumer is not None
         timeout_ms = max(1, round(self.settings.batch_within_seconds * 1000))
         while not self.should_stop:
-            again = self._due_held()
             try:
-                fetched = await consumer.getmany(
-                    timeout_ms=0 if again else timeout_ms, max_records=self.settings.batch_max_events
-                )
-            except (KafkaError, IllegalStateError) as exc:
-                log.warning("fetch failed (%s: %s); retrying", type(exc).__name__, exc)
-                self._requeue(again)
-                await self.sleep(0.5)
-                continue
-            if not fetched and not again:
-                if self._awaiting:  # quiet: remove the delivered entries now, then commit
-                    async with self._lock:
-                        self._promote(await self._flush())
-                await self._commit(force=False)
-                continue
-            # A held partition is paused until its records in memory are all processed, so its
-            # records here come before anything fetched of it later.
-            fresh = [
-                RawRecord(m.topic, m.partition, m.offset, m.key, m.value, m.timestamp)
-                for b in fetched.values()
-                for m in b
-            ]
-            records = sorted(again + fresh, key=lambda r: (r.partition, r.offset))
-            handled = await self._handle(records)
-            ticket = handled.ticket
-            spans = _spans(records)
-            assigned = consumer.assignment()
-            topic = self.settings.events_topic
-            if ticket is not None:
-                # Partitions revoked meanwhile are left out: their new owner commits its own progress.
-                nexts = {}
-                for partition, (_first, last) in spans.items():
-                    tp = TopicPartition(topic, partition)
-                    if tp not in assigned:
-                        continue
-                    held_from = handled.held.get(partition)
-                    nexts[tp] = last + 1 if held_from is None else held_from
-                    if held_from is not None:
-                        rest = [r for r in records if r.partition == partition and r.offset >= held_from]
-                        self._hold(tp, rest)
-                    else:
-                        self._release(tp)
-                self._awaiting.append((ticket, nexts))
-                self._promote(self._cleared())
-                await self._commit(force=False)
-            else:
-                # Not delivered (another writer owns these customers): fetch them again, so that
-                # they are processed here if the partitions are still ours, or by the new owner.
-                for partition, (first, _last) in spans.items():
-                    tp = TopicPartition(topic, partition)
-                    if tp in assigned:
-                        self._release(tp)
-                        consumer.seek(tp, first)
+                await self._consume_once(consumer, timeout_ms)
+            except StopConsuming:
+                # The handler said why and stops the worker; the batch in flight stays uncommitted.
+                return
+
+    async def _consume_once(self, consumer: AIOKafkaConsumer, timeout_ms: int) -> None:
+        """Fetch once (or offer held records again), handle the batch, commit what may be."""
+        again = self._due_held()
+        try:
+            fetched = await consumer.getmany(
+                timeout_ms=0 if again else timeout_ms, max_records=self.settings.batch_max_events
+            )
+        except (KafkaError, IllegalStateError) as exc:
+            log.warning("fetch failed (%s: %s); retrying", type(exc).__name__, exc)
+            self._requeue(again)
+            await self.sleep(0.5)
+            return
+        if not fetched and not again:
+            if self._awaiting:  # quiet: remove the delivered entries now, then commit
+                async with self._lock:
+                    self._promote(await self._flush())
+            await self._commit(force=False)
+            return
+        # A held partition is paused until its records in memory are all processed, so its
+        # records here come before anything fetched of it later.
+        fresh = [
+            RawRecord(m.topic, m.partition, m.offset, m.key, m.value, m.timestamp)
+            for b in fetched.values()
+            for m in b
+        ]
+        records = sorted(again + fresh, key=lambda r: (r.partition, r.offset))
+        handled = await self._handle(records)
+        ticket = handled.ticket
+        spans = _spans(records)
+        assigned = consumer.assignment()
+        topic = self.settings.events_topic
+        if ticket is not None:
+            # Partitions revoked meanwhile are left out: their new owner commits its own progress.
+            nexts = {}
+            for partition, (_first, last) in spans.items():
+                tp = TopicPartition(topic, partition)
+                if tp not in assigned:
+                    continue
+                held_from = handled.held.get(partition)
+                nexts[tp] = last + 1 if held_from is None else held_from
+                if held_from is not None:
+                    rest = [r for r in records if r.partition == partition and r.offset >= held_from]
+                    self._hold(tp, rest)
+                else:
+                    self._release(tp)
+            self._awaiting.append((ticket, nexts))
+            self._promote(self._cleared())
+            await self._commit(force=False)
+        else:
+            # Not delivered (another writer owns these customers): fetch them again, so that
+            # they are processed here if the partitions are still ours, or by the new owner.
+            for partition, (first, _last) in spans.items():
+                tp = TopicPartition(topic, partition)
+                if tp in assigned:
+                    self._release(tp)
+                    consumer.seek(tp, first)
 
     def _hold(self, tp: TopicPartition, records: list[RawRecord]) -> None:
         """Keep ``records`` (``tp``'s from its first unprocessed one) to offer again a little later.
@@ -299,7 +322,8 @@ class BatchIngest(Service):
         """Before partitions move: commit what was delivered, then let the pipeline release them."""
         async with self._lock:
             if self._awaiting:
-                self._promote(await self._flush())
+                with contextlib.suppress(StopConsuming):  # stopping: those batches stay uncommitted
+                    self._promote(await self._flush())
             await self._commit(force=True)
             self._delivered, self._awaiting = {}, []
             topic = self.settings.events_topic

@@ -1,7 +1,7 @@
 """Running one event stream through segflow in several ways, and what each run decided.
 
 Helpers of ``test_determinism.py``: worker-process runs on the real stack (clean, two workers,
-a SIGKILL, a Redis restart) and a replay of the same records straight into the pipeline
+a SIGKILL, a Redis restart, a broker restart) and a replay of the same records straight into the pipeline
 without Kafka, each giving the run's ``Outcome`` read back from Redis and the changes topic.
 """
 
@@ -30,6 +30,7 @@ from engine.codecs import decode_msgpack
 from engine.evaluate import remove_keys
 from engine.learner.local import LocalLearner
 from engine.settings import Settings, namespaced
+from engine.stack import kafka as kafka_server
 from engine.stack import redis as redis_server
 from engine.stream.batch_records import ACTION, OUTCOME, SEGMENT_CHANGE, RawRecord
 from engine.stream.customer_step import MEMBERSHIP_EXTRA
@@ -267,6 +268,15 @@ def restart_redis_midway(fleet: Fleet, total: int, down_seconds: float = 4.0) ->
     time.sleep(down_seconds)
     redis_server.up(fleet.settings)
     return {"applied_before_redis_stop": applied}
+
+
+def restart_broker_midway(fleet: Fleet, total: int, down_seconds: float = 15.0) -> dict[str, int]:
+    """Stop the broker (the stack's own script) mid-stream, keep it down, start it again."""
+    applied = _wait_applied(fleet, total * 2 // 5)
+    kafka_server.down(fleet.settings)
+    time.sleep(down_seconds)
+    kafka_server.up(fleet.settings)
+    return {"applied_before_broker_stop": applied}
 
 
 async def replay(settings: Settings, path: Path, customers: Sequence[str]) -> Outcome:

@@ -1,15 +1,23 @@
-"""Helpers shared by the integration tests: polling, and a Redis client whose keys are cleaned up."""
+"""Helpers shared by the integration tests: polling, a Redis client whose keys are cleaned up,
+a consumer group's progress on the events topic, a worker's readiness."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 from redis.asyncio import Redis
 
 from engine.settings import Settings
+from engine.topics import start_or_close
 
 T = TypeVar("T")
 
@@ -47,3 +55,39 @@ async def seal_untrained_models(client: Redis, prefix: str) -> None:
     from models.snapshots import raise_sealed
 
     await raise_sealed(client, prefix, 10**7)
+
+
+async def group_progress(settings: Settings) -> dict[int, tuple[int, int]]:
+    """Per partition of the events topic: (the group's committed offset, -1 if none; end offset)."""
+    tps = [TopicPartition(settings.events_topic, p) for p in range(settings.events_partitions)]
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+    await start_or_close(consumer)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    try:
+        await start_or_close(admin)
+        ends = await consumer.end_offsets(tps)
+        try:
+            committed = await admin.list_consumer_group_offsets(settings.app_id)
+        except KafkaError:  # no coordinator yet: nothing committed
+            committed = {}
+    finally:
+        await admin.close()
+        await consumer.stop()
+    return {tp.partition: (committed[tp].offset if tp in committed else -1, end) for tp, end in ends.items()}
+
+
+def all_committed(progress: dict[int, tuple[int, int]]) -> bool:
+    """Whether every partition's committed offset reached its end."""
+    return all(committed >= end for committed, end in progress.values())
+
+
+def ready(settings: Settings) -> tuple[int, dict[str, Any]]:
+    """(HTTP status, body) of /segflow/ready; (0, {}) when the worker does not answer."""
+    url = f"http://127.0.0.1:{settings.web_port}/segflow/ready"
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+    except OSError:
+        return 0, {}

@@ -9,7 +9,9 @@ group, Redis key prefix), on the real stack:
 (c) one worker, SIGKILLed once it applied a good part of the events; a new worker resumes;
 (d) one worker, while the Redis server is stopped mid-stream with the stack's own script and
     started again a few seconds later (AOF on): the worker retries and goes on;
-(e) no Kafka: the same records straight into ``SegmentPipeline.process``, on the partition the
+(e) one worker, while the broker is stopped mid-stream with the stack's own script for 15 s and
+    started again: the worker's fetches, deliveries and commits fail meanwhile; it goes on;
+(f) no Kafka: the same records straight into ``SegmentPipeline.process``, on the partition the
     producer picks for their key, at the offsets Kafka gives them, in fetch-like batches that
     interleave partitions, with a ``tick`` after every batch as the worker's timer does;
 (f) the gauntlet (``fault_runs.gauntlet``): two workers; Redis paused with ``CLIENT PAUSE``; one
@@ -56,6 +58,7 @@ from determinism_runs import (
     namespaced_runs,
     partition_of,
     replay,
+    restart_broker_midway,
     restart_redis_midway,
     worker_run,
 )
@@ -208,6 +211,13 @@ def _redis_restart(settings: Settings, stream: Stream, logs: Path) -> Outcome:
     return outcome
 
 
+def _broker_restart(settings: Settings, stream: Stream, logs: Path) -> Outcome:
+    outcome = worker_run(settings, stream.path, stream.customers, logs, disturb=restart_broker_midway)
+    assert outcome.notes["workers_alive_at_end"] == 1, f"the worker did not survive: {outcome.notes}"
+    assert outcome.notes["applied_before_broker_stop"] < stream.count, outcome.notes
+    return outcome
+
+
 def _replay(settings: Settings, stream: Stream, logs: Path) -> Outcome:
     return asyncio.run(replay(settings, stream.path, stream.customers))
 
@@ -216,6 +226,7 @@ SCENARIOS: dict[str, Callable[[Settings, Stream, Path], Outcome]] = {
     "two_workers": _two_workers,
     "kill9": _kill9,
     "redis_restart": _redis_restart,
+    "broker_restart": _broker_restart,
     "replay_without_kafka": _replay,
 }
 

@@ -18,8 +18,6 @@ import shutil
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -28,7 +26,7 @@ import msgpack
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from helpers import wait_until
+from helpers import ready, wait_until
 from redis.asyncio import Redis
 
 from engine.cli.io import read_to_end
@@ -266,18 +264,6 @@ def test_metrics_count_events_and_match_the_changes_topic(
     finally:
         stop_worker(worker)
         asyncio.run(clean_up(settings))
-
-
-def ready(settings: Settings) -> tuple[int, dict[str, Any]]:
-    """(HTTP status, body) of /segflow/ready; (0, {}) when the worker does not answer."""
-    url = f"http://127.0.0.1:{settings.web_port}/segflow/ready"
-    try:
-        with urllib.request.urlopen(url, timeout=10) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
-    except OSError:
-        return 0, {}
 
 
 def test_readiness_follows_redis_and_lag_counts_what_waits(
