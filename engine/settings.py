@@ -49,6 +49,15 @@ class Settings(BaseSettings):
     """The SASL_SSL listener of ``segflow stack up --secure`` (its controller: this port + 1)."""
     secure_redis_port: int = Field(16380, ge=1024, le=65535)
     """The TLS port of ``segflow stack up --secure``'s Redis (it has no plain-text port)."""
+    kafka_proxied_port: int = Field(19096, ge=1024, le=65535)
+    """The local broker's second plain-text listener (``PROXIED``), the upstream of the Kafka
+    proxy: it advertises ``kafka_proxy_port``, so a client bootstrapped there stays behind it."""
+    toxiproxy_port: int = Field(18474, ge=1024, le=65535)
+    """The HTTP API of the local toxiproxy (``segflow stack up --proxy``) on loopback."""
+    kafka_proxy_port: int = Field(19097, ge=1024, le=65535)
+    """Where toxiproxy's ``kafka`` proxy listens (upstream: ``kafka_proxied_port``)."""
+    redis_proxy_port: int = Field(16381, ge=1024, le=65535)
+    """Where toxiproxy's ``redis`` proxy listens (upstream: ``redis_port``)."""
 
     # Connections
     kafka_bootstrap: str = "127.0.0.1:19092"

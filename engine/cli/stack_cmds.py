@@ -27,7 +27,8 @@ def _print_status(status: manager.StackStatus) -> None:
 
 @click.group()
 def stack() -> None:
-    """Start, check and stop the local Kafka and Redis, optionally Prometheus (loopback only)."""
+    """Start, check and stop the local Kafka and Redis, optionally Prometheus and toxiproxy
+    (loopback only)."""
 
 
 SECURE_HELP = "The secure stack instead: Kafka SASL_SSL + ACLs, Redis TLS + ACL users (README, Security)."
@@ -38,16 +39,21 @@ SECURE_HELP = "The secure stack instead: Kafka SASL_SSL + ACLs, Redis TLS + ACL 
 @click.option(
     "--prometheus", is_flag=True, help="Also start Prometheus (SEGFLOW_PROMETHEUS_PORT) scraping the workers."
 )
+@click.option(
+    "--proxy",
+    is_flag=True,
+    help="Also start toxiproxy (SEGFLOW_TOXIPROXY_PORT) in front of Kafka and Redis, for fault tests.",
+)
 @click.option("--secure", is_flag=True, help=SECURE_HELP)
 @click.pass_obj
-def up(settings: Settings, cluster: bool, prometheus: bool, secure: bool) -> None:
+def up(settings: Settings, cluster: bool, prometheus: bool, proxy: bool, secure: bool) -> None:
     """Start Kafka (KRaft) and Redis unless already running; wait until they answer."""
-    if secure and (cluster or prometheus):
+    if secure and (cluster or prometheus or proxy):
         raise click.UsageError("--secure starts only the secure Kafka and Redis")
     if secure:
         _print_status(manager.up_secure(settings))
     else:
-        _print_status(manager.up(settings, cluster=cluster, prometheus=prometheus))
+        _print_status(manager.up(settings, cluster=cluster, prometheus=prometheus, proxy=proxy))
 
 
 @stack.command()

@@ -1,5 +1,5 @@
 """The local stack: real Apache Kafka (KRaft, one node), Debian redis-server and (optionally)
-Debian prometheus on loopback."""
+Debian prometheus and toxiproxy (built from its Go module) on loopback."""
 
 from engine.stack.manager import StackStatus, down, kafka_tool, status, up
 from engine.stack.processes import ServerStatus, StackError

@@ -111,6 +111,8 @@ def render_server_properties(settings: Settings) -> str:
     return template.substitute(
         port=settings.kafka_port,
         controller_port=settings.kafka_controller_port,
+        proxied_port=settings.kafka_proxied_port,
+        proxy_port=settings.kafka_proxy_port,
         log_dirs=KafkaPaths.of(settings).data,
     )
 
@@ -227,7 +229,7 @@ DRIFT = "running with other settings (ports or dirs) than requested; run `segflo
 def status(settings: Settings) -> ServerStatus:
     """The broker's status: pid from the pid file, health from a real metadata request."""
     paths = KafkaPaths.of(settings)
-    ports = (settings.kafka_port, settings.kafka_controller_port)
+    ports = (settings.kafka_port, settings.kafka_controller_port, settings.kafka_proxied_port)
     version = installed_version(settings) or pinned_version()
     pid = live_pid(paths.pid, paths.match)
     if pid is None:
@@ -260,8 +262,8 @@ def up(settings: Settings, timeout: float = START_TIMEOUT) -> str:
         return f"kafka was starting (pid {pid}); answered after {waited:.1f}s"
     java_command(settings, "kafka.Kafka", [])  # fail early when java is missing
     ensure_ports_free(
-        (port, settings.kafka_controller_port),
-        "SEGFLOW_KAFKA_PORT / SEGFLOW_KAFKA_CONTROLLER_PORT",
+        (port, settings.kafka_controller_port, settings.kafka_proxied_port),
+        "SEGFLOW_KAFKA_PORT / SEGFLOW_KAFKA_CONTROLLER_PORT / SEGFLOW_KAFKA_PROXIED_PORT",
     )
     ensure_libs(settings)
     paths.data.mkdir(parents=True, exist_ok=True)

@@ -1,5 +1,5 @@
 """The local stack as a whole: ``up``, ``down`` and ``status`` of Kafka + Redis on loopback
-(and, optionally, a Redis Cluster and Prometheus).
+(and, optionally, a Redis Cluster, Prometheus and toxiproxy).
 
 ``up`` is idempotent (servers that already answer are left alone) and only returns once every
 server really answers; ``down`` stops whatever runs; ``status`` never changes anything except
@@ -15,6 +15,7 @@ from engine.stack import kafka as kafka_server
 from engine.stack import prometheus as prometheus_server
 from engine.stack import redis as redis_server
 from engine.stack import secure, secure_kafka, secure_redis
+from engine.stack import toxiproxy as toxiproxy_server
 from engine.stack.processes import ServerStatus, StackError
 
 __all__ = [
@@ -54,21 +55,27 @@ class StackStatus:
 
 
 def status(settings: Settings) -> StackStatus:
-    """Kafka and Redis status, plus the Redis Cluster masters and Prometheus when they run."""
+    """Kafka and Redis status, plus the Redis Cluster masters, Prometheus and toxiproxy when
+    they run."""
     servers = [kafka_server.status(settings), redis_server.status(settings)]
     servers += redis_server.cluster_status(settings)
     if prometheus_server.running(settings):
         servers.append(prometheus_server.status(settings))
+    if toxiproxy_server.running(settings):
+        servers.append(toxiproxy_server.status(settings))
     return StackStatus(servers)
 
 
-def up(settings: Settings, cluster: bool = False, prometheus: bool = False) -> StackStatus:
+def up(
+    settings: Settings, cluster: bool = False, prometheus: bool = False, proxy: bool = False
+) -> StackStatus:
     """Start Redis and Kafka (with ``cluster``, a 3-master Redis Cluster; with ``prometheus``,
-    Prometheus scraping the workers) unless running.
+    Prometheus scraping the workers; with ``proxy``, toxiproxy in front of Kafka and Redis)
+    unless running.
 
     Waits until each server really answers (Kafka: a metadata request; Redis: PING; cluster:
-    cluster_state:ok; Prometheus: /-/ready) and raises StackError naming the log file when one
-    does not.
+    cluster_state:ok; Prometheus: /-/ready; toxiproxy: /version) and raises StackError naming
+    the log file when one does not.
     """
     actions = [redis_server.up(settings)]
     if cluster:
@@ -76,16 +83,20 @@ def up(settings: Settings, cluster: bool = False, prometheus: bool = False) -> S
     actions.append(kafka_server.up(settings))
     if prometheus:
         actions.append(prometheus_server.up(settings))
+    if proxy:
+        actions.append(toxiproxy_server.up(settings))
     return StackStatus(status(settings).servers, actions)
 
 
 def down(settings: Settings) -> StackStatus:
-    """Stop Kafka, Redis, any Redis Cluster masters and Prometheus; fine when nothing runs."""
+    """Stop Kafka, Redis, any Redis Cluster masters, Prometheus and toxiproxy; fine when
+    nothing runs."""
     actions = [kafka_server.down(settings), redis_server.down(settings)]
     actions += redis_server.cluster_down(settings)
-    stopped = prometheus_server.down(settings)
-    if stopped is not None:
-        actions.append(stopped)
+    for optional in (prometheus_server, toxiproxy_server):
+        stopped = optional.down(settings)
+        if stopped is not None:
+            actions.append(stopped)
     return StackStatus(status(settings).servers, actions)
 
 

@@ -14,7 +14,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -227,10 +227,15 @@ def stop_process(pid_file: Path, match: Sequence[str] = (), timeout: float = 20.
     return pid
 
 
-def run_checked(cmd: Sequence[str], what: str, timeout: float = 300.0) -> str:
-    """Run ``cmd`` to completion and return its stdout; StackError with its last line on failure."""
+def run_checked(
+    cmd: Sequence[str], what: str, timeout: float = 300.0, env: Mapping[str, str] | None = None
+) -> str:
+    """Run ``cmd`` (in ``env``, default ours) to completion and return its stdout; StackError with
+    its last line on failure."""
     try:
-        done = subprocess.run(list(cmd), capture_output=True, text=True, timeout=timeout, check=False)
+        done = subprocess.run(
+            list(cmd), capture_output=True, text=True, timeout=timeout, check=False, env=env
+        )
     except subprocess.TimeoutExpired:
         raise StackError(f"{what} did not finish within {timeout:.0f}s") from None
     except OSError as exc:

@@ -20,6 +20,7 @@ pytestmark = pytest.mark.integration
 
 KAFKA_PORT = 29092
 KAFKA_CONTROLLER_PORT = 29093
+KAFKA_PROXIED_PORT = 29096
 REDIS_PORT = 26379
 # Not 27000: a default cluster (base 17000) uses 27000-27002 as its cluster bus ports.
 CLUSTER_BASE = 37000
@@ -36,6 +37,7 @@ def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setting
         stack_dir=tmp_path_factory.mktemp("stack"),
         kafka_port=KAFKA_PORT,
         kafka_controller_port=KAFKA_CONTROLLER_PORT,
+        kafka_proxied_port=KAFKA_PROXIED_PORT,
         kafka_bootstrap=f"127.0.0.1:{KAFKA_PORT}",
         redis_port=REDIS_PORT,
         redis_url=f"redis://127.0.0.1:{REDIS_PORT}/0",
@@ -62,7 +64,7 @@ def test_up_status_idempotent_down(stack_settings: Settings) -> None:
     assert started.healthy, started
     kafka, redis = started.server("kafka"), started.server("redis")
     assert kafka is not None and kafka.healthy and kafka.pid
-    assert kafka.ports == (KAFKA_PORT, KAFKA_CONTROLLER_PORT)
+    assert kafka.ports == (KAFKA_PORT, KAFKA_CONTROLLER_PORT, KAFKA_PROXIED_PORT)
     assert kafka.version == "4.4.0"
     assert redis is not None and redis.healthy and redis.pid and redis.version
     assert redis.ports == (REDIS_PORT,)

@@ -21,6 +21,8 @@ def settings(tmp_path: Path) -> Settings:
         stack_dir=tmp_path / "stack",
         kafka_port=39092,
         kafka_controller_port=39093,
+        kafka_proxied_port=39096,
+        kafka_proxy_port=39097,
         redis_port=36379,
         redis_cluster_base_port=37100,
     )
@@ -35,8 +37,11 @@ def test_server_properties_has_ports_and_dirs(settings: Settings) -> None:
     text = kafka_server.render_server_properties(settings)
     assert "$" not in text
     props = _properties(text)
-    assert props["listeners"] == "PLAINTEXT://127.0.0.1:39092,CONTROLLER://127.0.0.1:39093"
-    assert props["advertised.listeners"] == "PLAINTEXT://127.0.0.1:39092"
+    listeners = "PLAINTEXT://127.0.0.1:39092,CONTROLLER://127.0.0.1:39093,PROXIED://127.0.0.1:39096"
+    assert props["listeners"] == listeners
+    # The proxied listener advertises the proxy's port, not its own.
+    assert props["advertised.listeners"] == "PLAINTEXT://127.0.0.1:39092,PROXIED://127.0.0.1:39097"
+    assert "PROXIED:PLAINTEXT" in props["listener.security.protocol.map"].split(",")
     assert props["controller.quorum.voters"] == "1@127.0.0.1:39093"
     assert props["log.dirs"] == str((settings.stack_dir / "kafka" / "data").resolve())
     assert props["process.roles"] == "broker,controller"
