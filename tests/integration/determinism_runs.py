@@ -134,7 +134,9 @@ class Fleet:
 
     def metric(self, name: str) -> int:
         """Counter ``name`` summed over the live workers."""
-        return sum(read_metrics(s.web_port).get(name, 0) for s, p in self.workers if p.poll() is None)
+        return sum(
+            read_metrics(s.web_port, s.web_secret).get(name, 0) for s, p in self.workers if p.poll() is None
+        )
 
     def stop(self) -> None:
         """SIGTERM every worker and wait for it."""
@@ -151,7 +153,7 @@ class Fleet:
             try:
                 counters = {
                     k: v
-                    for k, v in read_metrics(own.web_port).items()
+                    for k, v in read_metrics(own.web_port, own.web_secret).items()
                     if k.startswith(DIAGNOSED) and "_bucket" not in k and v
                 }
             except OSError as exc:
@@ -287,7 +289,7 @@ def worker_run(
         notes |= {name: fleet.metric(name) for name in (APPLIED, DEAD, DUPLICATE, TICKED, RETRIES)}
         for index, (own, process) in enumerate(fleet.workers):
             if process.poll() is None:
-                notes[f"worker{index}_applied"] = read_metrics(own.web_port).get(APPLIED, 0)
+                notes[f"worker{index}_applied"] = read_metrics(own.web_port, own.web_secret).get(APPLIED, 0)
         notes["workers_alive_at_end"] = sum(p.poll() is None for _, p in fleet.workers)
     finally:
         fleet.stop()

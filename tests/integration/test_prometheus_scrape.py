@@ -19,11 +19,12 @@ from pathlib import Path
 
 import pytest
 from determinism_runs import produce, remove
-from helpers import wait_until
+from helpers import page_token, wait_until
 
 from engine.ops.metric_names import referenced_series
 from engine.settings import Settings
 from engine.stack import prometheus
+from engine.web_auth import page_request
 from engine.worker_process import free_port, start_worker, stop_worker, wait_for_metric
 from models.simulate import sample_stream, write_jsonl
 
@@ -38,7 +39,8 @@ _SAMPLE = re.compile(r"^([A-Za-z_:][\w:]*)(\{.*\})? (\S+)$")
 
 def page(port: int) -> dict[str, dict[str, float]]:
     """The worker's /segflow/metrics samples: name -> {label text: value}."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/segflow/metrics", timeout=3) as response:
+    request = page_request(f"http://127.0.0.1:{port}/segflow/metrics", page_token())
+    with urllib.request.urlopen(request, timeout=3) as response:
         text = response.read().decode()
     samples: dict[str, dict[str, float]] = {}
     for line in text.splitlines():
