@@ -25,7 +25,6 @@ from dashboard_stream import (
     get_json,
     in_thread,
     keep_artifact,
-    token_headers,
 )
 
 from engine.app import load_rule_set
@@ -47,7 +46,7 @@ def _wait_caught_up(url: str, changes: int, outcomes: int, timeout: float = 60) 
 
 
 def _open(browser: Any, url: str) -> tuple[Any, list[str]]:
-    page = browser.new_page(extra_http_headers=token_headers())
+    page = browser.new_page()
     problems: list[str] = []
     page.on(
         "console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None
