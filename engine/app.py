@@ -29,6 +29,7 @@ from engine.stream.customer_step import StepConfig
 from engine.stream.lifetime_inputs import LIFETIME_INPUTS
 from engine.stream.model_gate import ModelGate
 from engine.stream.pipeline import PipelineConfig, SegmentPipeline
+from engine.web_auth import token_middleware
 from features.catalogue import catalogue
 from features.config import FeatureConfig
 from features.event import SECONDS_PER_DAY
@@ -262,6 +263,10 @@ def faust_app(settings: Settings, data_dir: str, web_enabled: bool | None = None
         web_port=settings.web_port,
         web_bind=settings.web_bind,
         web_host="127.0.0.1",
+        # Every page, Faust's own included, behind SEGFLOW_WEB_TOKEN (the probes stay open).
+        web_application_options={"middlewares": [token_middleware(settings.web_secret)]}
+        if settings.web_secret
+        else None,
         datadir=str(datadir),
     )
 

@@ -17,6 +17,9 @@ POST /segflow/models/predict  JSON {"features": {catalogue feature: value}, "ver
                               "readiness": {model: "ready" | "warming up: <reason>"}}: the sealed
                               snapshot's models (the latest by default), as the worker scores
                               with them (the rules read the scores of the ready ones only)
+
+With ``SEGFLOW_WEB_TOKEN`` set, every page but health and ready needs it (``engine.web_auth``,
+an aiohttp middleware ``engine.app.faust_app`` installs on the whole web app).
 """
 
 from __future__ import annotations

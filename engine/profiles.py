@@ -3,8 +3,9 @@
 ``segflow demo`` writes one for its run (``.segflow.env`` in the current directory), so that
 ``segflow tail``, ``explain``, ``segments``, ``models`` and ``lift`` afterwards read that run's
 topics and keys with no variable to copy. A profile holds only the settings that differ from
-the defaults; the first line says who wrote it, so the demo replaces its own profile but never
-one a person wrote.
+the defaults, and never a secret (a password or token: its ``_FILE`` setting is written when
+that is how it was given); the first line says who wrote it, so the demo replaces its own
+profile but never one a person wrote.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import json
 import re
 from pathlib import Path
 from typing import Any
+
+from pydantic import SecretStr
 
 from engine.settings import Settings
 
@@ -30,9 +33,12 @@ def _text(value: Any) -> str:
 
 
 def profile_lines(settings: Settings) -> list[str]:
-    """``SEGFLOW_<NAME>=value`` for every setting of ``settings`` that is not its default."""
+    """``SEGFLOW_<NAME>=value`` for every setting of ``settings`` that is not its default,
+    secrets left out."""
     lines = []
     for name, value in settings.model_dump().items():
+        if isinstance(value, SecretStr):
+            continue
         if value is not None and value != _default(name):
             lines.append(f"SEGFLOW_{name.upper()}={_text(value)}")
     return lines

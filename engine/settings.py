@@ -116,7 +116,17 @@ class Settings(BaseSettings):
     """The address the worker's and ``segflow deliver``'s web pages listen on: loopback unless
     something outside the host must reach them (a container: ``0.0.0.0``, for Prometheus and
     Kubernetes probes)."""
+    web_token: SecretStr = SecretStr("")
+    """When set, every page of the worker, ``segflow deliver`` and ``segflow dashboard`` except
+    the probes (``engine.web_auth.PROBE_PATHS``) needs ``Authorization: Bearer <token>``."""
+    web_token_file: Path | None = None
     log_level: str = "warn"
+    log_customer_ids: Literal["plain", "hashed"] = "plain"
+    """``hashed``: logs name a customer by a keyed hash (``engine.log_ids``), never the id."""
+    log_hash_key: SecretStr = SecretStr("")
+    """HMAC key of the hashed ids (empty: derived from the checkpoint key, so the processes of one
+    deployment agree)."""
+    log_hash_key_file: Path | None = None
 
     # Feature store
     key_prefix: str = "sf"
@@ -231,6 +241,16 @@ class Settings(BaseSettings):
         """The Redis password, from ``redis_password`` or ``redis_password_file`` ("" for none)."""
         return _secret(self.redis_password, self.redis_password_file)
 
+    @property
+    def web_secret(self) -> str:
+        """The pages' bearer token, from ``web_token`` or ``web_token_file`` ("": open pages)."""
+        return _secret(self.web_token, self.web_token_file)
+
+    @property
+    def log_hash_secret(self) -> str:
+        """The key of hashed customer ids in logs ("": derive it from the checkpoint key)."""
+        return _secret(self.log_hash_key, self.log_hash_key_file)
+
     @field_validator(
         "kafka_password_file",
         "kafka_ssl_cafile",
@@ -238,6 +258,8 @@ class Settings(BaseSettings):
         "kafka_ssl_keyfile",
         "redis_password_file",
         "redis_ssl_cafile",
+        "web_token_file",
+        "log_hash_key_file",
         mode="before",
     )
     @classmethod
@@ -246,13 +268,18 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _security(self) -> Settings:
-        for name in ("kafka", "redis"):
-            password: SecretStr = getattr(self, f"{name}_password")
-            file: Path | None = getattr(self, f"{name}_password_file")
+        for name in SECRET_SETTINGS:
+            password: SecretStr = getattr(self, name)
+            file: Path | None = getattr(self, f"{name}_file")
             if file is not None:
                 if password.get_secret_value():
-                    raise ValueError(f"set SEGFLOW_{name.upper()}_PASSWORD or its _FILE, not both")
+                    raise ValueError(f"set SEGFLOW_{name.upper()} or its _FILE, not both")
                 _secret(password, file)  # unreadable: a one-line error now, not at the first connect
+        if 0 < len(self.web_secret) < MIN_WEB_TOKEN_CHARS:
+            raise ValueError(
+                f"SEGFLOW_WEB_TOKEN (or its _FILE) is shorter than {MIN_WEB_TOKEN_CHARS} characters; "
+                "make one with: python3 -c 'import secrets; print(secrets.token_hex(32))'"
+            )
         if self.kafka_security_protocol.startswith("SASL_") and not (
             self.kafka_username and self.kafka_secret
         ):
@@ -279,6 +306,12 @@ class Settings(BaseSettings):
         if value not in allowed:
             raise ValueError(f"must be one of {sorted(allowed)}")
         return value
+
+
+SECRET_SETTINGS = ("kafka_password", "redis_password", "web_token", "log_hash_key")
+"""Every secret setting ``<name>``, each with its ``<name>_file`` alternative."""
+MIN_WEB_TOKEN_CHARS = 16
+"""A shorter page token is refused: guessable tokens only look like protection."""
 
 
 def namespaced(settings: Settings, name: str, key_prefix: str) -> Settings:

@@ -20,6 +20,7 @@ from prometheus_client.samples import Sample
 from pydantic import SecretStr
 
 from engine.settings import NO_PROFILE, PROFILE_VARIABLE, Settings
+from engine.web_auth import page_request
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -103,10 +104,11 @@ def wait_for_metric(
     return value
 
 
-def metrics_text(port: int) -> str | None:
-    """The worker's /segflow/metrics page (None when unreachable)."""
+def metrics_text(port: int, token: str = "") -> str | None:
+    """The worker's /segflow/metrics page, with the page ``token`` if any (None when unreachable)."""
+    request = page_request(f"http://127.0.0.1:{port}/segflow/metrics", token)
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/segflow/metrics", timeout=2) as response:
+        with urllib.request.urlopen(request, timeout=2) as response:
             return str(response.read().decode())
     except OSError:
         return None
@@ -125,11 +127,11 @@ def sample_key(sample: Sample) -> str:
     return f"{sample.name}{{{labels}}}"
 
 
-def read_metrics(port: int) -> dict[str, int]:
+def read_metrics(port: int, token: str = "") -> dict[str, int]:
     """Every sample of the worker's /segflow/metrics page in one request, by ``sample_key``
     (``segflow_events_total{outcome="applied",type="purchase"}``), as whole numbers; samples
-    that are not finite (NaN) are left out; empty when unreachable."""
-    text = metrics_text(port)
+    that are not finite (NaN) are left out; empty when unreachable (or refused: no ``token``)."""
+    text = metrics_text(port, token)
     if text is None:
         return {}
     return {sample_key(s): int(s.value) for s in parse_samples(text) if math.isfinite(s.value)}
@@ -141,7 +143,7 @@ def _escape(value: str) -> str:
 
 def read_metric(settings: Settings, name: str) -> int:
     """One counter from the worker's metrics page (0 when not reachable)."""
-    return read_metrics(settings.web_port).get(name, 0)
+    return read_metrics(settings.web_port, settings.web_secret).get(name, 0)
 
 
 def free_port() -> int:
@@ -153,10 +155,9 @@ def free_port() -> int:
 
 def models_status_of(settings: Settings) -> dict[str, Any]:
     """The worker's /segflow/models page (empty when unreachable)."""
+    request = page_request(f"http://127.0.0.1:{settings.web_port}/segflow/models", settings.web_secret)
     try:
-        with urllib.request.urlopen(
-            f"http://127.0.0.1:{settings.web_port}/segflow/models", timeout=3
-        ) as page:
+        with urllib.request.urlopen(request, timeout=3) as page:
             return dict(json.loads(page.read()))
     except OSError:
         return {}

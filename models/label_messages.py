@@ -25,6 +25,7 @@ from array import array
 
 import msgspec
 
+from features.log_names import label as log_label
 from models.labels import ResolvedLabel
 
 LABEL_SCHEMA = 1
@@ -95,6 +96,11 @@ def label_key(message: LabelMessage) -> bytes:
     return message.label_id.encode()
 
 
+def _bad(message: LabelMessage, problem: str) -> MalformedLabel:
+    """The error about a decoded label: its id (as logs name customers) and the problem."""
+    return MalformedLabel(f"label {log_label(message.label_id)}: {problem}")
+
+
 def decode_label(raw: bytes | None) -> LabelMessage:
     """The message in ``raw``; raises ``MalformedLabel`` with the reason for anything else."""
     if not raw:
@@ -109,13 +115,13 @@ def decode_label(raw: bytes | None) -> LabelMessage:
         raise MalformedLabel("label message without a label_id or model")
     for name in _FLOATS:
         if not math.isfinite(getattr(message, name)):
-            raise MalformedLabel(f"label {message.label_id}: {name} is not finite")
+            raise _bad(message, f"{name} is not finite")
     if message.partition < 0:
-        raise MalformedLabel(f"label {message.label_id}: negative partition {message.partition}")
+        raise _bad(message, f"negative partition {message.partition}")
     if len(message.x) % 4:
-        raise MalformedLabel(f"label {message.label_id}: x is not float32 values ({len(message.x)} bytes)")
+        raise _bad(message, f"x is not float32 values ({len(message.x)} bytes)")
     values = array("f")
     values.frombytes(message.x)
     if not all(map(math.isfinite, values)):  # one NaN learned would poison the model for good
-        raise MalformedLabel(f"label {message.label_id}: x has a value that is not finite")
+        raise _bad(message, "x has a value that is not finite")
     return message

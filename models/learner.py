@@ -39,6 +39,7 @@ from typing import Any, Literal
 
 import msgpack
 
+from features.log_names import label as log_label
 from models.checkpoint import CheckpointError, dump_checkpoint, load_checkpoint
 from models.config import ModelConfig
 from models.evaluation import ModelEvaluation
@@ -169,12 +170,13 @@ class Learner:
         self.counts.consumed += 1
         task = self.tasks.get(label.model)
         if task is None:
-            return self._malformed(f"label {label.label_id}: unknown model {label.model!r}", counted=True)
+            reason = f"label {log_label(label.label_id)}: unknown model {label.model!r}"
+            return self._malformed(reason, counted=True)
         if len(label.x) != self._x_bytes:
             inputs = f"{len(label.x) // 4} inputs, the models read {self._x_bytes // 4}"
-            return self._malformed(f"label {label.label_id}: x has {inputs}", counted=True)
+            return self._malformed(f"label {log_label(label.label_id)}: x has {inputs}", counted=True)
         if task == "classification" and not 0.0 <= label.y_pred <= 1.0:
-            reason = f"label {label.label_id}: probability {label.y_pred!r} out of [0, 1]"
+            reason = f"label {log_label(label.label_id)}: probability {label.y_pred!r} out of [0, 1]"
             return self._malformed(reason, counted=True)
         return self._buffer(label.label_id, label)
 

@@ -11,6 +11,7 @@ import click
 from aiokafka.errors import KafkaError
 from redis.exceptions import RedisError
 
+from engine import log_ids
 from engine.cli.bench_cmd import bench
 from engine.cli.data_cmds import brief, dashboard, explain, produce, tail
 from engine.cli.deliver_cmd import deliver
@@ -49,6 +50,7 @@ def cli(ctx: click.Context, profile: Path | None) -> None:
     """segflow: real-time customer segmentation on Kafka, Redis and River."""
     ctx.meta[PROFILE_META] = profile_path(profile)
     ctx.obj = _IN_FORCE["settings"] = load_settings(profile)
+    log_ids.configure(ctx.obj)  # SEGFLOW_LOG_CUSTOMER_IDS, before any command logs a customer
 
 
 for command in (

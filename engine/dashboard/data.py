@@ -221,7 +221,7 @@ async def gather(
         sealed, learner = await history.update(settings)
     except (OSError, RedisError):
         sealed, learner = None, {}
-    counters = await asyncio.to_thread(read_metrics, settings.web_port)
+    counters = await asyncio.to_thread(read_metrics, settings.web_port, settings.web_secret)
     return DashboardData(
         rules_version=rules_version,
         sizes=sizes,

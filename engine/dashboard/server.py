@@ -12,6 +12,9 @@ route                                  what
 ``/static/plotly.min.js``              plotly.js from the installed ``plotly`` wheel (no CDN)
 =====================================  ==========================================================
 
+With ``SEGFLOW_WEB_TOKEN`` set every route needs it (``engine.web_auth``): ``Authorization: Bearer
+<token>``, or a browser's login prompt with the token as the password (any user name).
+
 The topics are followed from the start for as long as the server runs. The scan of the
 customer records runs when the server starts and again when a page needs it and the last one is
 older than ``scan_seconds`` (the page then shows the previous scan while the new one runs).
@@ -43,6 +46,7 @@ from engine.exports.scores import ExportCounts, ExportPlan, export_rows
 from engine.reports import segment_sizes
 from engine.rules.model import Family, Segment
 from engine.settings import Settings
+from engine.web_auth import BASIC_CHALLENGE, token_middleware
 
 log = logging.getLogger(__name__)
 FAVICON = (
@@ -208,7 +212,9 @@ async def _favicon(_request: web.Request) -> web.Response:
 
 def build_app(dashboard: Dashboard) -> web.Application:
     """The aiohttp application of ``dashboard`` (the CSV route before the page it looks like)."""
-    app = web.Application()
+    token = dashboard.settings.web_secret
+    guard = token_middleware(token, frozenset(), BASIC_CHALLENGE)
+    app = web.Application(middlewares=[guard] if token else [])
     app.add_routes(
         [
             web.get("/", dashboard.main_page),

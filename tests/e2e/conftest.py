@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from dashboard_stream import Run, chromium_path, get_json, in_thread, remove, worker_run
+from dashboard_stream import Run, chromium_path, get_json, in_thread, remove, token_headers, worker_run
 
 from engine.activation.demo_experiment import demo_rules_text
 from engine.dashboard.brief import CHROMIUM_FLAGS
@@ -117,6 +117,7 @@ def browser() -> Iterator[Any]:
             args=CHROMIUM_ARGS,
             headless=True,
             viewport={"width": 1400, "height": 900},
+            extra_http_headers=token_headers(),  # the page token, when the run sets one
         )
         try:
             yield context

@@ -25,7 +25,8 @@ from typing import Any, TypeVar
 
 import pytest
 
-from engine.settings import Settings
+from engine.settings import Settings, load_settings
+from engine.web_auth import auth_headers, page_request
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 from determinism_outcome import Outcome
@@ -100,7 +101,18 @@ def chromium_path() -> Path:
     return CHROMIUM
 
 
+def token_headers() -> dict[str, str]:
+    """What the run's requests to the dashboard carry: the page token of the settings, if any."""
+    return auth_headers(load_settings().web_secret)
+
+
+def get_bytes(url: str) -> tuple[str, bytes]:
+    """(Content-Type, body) of a dashboard page, with the page token when one is set."""
+    with urllib.request.urlopen(page_request(url, load_settings().web_secret), timeout=60) as response:
+        return str(response.headers["Content-Type"]), bytes(response.read())
+
+
 def get_json(url: str) -> Any:
-    """A JSON document over HTTP."""
-    with urllib.request.urlopen(url, timeout=30) as response:
+    """A JSON document over HTTP (with the page token when one is set)."""
+    with urllib.request.urlopen(page_request(url, load_settings().web_secret), timeout=30) as response:
         return json.loads(response.read())

@@ -13,7 +13,6 @@ import csv
 import io
 import json
 import time
-import urllib.request
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from urllib.parse import quote
 import pytest
 from dashboard_stream import (
     Run,
+    get_bytes,
     get_json,
     in_thread,
     keep_artifact,
@@ -163,8 +163,8 @@ def test_segment_page_lists_its_members_and_exports_them(
     assert problems == []
     page.close()
 
-    with urllib.request.urlopen(dashboard_url + str(href), timeout=60) as response:
-        assert response.headers["Content-Type"].startswith("text/csv")
-        rows = list(csv.DictReader(io.StringIO(response.read().decode())))
+    content_type, body = get_bytes(dashboard_url + str(href))
+    assert content_type.startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(body.decode())))
     assert sorted(r["customer_id"] for r in rows) == sorted(members)
     assert {r["segment_rfm"] for r in rows} == {segment}

@@ -234,7 +234,7 @@ def worker_run(
         notes |= {name: fleet.metric(name) for name in (APPLIED, DEAD, DUPLICATE, TICKED, RETRIES)}
         for index, (own, process) in enumerate(fleet.workers):
             if process.poll() is None:
-                notes[f"worker{index}_applied"] = read_metrics(own.web_port).get(APPLIED, 0)
+                notes[f"worker{index}_applied"] = read_metrics(own.web_port, own.web_secret).get(APPLIED, 0)
         notes["workers_alive_at_end"] = sum(p.poll() is None for _, p in fleet.workers)
     finally:
         fleet.stop()

@@ -32,7 +32,9 @@ class Fleet:
 
     def metric(self, name: str) -> int:
         """Counter ``name`` summed over the live workers."""
-        return sum(read_metrics(s.web_port).get(name, 0) for s, p in self.workers if p.poll() is None)
+        return sum(
+            read_metrics(s.web_port, s.web_secret).get(name, 0) for s, p in self.workers if p.poll() is None
+        )
 
     def stop(self) -> None:
         """SIGTERM every worker and wait for it."""
@@ -49,7 +51,7 @@ class Fleet:
             try:
                 counters = {
                     k: v
-                    for k, v in read_metrics(own.web_port).items()
+                    for k, v in read_metrics(own.web_port, own.web_secret).items()
                     if k.startswith(DIAGNOSED) and "_bucket" not in k and v
                 }
             except OSError as exc:

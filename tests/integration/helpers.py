@@ -16,10 +16,16 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from redis.asyncio import Redis
 
-from engine.settings import Settings
+from engine.settings import Settings, load_settings
 from engine.topics import start_or_close
 
 T = TypeVar("T")
+
+
+def page_token() -> str:
+    """The pages' token every test's settings carry (SEGFLOW_WEB_TOKEN of the run; "" for none),
+    for helpers that know only a port."""
+    return load_settings().web_secret
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, every: float = 0.2) -> bool:

@@ -59,12 +59,12 @@ def test_a_redis_outage_holds_memory_and_readiness_then_the_worker_resumes(
         assert asyncio.run(produce(settings, tmp_path / "events.jsonl")) == len(events)
         worker = start_worker(settings, tmp_path / "worker.log")
         try:
-            assert wait_until(lambda: read_metrics(settings.web_port).get(APPLIED, 0) >= 3000, 120), (
-                tmp_path / "worker.log"
-            ).read_text()[-2000:]
+            assert wait_until(
+                lambda: read_metrics(settings.web_port, settings.web_secret).get(APPLIED, 0) >= 3000, 120
+            ), (tmp_path / "worker.log").read_text()[-2000:]
             redis_server.down(settings)
             stopped = True
-            applied = read_metrics(settings.web_port).get(APPLIED, 0)
+            applied = read_metrics(settings.web_port, settings.web_secret).get(APPLIED, 0)
             backlog_bytes = sum(sizes) * (len(events) - applied) // len(events)
             assert backlog_bytes > 10 * FETCH_PARTITION_BYTES * settings.events_partitions, backlog_bytes
             process = psutil.Process(worker.pid)
@@ -74,7 +74,7 @@ def test_a_redis_outage_holds_memory_and_readiness_then_the_worker_resumes(
             while time.monotonic() < until:
                 peak = max(peak, process.memory_info().rss)
                 answers.append(ready(settings))
-                counted.add(read_metrics(settings.web_port).get(APPLIED, 0))
+                counted.add(read_metrics(settings.web_port, settings.web_secret).get(APPLIED, 0))
                 time.sleep(0.5)
             grew = peak - at_stop
             assert grew < backlog_bytes // 2, (grew, backlog_bytes)
@@ -89,7 +89,9 @@ def test_a_redis_outage_holds_memory_and_readiness_then_the_worker_resumes(
             assert wait_until(
                 lambda: all_committed(asyncio.run(group_progress(settings))), CATCH_UP_TIMEOUT, 1
             ), asyncio.run(group_progress(settings))
-            retries = read_metrics(settings.web_port).get("segflow_batch_retries_total", 0)
+            retries = read_metrics(settings.web_port, settings.web_secret).get(
+                "segflow_batch_retries_total", 0
+            )
             assert retries > 0
         finally:
             if stopped:

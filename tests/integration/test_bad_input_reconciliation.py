@@ -128,12 +128,12 @@ def run_worker(settings: Settings, log: Path, expected_in: int) -> dict[str, int
     try:
         seen, stalled = 0, 0
         while process.poll() is None and stalled < 120:  # half-second polls without progress
-            now = sum(outcomes(read_metrics(own.web_port)).values())
+            now = sum(outcomes(read_metrics(own.web_port, own.web_secret)).values())
             if now >= expected_in:
                 break
             seen, stalled = now, stalled + 1 if now == seen else 0
             asyncio.run(asyncio.sleep(0.5))
-        metrics = read_metrics(own.web_port)
+        metrics = read_metrics(own.web_port, own.web_secret)
     finally:
         code = stop_worker(process)
     tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])

@@ -25,6 +25,7 @@ from engine.activation.delivery.config import load_destinations
 from engine.activation.delivery.counters import DeliveryCounters
 from engine.activation.delivery.service import DeliveryService
 from engine.settings import Settings
+from engine.web_auth import auth_headers
 
 pytestmark = pytest.mark.integration
 
@@ -79,7 +80,8 @@ async def run_until_finished(settings: Settings, records: int) -> tuple[Delivery
             assert time.monotonic() < deadline, service.counters.summary()
             await asyncio.sleep(0.05)
         url = f"http://127.0.0.1:{settings.deliver_web_port}/segflow/metrics"
-        async with aiohttp.ClientSession() as session, session.get(url) as response:
+        headers = auth_headers(settings.web_secret)
+        async with aiohttp.ClientSession() as session, session.get(url, headers=headers) as response:
             assert response.status == 200
             page = await response.text()
     finally:

@@ -19,11 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import wait_until
+from helpers import page_token, wait_until
 
 from engine.cli.io import produce_lines
 from engine.settings import Settings
 from engine.topics import ensure_topics
+from engine.web_auth import page_request
 from engine.worker_process import free_port, read_metric, start_worker, stop_worker
 from features.catalogue import snapshot
 from features.client import connect
@@ -41,7 +42,8 @@ DAY_MS = 86_400_000
 
 def models_page(port: int) -> dict[str, Any]:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/segflow/models", timeout=3) as response:
+        request = page_request(f"http://127.0.0.1:{port}/segflow/models", page_token())
+        with urllib.request.urlopen(request, timeout=3) as response:
             return json.loads(response.read())
     except OSError:
         return {}
@@ -49,9 +51,7 @@ def models_page(port: int) -> dict[str, Any]:
 
 def predict(port: int, version: int, features: dict[str, Any]) -> dict[str, float]:
     body = json.dumps({"version": version, "features": features}).encode()
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/segflow/models/predict", data=body, method="POST"
-    )
+    request = page_request(f"http://127.0.0.1:{port}/segflow/models/predict", page_token(), body)
     with urllib.request.urlopen(request, timeout=5) as response:
         return json.loads(response.read())["scores"]
 

@@ -109,7 +109,7 @@ def test_a_full_redis_stops_the_worker_and_loses_nothing(
                 lambda: all_committed(asyncio.run(group_progress(settings))), CATCH_UP_TIMEOUT, 1
             )
             assert caught_up, asyncio.run(group_progress(settings))
-            counters = read_metrics(settings.web_port)
+            counters = read_metrics(settings.web_port, settings.web_secret)
         finally:
             assert stop_worker(second) == 0
         after = asyncio.run(read_store(settings, sorted(produced)))

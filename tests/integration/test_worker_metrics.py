@@ -168,7 +168,7 @@ def test_segflow_lag_agrees_with_kafkas_group_tool(isolated_settings: Settings) 
 
 def samples_of(settings: Settings, name: str) -> dict[tuple[tuple[str, str], ...], float]:
     """The samples of metric ``name`` by their sorted label pairs (empty when unreachable)."""
-    text = metrics_text(settings.web_port)
+    text = metrics_text(settings.web_port, settings.web_secret)
     if text is None:
         return {}
     return {tuple(sorted(s.labels.items())): s.value for s in parse_samples(text) if s.name == name}
@@ -210,7 +210,7 @@ def test_metrics_count_events_and_match_the_changes_topic(
         total = len(records) + len(malformed)
 
         def done() -> bool:
-            counts = read_metrics(settings.web_port)
+            counts = read_metrics(settings.web_port, settings.web_secret)
             applied = counts.get("segflow_events_applied_total", 0)
             return applied + counts.get("segflow_events_dead_lettered_total", 0) >= total
 
@@ -219,10 +219,14 @@ def test_metrics_count_events_and_match_the_changes_topic(
         assert wait_until(lambda: lag_of(settings) == dict.fromkeys(range(4), 0.0), 20), lag_of(settings)
 
         def settled() -> tuple[Counter[tuple[str, str]], Counter[tuple[str, str]]] | None:
-            before = read_metrics(settings.web_port).get("segflow_segment_changes_sent_total")
+            before = read_metrics(settings.web_port, settings.web_secret).get(
+                "segflow_segment_changes_sent_total"
+            )
             on_topic = Counter((c["family"], c["to"] or "") for c in asyncio.run(read_changes(settings)))
             counted = samples_of(settings, "segflow_segment_changes_total")
-            after = read_metrics(settings.web_port).get("segflow_segment_changes_sent_total")
+            after = read_metrics(settings.web_port, settings.web_secret).get(
+                "segflow_segment_changes_sent_total"
+            )
             if before != after or before != sum(on_topic.values()):
                 return None  # a tick delivered more meanwhile: look again
             by_label = Counter(

@@ -38,9 +38,10 @@ from deploy_files import (
 )
 
 from engine.activation.delivery.config import load_destinations
-from engine.settings import Settings, load_settings
+from engine.settings import SECRET_SETTINGS, Settings, load_settings
 from engine.stack import kafka as kafka_server
 from engine.stack import redis as redis_server
+from engine.web_auth import PROBE_PATHS
 
 DEFAULTS = Settings.model_construct()  # the documented defaults, whatever SEGFLOW_* the shell sets
 WEB, DELIVER_WEB = DEFAULTS.web_port, DEFAULTS.deliver_web_port
@@ -61,17 +62,25 @@ def secret_variables() -> set[str]:
     return {name for name in names if name}
 
 
+SECRET_FILES = {f"{name}_file" for name in SECRET_SETTINGS}
+"""Settings naming a secret's file: the deployment mounts it, so it is not on this machine."""
+
+
 def assert_settings(variables: dict[str, str], where: str) -> None:
-    """Every SEGFLOW_* name is a setting (or a destination secret) and every literal value valid."""
+    """Every SEGFLOW_* name is a setting (or a destination secret) and every literal value valid
+    (a secret's file only has to be an absolute path: it exists where the deployment mounts it)."""
     fields = set(Settings.model_fields)
     secrets = secret_variables()
     values: dict[str, Any] = {}
     for variable, value in variables.items():
         if not variable.startswith("SEGFLOW_") or variable in secrets:
             continue
-        assert setting_name(variable) in fields, f"{where}: {variable} is not a setting of engine/settings.py"
-        if "${" not in value:
-            values[setting_name(variable)] = value
+        name = setting_name(variable)
+        assert name in fields, f"{where}: {variable} is not a setting of engine/settings.py"
+        if name in SECRET_FILES:
+            assert Path(value).is_absolute(), f"{where}: {variable}={value} is not an absolute path"
+        elif "${" not in value:
+            values[name] = value
     load_settings(read_profile=False, **values)  # SettingsError names the first invalid one
 
 
@@ -136,6 +145,30 @@ def test_compose_ports_agree_with_the_settings() -> None:
     ready = jobs["segflow-ready"]["static_configs"][0]["targets"]
     assert ready == [f"http://worker-{i}:{WEB}/segflow/ready" for i in (1, 2)]
     assert {"blackbox", "prometheus", "grafana"} <= set(services)
+
+
+COMPOSE_TOKEN = "/run/secrets/web-token"
+
+
+def test_compose_pages_need_the_token_that_prometheus_presents() -> None:
+    spec = compose()
+    services = spec["services"]
+    assert spec["secrets"]["web-token"] == {"file": "./web-token"}
+    assert "deploy/compose/web-token" in (ROOT / ".gitignore").read_text().splitlines()
+    for name in (*SEGFLOW_SERVICES, "prometheus"):
+        assert "web-token" in services[name]["secrets"], name
+    for name in SEGFLOW_SERVICES:
+        assert environment(services[name])["SEGFLOW_WEB_TOKEN_FILE"] == COMPOSE_TOKEN, name
+    jobs = scrape_jobs(MONITORING / "prometheus.yml")
+    for name in ("segflow-worker", "segflow-deliver"):
+        assert jobs[name]["authorization"] == {"type": "Bearer", "credentials_file": COMPOSE_TOKEN}
+    # The probes reach open pages only: the healthchecks and the blackbox exporter send no token.
+    assert "authorization" not in jobs["segflow-ready"]
+    for target in jobs["segflow-ready"]["static_configs"][0]["targets"]:
+        assert "/" + target.split("/", 3)[3] in PROBE_PATHS
+    for name in ("worker-1", "worker-2", "deliver"):
+        test = " ".join(services[name]["healthcheck"]["test"])
+        assert any(path in test for path in PROBE_PATHS), name
 
 
 def test_compose_kafka_is_the_pinned_version_configured_as_the_local_broker() -> None:
@@ -217,6 +250,20 @@ def test_k8s_worker_probes_and_ports() -> None:
     assert named_port(deliver, "metrics") == DELIVER_WEB
     assert deliver["livenessProbe"]["httpGet"] == {"path": "/segflow/health", "port": "metrics"}
     assert "SEGFLOW_DESTINATIONS_FILE" in container_env_names(deliver)
+
+
+def test_k8s_pages_need_the_token_and_probes_do_not() -> None:
+    for name in ("segflow-worker", "segflow-deliver"):
+        (container,) = containers(deployments()[name])
+        (entry,) = [e for e in container["env"] if e["name"] == "SEGFLOW_WEB_TOKEN"]
+        assert entry["valueFrom"]["secretKeyRef"] == {"name": "segflow-secrets", "key": "web-token"}
+        for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+            if probe in container:
+                assert container[probe]["httpGet"]["path"] in PROBE_PATHS, (name, probe)
+    assert "--from-literal=web-token=" in (ROOT / "README.md").read_text()
+    (job,) = scrape_jobs(MONITORING / "prometheus-k8s.yml").values()
+    assert job["authorization"]["type"] == "Bearer" and job["authorization"]["credentials_file"]
+    assert "SEGFLOW_WEB_TOKEN" not in env_file(K8S / "segflow.env")  # a Secret, never the ConfigMap
 
 
 def test_k8s_learner_is_one_fenced_replica_and_workers_do_not_embed_it() -> None:

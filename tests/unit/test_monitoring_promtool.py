@@ -14,6 +14,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 from deploy_files import ALERTS, MONITORING
 
 from engine.settings import load_settings
@@ -46,9 +47,24 @@ def test_alert_rules_fire_as_their_unit_tests_say(promtool: str) -> None:
     assert "SUCCESS" in run(promtool, "test", "rules", MONITORING / "alerts_test.yml")
 
 
+def checkable_copy(name: str, directory: Path) -> Path:
+    """``name`` beside a copy of alerts.yml, its token files (which the deployment mounts, and
+    promtool wants to exist) pointed at a file in ``directory``."""
+    config = yaml.safe_load((MONITORING / name).read_text())
+    token = directory / "web-token"
+    token.write_text("t" * 32 + "\n")
+    for job in config["scrape_configs"]:
+        if "authorization" in job:
+            job["authorization"]["credentials_file"] = str(token)
+    shutil.copy(ALERTS, directory / "alerts.yml")
+    copy = directory / name
+    copy.write_text(yaml.safe_dump(config, sort_keys=False))
+    return copy
+
+
 @pytest.mark.parametrize("name", ["prometheus.yml", "prometheus-k8s.yml"])
-def test_deployment_scrape_configs_check(promtool: str, name: str) -> None:
-    out = run(promtool, "check", "config", MONITORING / name)
+def test_deployment_scrape_configs_check(promtool: str, name: str, tmp_path: Path) -> None:
+    out = run(promtool, "check", "config", checkable_copy(name, tmp_path))
     assert "1 rule files found" in out  # alerts.yml, beside the config
 
 
@@ -59,3 +75,14 @@ def test_local_stack_config_checks(promtool: str, tmp_path: Path) -> None:
     paths.config.write_text(local_prometheus.render_config(settings))
     out = run(promtool, "check", "config", paths.config)
     assert "1 rule files found" in out
+
+
+def test_local_stack_config_with_a_token_checks(promtool: str, tmp_path: Path) -> None:
+    settings = load_settings(
+        read_profile=False, stack_dir=tmp_path, prometheus_port=39090, web_token="k" * 24
+    )
+    paths = local_prometheus.PrometheusPaths.of(settings)
+    paths.home.mkdir(parents=True)
+    paths.config.write_text(local_prometheus.render_config(settings))
+    local_prometheus.write_token(settings)
+    assert "SUCCESS" in run(promtool, "check", "config", paths.config)

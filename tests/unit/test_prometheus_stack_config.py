@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from pydantic import SecretStr
 
 from engine.settings import Settings, load_settings
 from engine.stack import manager
@@ -48,3 +49,23 @@ def test_not_running_is_not_listed_and_down_is_quiet(settings: Settings) -> None
     assert local_prometheus.status(settings).detail == "not running"
     assert local_prometheus.down(settings) is None
     assert "prometheus" not in [server.name for server in manager.status(settings).servers]
+
+
+def test_with_a_page_token_the_jobs_read_it_from_a_private_file(tmp_path: Path) -> None:
+    token = "a-page-token-of-24-chars"
+    settings = load_settings(read_profile=False, stack_dir=tmp_path / "stack", web_token=token)
+    paths = local_prometheus.PrometheusPaths.of(settings)
+    text = local_prometheus.render_config(settings)
+    assert token not in text
+    for job in yaml.safe_load(text)["scrape_configs"]:
+        assert job["authorization"] == {"type": "Bearer", "credentials_file": str(paths.token)}
+    local_prometheus.write_token(settings)
+    assert paths.token.read_text() == token + "\n"
+    assert paths.token.stat().st_mode & 0o777 == 0o600
+    untokened = settings.model_copy(update={"web_token": SecretStr("")})
+    assert all(
+        "authorization" not in job
+        for job in yaml.safe_load(local_prometheus.render_config(untokened))["scrape_configs"]
+    )
+    local_prometheus.write_token(untokened)
+    assert not paths.token.exists()

@@ -4,6 +4,8 @@ Endpoints on ``SEGFLOW_WEB_BIND``:``SEGFLOW_DELIVER_WEB_PORT`` (``--web-port``; 
 worker's pages are:
   GET /segflow/metrics   counters (per destination, per withheld reason) and the in-flight gauge
   GET /segflow/health    JSON: ok, and the counters
+
+With ``SEGFLOW_WEB_TOKEN`` set, the metrics page needs it (``engine.web_auth``); health stays open.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from aiohttp import web
 
 from engine.activation.actions import WITHHELD_REASONS
 from engine.activation.delivery.counters import DeliveryCounters
+from engine.web_auth import token_middleware
 
 _TOTALS = (
     ("read", "Records read from the actions topic."),
@@ -69,15 +72,17 @@ def render_metrics(counters: DeliveryCounters) -> str:
 
 
 class MetricsServer:
-    """Serves ``counters`` on ``port`` while the service runs."""
+    """Serves ``counters`` on ``port`` while the service runs (behind ``token`` when there is one)."""
 
-    def __init__(self, counters: DeliveryCounters, port: int, host: str = "127.0.0.1") -> None:
-        self.counters, self.port, self.host = counters, port, host
+    def __init__(
+        self, counters: DeliveryCounters, port: int, host: str = "127.0.0.1", token: str = ""
+    ) -> None:
+        self.counters, self.port, self.host, self.token = counters, port, host, token
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
         """Listen; raises ``OSError`` naming the port when it cannot."""
-        app = web.Application()
+        app = web.Application(middlewares=[token_middleware(self.token)] if self.token else [])
         app.router.add_get("/segflow/metrics", self._metrics)
         app.router.add_get("/segflow/health", self._health)
         runner = web.AppRunner(app, access_log=None)

@@ -42,6 +42,7 @@ from engine.kafka_clients import kafka_options
 from engine.output import DeadLetter
 from engine.settings import Settings
 from engine.topics import start_or_close
+from features import log_names
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,8 @@ class DeliveryService:
         """Deliver until ``stop`` is set (or, with ``once``, until the topic is drained)."""
         stop = stop or asyncio.Event()
         port = self.settings.deliver_web_port
-        metrics = MetricsServer(self.counters, port, self.settings.web_bind) if port else None
+        host, token = self.settings.web_bind, self.settings.web_secret
+        metrics = MetricsServer(self.counters, port, host, token) if port else None
         try:
             if metrics is not None:
                 await metrics.start()
@@ -321,7 +323,9 @@ class DeliveryService:
         self.counters.dead_lettered += 1
         if destination is not None:
             self.counters.destination(destination).dead_lettered += 1
-        log.warning("deliver: dead-lettered %s at %s-%d: %s", tp.topic, tp.partition, record.offset, reason)
+        who = f" (customer {log_names.customer(decision.customer_id)})" if decision is not None else ""
+        where = f"{tp.topic}-{tp.partition}@{record.offset}"
+        log.warning("deliver: dead-lettered the action at %s%s: %s", where, who, log_names.scrub(reason))
         self._finish(tp, record.offset)
 
     def _finish(self, tp: TopicPartition, offset: int) -> None:
@@ -353,7 +357,8 @@ def _check_types(decision: ActionDecision) -> None:
     for name in ("action_id", "customer_id", "action"):
         value = getattr(decision, name)
         if not isinstance(value, str) or not value:
-            raise ValueError(f"{name} must be a non-empty string, got {value!r}")
+            got = "an empty string" if value == "" else type(value).__name__  # never the value: an id
+            raise ValueError(f"{name} must be a non-empty string, got {got}")
     for name in ("features", "change"):
         if not isinstance(getattr(decision, name), dict):
             raise ValueError(f"{name} must be a map, got {type(getattr(decision, name)).__name__}")

@@ -238,6 +238,8 @@ class GroupWatch:
     logs: list[str]
     peak_rss: list[int] = field(default_factory=list)
     counters: list[dict[str, int]] = field(default_factory=list)
+    token: str = ""
+    """The page token (``SEGFLOW_WEB_TOKEN``) the processes were started with."""
 
     def __post_init__(self) -> None:
         self.peak_rss = [0] * len(self.processes)
@@ -250,7 +252,7 @@ class GroupWatch:
                 raise BenchError(f"{self.logs[i]}: process exited with code {process.returncode}")
             with contextlib.suppress(psutil.Error):
                 self.peak_rss[i] = max(self.peak_rss[i], psutil.Process(process.pid).memory_info().rss)
-            self.counters[i] = read_metrics(port) or self.counters[i]
+            self.counters[i] = read_metrics(port, self.token) or self.counters[i]
         return [c.get(APPLIED, 0) + c.get(DEAD, 0) for c in self.counters]
 
     def total(self, name: str) -> int:

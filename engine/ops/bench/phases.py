@@ -113,7 +113,7 @@ def _start_group(
     for port, log in zip(ports, logs, strict=True):
         each = settings.model_copy(update={"web_port": port})
         processes.append(start_worker(each, log) if args is None else start_worker(each, log, args))
-    return GroupWatch(processes, ports, [str(log) for log in logs])
+    return GroupWatch(processes, ports, [str(log) for log in logs], token=settings.web_secret)
 
 
 def _stop_group(watch: GroupWatch, timeout: float = 30.0) -> list[int]:
