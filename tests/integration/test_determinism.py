@@ -1,22 +1,24 @@
 """Decisions replay (#10): the same events decide the same, however they are processed.
 
 One seeded simulated stream (``models.simulate``; default settings, so every rule family of
-the shipped rules is on) is processed six ways, each in its own namespace (topics, consumer
-group, Redis key prefix), on the real stack:
+the shipped rules is on) is processed in several ways, each in its own namespace (topics,
+consumer group, Redis key prefix), on the real stack:
 
 (a) clean, one worker process: the reference;
 (b) clean, two worker processes in one consumer group;
-(c) one worker, SIGKILLed once it applied a good part of the events; a new worker resumes;
-(d) one worker, while the Redis server is stopped mid-stream with the stack's own script and
-    started again a few seconds later (AOF on): the worker retries and goes on;
-(e) one worker, while the broker is stopped mid-stream with the stack's own script for 15 s and
-    started again: the worker's fetches, deliveries and commits fail meanwhile; it goes on;
-(f) no Kafka: the same records straight into ``SegmentPipeline.process``, on the partition the
+(c) no Kafka: the same records straight into ``SegmentPipeline.process``, on the partition the
     producer picks for their key, at the offsets Kafka gives them, in fetch-like batches that
     interleave partitions, with a ``tick`` after every batch as the worker's timer does;
-(f) the gauntlet (``fault_runs.gauntlet``): two workers; Redis paused with ``CLIENT PAUSE``; one
-    worker SIGKILLed and the other takes its partitions over; the survivor SIGTERMed under load;
-    a fresh worker finishes. ``pytest --faults full`` pauses 30 s instead of 10.
+(d) the gauntlet (``fault_runs.gauntlet``): two workers; Redis paused with ``CLIENT PAUSE``,
+    then stopped and started (AOF on); one worker SIGKILLed and the other takes its partitions
+    over; the broker stopped and started; the survivor SIGTERMed under load; a fresh worker
+    finishes;
+(e) network faults: one worker behind toxiproxy, its Redis and Kafka links slow, reset, silent
+    and refused (``fault_runs.link_faults``).
+
+``pytest --faults full`` (by hand) makes the faults longer (a 30 s pause, 15 s outages and
+drops, 30 s of latency) and also runs a SIGKILL and restart, a Redis restart and a broker
+restart each on its own.
 
 A run ends once the consumer group committed every event and then neither a change event nor a
 tick happened for a few seconds. Every customer's feature state, their final membership in
@@ -62,7 +64,8 @@ from determinism_runs import (
     restart_redis_midway,
     worker_run,
 )
-from fault_runs import FaultScale, gauntlet
+from fault_runs import FaultScale, gauntlet, network_faults
+from proxy_helpers import behind_proxies, toxiproxy_up
 
 from engine.activation.demo_experiment import demo_rules_text
 from engine.app import load_rule_set
@@ -224,14 +227,17 @@ def _replay(settings: Settings, stream: Stream, logs: Path) -> Outcome:
 
 SCENARIOS: dict[str, Callable[[Settings, Stream, Path], Outcome]] = {
     "two_workers": _two_workers,
+    "replay_without_kafka": _replay,
+}
+FULL_SCENARIOS: dict[str, Callable[[Settings, Stream, Path], Outcome]] = {
     "kill9": _kill9,
     "redis_restart": _redis_restart,
     "broker_restart": _broker_restart,
-    "replay_without_kafka": _replay,
 }
+"""Faults the gauntlet also does, each in a run of its own with ``--faults full`` (by hand)."""
 
 
-@pytest.mark.parametrize("scenario", list(SCENARIOS))
+@pytest.mark.parametrize("scenario", [*SCENARIOS, *FULL_SCENARIOS])
 def test_decisions_replay(
     scenario: str,
     reference: Outcome,
@@ -239,8 +245,12 @@ def test_decisions_replay(
     stream: Stream,
     families: list[str],
     tmp_path: Path,
+    fault_scale: FaultScale,
 ) -> None:
-    outcome = SCENARIOS[scenario](run_settings(scenario.replace("_", "")[:12]), stream, tmp_path)
+    if scenario in FULL_SCENARIOS and not fault_scale.full:
+        pytest.skip("part of the gauntlet; a run of its own with --faults full")
+    run = SCENARIOS.get(scenario) or FULL_SCENARIOS[scenario]
+    outcome = run(run_settings(scenario.replace("_", "")[:12]), stream, tmp_path)
     assert accounted(outcome) == stream.count, f"{scenario}: not every event was applied once"
     identical = same(reference, outcome)  # a bool, so that pytest does not print both outcomes
     assert identical, describe(scenario, reference, outcome, families)
@@ -254,9 +264,10 @@ def test_decisions_survive_the_fault_gauntlet(
     tmp_path: Path,
     fault_scale: FaultScale,
 ) -> None:
-    """(f) Two workers; Redis ``CLIENT PAUSE``d (10 s; 30 s with ``--faults full``); one worker
-    SIGKILLed, the other takes its partitions over; the survivor SIGTERMed under load; a fresh
-    worker finishes. One run for the lot keeps CI short; the same equality as above."""
+    """(f) Two workers; Redis ``CLIENT PAUSE``d, then stopped and started; one worker SIGKILLed,
+    the other takes its partitions over; the broker stopped and started; the survivor SIGTERMed
+    under load; a fresh worker finishes (``fault_runs.gauntlet``). One run for the lot keeps CI
+    short; ``--faults full`` also runs the kill, the Redis and the broker restart each on its own."""
     settings = run_settings("gauntlet")
     outcome = worker_run(
         settings, stream.path, stream.customers, tmp_path, workers=2, disturb=gauntlet(fault_scale)
@@ -270,3 +281,37 @@ def test_decisions_survive_the_fault_gauntlet(
     assert accounted(outcome) == stream.count, "gauntlet: not every event was applied once"
     identical = same(reference, outcome)
     assert identical, describe("gauntlet", reference, outcome, families)
+
+
+def test_decisions_survive_network_faults(
+    reference: Outcome,
+    run_settings: Callable[[str], Settings],
+    stream: Stream,
+    families: list[str],
+    tmp_path: Path,
+    fault_scale: FaultScale,
+    stack_settings: Settings,
+) -> None:
+    """(g) One worker reaching Kafka and Redis only through the stack's toxiproxy
+    (``segflow stack up --proxy``; the broker's ``PROXIED`` listener keeps a Kafka client behind
+    the proxy): the Redis link slow, reset, then silent; the Kafka link slow, silent, then
+    refused (``fault_runs.link_faults``). The Redis socket timeout is lowered to 3 s (30 s by
+    default), so that a silent Redis costs seconds per batch, not half a minute."""
+    api = toxiproxy_up(stack_settings)
+    settings = behind_proxies(run_settings("network")).model_copy(
+        update={"redis_socket_timeout_seconds": 3.0}
+    )
+    try:
+        outcome = worker_run(
+            settings, stream.path, stream.customers, tmp_path, disturb=network_faults(api, fault_scale)
+        )
+    finally:
+        api.reset()
+    notes = outcome.notes
+    print(f"network faults {fault_scale}: {notes}; change events sent twice: {outcome.sent_twice}")
+    assert notes["workers_alive_at_end"] == 1, f"the worker did not survive: {notes}"
+    assert notes["committed_after_kafka_refused"] < stream.count, f"the faults came after the stream: {notes}"
+    assert notes[RETRIES] > 0, f"the worker never noticed Redis was unreachable: {notes}"
+    assert accounted(outcome) == stream.count, "network faults: not every event was applied once"
+    identical = same(reference, outcome)
+    assert identical, describe("network faults", reference, outcome, families)
