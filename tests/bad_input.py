@@ -20,19 +20,6 @@ import msgpack
 CURRENCY = "EUR"
 TS_LOW_MS = 4_102_444_800  # below: "looks like epoch seconds"
 TS_HIGH_MS = 4_102_444_800_000  # 2100-01-01
-EVENT_TYPES = (
-    "purchase",
-    "login",
-    "session",
-    "feature_used",
-    "support_ticket",
-    "page_view",
-    "app_click",
-    "call_center",
-    "product_holding",
-    "campaign_response",
-    "score",
-)
 # Ids as awkward as Unicode text gets while still being 1-128 characters of it.
 ODD_IDS = (
     "\x00",

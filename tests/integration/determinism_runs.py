@@ -263,20 +263,20 @@ def kill_midway(fleet: Fleet, total: int) -> dict[str, int]:
 
 def restart_redis_midway(fleet: Fleet, total: int, down_seconds: float = 4.0) -> dict[str, int]:
     """Stop the Redis server (the stack's own script) mid-stream, keep it down, start it again."""
-    applied = _wait_applied(fleet, total * 2 // 5)
-    redis_server.down(fleet.settings)
-    time.sleep(down_seconds)
-    redis_server.up(fleet.settings)
-    return {"applied_before_redis_stop": applied}
+    return _restart_midway(fleet, total, redis_server, "redis", down_seconds)
 
 
 def restart_broker_midway(fleet: Fleet, total: int, down_seconds: float = 15.0) -> dict[str, int]:
     """Stop the broker (the stack's own script) mid-stream, keep it down, start it again."""
+    return _restart_midway(fleet, total, kafka_server, "broker", down_seconds)
+
+
+def _restart_midway(fleet: Fleet, total: int, server: Any, name: str, down_seconds: float) -> dict[str, int]:
     applied = _wait_applied(fleet, total * 2 // 5)
-    kafka_server.down(fleet.settings)
+    server.down(fleet.settings)
     time.sleep(down_seconds)
-    kafka_server.up(fleet.settings)
-    return {"applied_before_broker_stop": applied}
+    server.up(fleet.settings)
+    return {f"applied_before_{name}_stop": applied}
 
 
 async def replay(settings: Settings, path: Path, customers: Sequence[str]) -> Outcome:

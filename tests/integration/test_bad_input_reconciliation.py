@@ -29,7 +29,7 @@ import msgpack
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
-from bad_input import DEFECTS, EVENT_TYPES, KEEP, envelope, pack
+from bad_input import DEFECTS, KEEP, envelope, pack
 from determinism_runs import remove
 
 from engine.cli.io import read_to_end
@@ -37,6 +37,7 @@ from engine.ops.metrics import dead_letter_category
 from engine.settings import Settings
 from engine.topics import ensure_topics, start_or_close
 from engine.worker_process import free_port, read_metrics, start_worker, stop_worker
+from features.event import EVENT_TYPES
 
 pytestmark = pytest.mark.integration
 

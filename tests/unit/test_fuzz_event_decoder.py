@@ -17,7 +17,6 @@ import msgpack
 from bad_input import (
     CURRENCY,
     DEFECTS,
-    EVENT_TYPES,
     KEEP,
     ODD_IDS,
     TS_HIGH_MS,
@@ -33,7 +32,7 @@ from engine.ops.metrics import dead_letter_category
 from engine.output import DeadLetter
 from engine.stream.batch_records import RawRecord
 from engine.stream.decoding import BatchDecoder
-from features.event import Event
+from features.event import EVENT_TYPES, Event
 
 FUZZ = settings(
     max_examples=400,
