@@ -196,13 +196,6 @@ async def _paced(
             elapsed = time.monotonic() - started
             if not alive():
                 raise SoakError(f"the worker exited after {elapsed:.0f}s; see its log")
-            if elapsed >= schedule[0]:
-                schedule.pop(0)
-                await asyncio.gather(*pending)  # a sample counts only what the broker has
-                pending.clear()
-                samples.append(await probe.take(elapsed, sent, last_ts, first_ts))
-                on_sample(samples[-1])
-                continue
             due = due_events(min(elapsed, duration), params.rate, params.total_events)
             for key, value, ts in itertools.islice(stream, max(0, due - sent)) if not exhausted else ():
                 pending.append(await producer.send(settings.events_topic, value=value, key=key))
@@ -211,6 +204,13 @@ async def _paced(
                 last_ts = ts
             if sent < due and not exhausted:
                 exhausted = True  # the simulation ran out before the run did
+            if elapsed >= schedule[0]:
+                schedule.pop(0)
+                await asyncio.gather(*pending)  # a sample counts only what the broker has
+                pending.clear()
+                samples.append(await probe.take(elapsed, sent, last_ts, first_ts))
+                on_sample(samples[-1])
+                continue
             if len(pending) >= 2000:
                 await asyncio.gather(*pending)
                 pending.clear()
