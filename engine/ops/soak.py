@@ -7,7 +7,8 @@ customer has been seen and its history is full. Every ``--sample-seconds`` the s
 events sent, the events the worker applied (its metrics page), the group's consumer lag on the
 events topic (from the broker: end offsets minus committed offsets), the worker's RSS
 (``/proc/<pid>/status``), Redis ``used_memory`` and that over the customers known (customer
-hashes under the run's key prefix), and the key count under the prefix. The run has topics and
+hashes under the run's key prefix), the mean ``MEMORY USAGE`` of those hashes (the records
+alone, without the population-wide keys), and the key count under the prefix. The run has topics and
 a key prefix of its own (``segflow-soak-<run id>``), deleted at the end unless kept; the judgement
 of the samples is ``engine.ops.soak_report``.
 """
@@ -138,16 +139,24 @@ class Probe:
         except OSError:
             return None
 
-    def redis_figures(self) -> tuple[int, int, int]:
-        """``used_memory``, customer hashes and all keys under the run's prefix."""
+    def redis_figures(self) -> tuple[int, int, int, int]:
+        """``used_memory``, customer hashes, all keys under the run's prefix, and the bytes of
+        the customer hashes (``MEMORY USAGE`` of each, pipelined)."""
         prefix = self.settings.key_prefix
         customer_prefix = f"{prefix}:c:".encode()
-        keys = customers = 0
+        keys = record_bytes = 0
+        customers: list[bytes] = []
         for key in self.client.scan_iter(match=f"{prefix}:*", count=2000):
             keys += 1
-            customers += key.startswith(customer_prefix)
+            if key.startswith(customer_prefix):
+                customers.append(key)
+        for start in range(0, len(customers), 1000):
+            pipe = self.client.pipeline(transaction=False)
+            for key in customers[start : start + 1000]:
+                pipe.memory_usage(key, samples=0)
+            record_bytes += sum(int(n or 0) for n in pipe.execute())
         used = int(self.client.info("memory")["used_memory"])
-        return used, customers, keys
+        return used, len(customers), keys, record_bytes
 
     async def take(
         self, elapsed: float, sent: int, event_ts: int | None, first_ts: int | None
@@ -156,7 +165,7 @@ class Probe:
         metrics = read_metrics(self.web_port)
         lag = await self.lag()
         rss = self.rss_bytes()
-        used, customers, keys = self.redis_figures()
+        used, customers, keys, record_bytes = self.redis_figures()
         bytes_each = per_customer(used, customers)
         return {
             "elapsed_s": round(elapsed, 2),
@@ -168,6 +177,7 @@ class Probe:
             "redis_used_mb": used / 2**20,
             "customers": customers,
             "redis_bytes_per_customer": bytes_each,
+            "record_bytes_per_customer": per_customer(record_bytes, customers),
             "redis_keys": keys,
             "event_day": None if event_ts is None or first_ts is None else (event_ts - first_ts) / DAY_MS,
         }

@@ -11,8 +11,10 @@ A soak samples a few quantities every ``--sample-seconds``; each one is judged o
   its level is noise; its tolerance is the larger of that and one second of the offered rate per
   10 minutes (a worker that falls behind by less than a second every 10 minutes). A slope above
   the tolerance is **growing**, below minus the tolerance **falling**. A soak passes when none
-  of worker RSS, bytes per known customer and lag grows (Redis's total ``used_memory`` is shown
-  but not judged: it grows with the customers first seen).
+  of worker RSS, Redis bytes per known customer (``used_memory`` over the customer hashes: it
+  includes the population-wide keys), the customer records' own bytes (mean ``MEMORY USAGE``)
+  and lag grows (Redis's total ``used_memory`` is shown but not judged: it grows with the
+  customers first seen).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ QUANTITIES: tuple[tuple[str, str, str], ...] = (
     ("worker_rss_mb", "worker RSS", "MB"),
     ("redis_used_mb", "Redis used_memory", "MB"),
     ("redis_bytes_per_customer", "Redis bytes per customer", "B"),
+    ("record_bytes_per_customer", "customer record bytes", "B"),
     ("lag", "consumer lag", "events"),
 )
 # Redis's total grows with the customers first seen (the population's new joiners): it is
@@ -197,6 +200,7 @@ SAMPLE_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("redis_used_mb", "REDIS MB", "{:.1f}"),
     ("customers", "CUSTOMERS", "{:,}"),
     ("redis_bytes_per_customer", "B/CUSTOMER", "{:,.0f}"),
+    ("record_bytes_per_customer", "RECORD B", "{:,.0f}"),
     ("redis_keys", "KEYS", "{:,}"),
     ("event_day", "EVENT DAY", "{:.1f}"),
 )

@@ -43,12 +43,15 @@ def test_soak_samples_are_real_and_the_run_cleans_up(stack_settings: Settings, t
     assert 0 < last["applied"] <= sent and last["lag"] <= sent
     assert all(s["worker_rss_mb"] > 0 for s in samples)
     assert last["redis_used_mb"] > 0 and last["redis_bytes_per_customer"] > 0
+    # The records alone are part of what Redis uses.
+    assert 0 < last["record_bytes_per_customer"] < last["redis_bytes_per_customer"]
     # Each customer has one hash; the simulated 400 customers cannot all be seen in 30 s of load.
     assert 0 < last["customers"] <= 400 and last["redis_keys"] > last["customers"]
     assert {v["quantity"] for v in report["verdicts"]} == {
         "worker_rss_mb",
         "redis_used_mb",
         "redis_bytes_per_customer",
+        "record_bytes_per_customer",
         "lag",
     }
     assert Path(report["worker_log"]).is_file()

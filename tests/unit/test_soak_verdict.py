@@ -96,6 +96,7 @@ def test_judge_samples_skips_missing_values_and_floors_only_the_lag() -> None:
         worker_rss_mb=[None, *flat[1:]],  # no RSS yet in the first sample
         redis_used_mb=[1.0 + i for i in range(9)],
         redis_bytes_per_customer=[None, *flat[1:]],
+        record_bytes_per_customer=flat,
         lag=[0.0] * 9,
     )
     by_name = {j.quantity: j for j in judge_samples(samples, rate=1300)}
@@ -109,6 +110,7 @@ def test_judge_samples_skips_missing_values_and_floors_only_the_lag() -> None:
         worker_rss_mb=[100.0 + 10 * i for i in range(9)],
         redis_used_mb=flat,
         redis_bytes_per_customer=flat,
+        record_bytes_per_customer=flat,
         lag=flat,
     )
     assert not passed(judge_samples(grown, rate=1300))
@@ -130,6 +132,7 @@ def test_render_prints_every_sample_and_verdict() -> None:
         redis_used_mb=[1.0, 9.0, 9.5],
         customers=[0, 4000, 4100],
         redis_bytes_per_customer=[None, 2359.3, 2430.1],
+        record_bytes_per_customer=[None, 1500.0, 1523.4],
         redis_keys=[0, 4050, 4150],
         event_day=[None, 4.5, 8.8],
     )
@@ -153,6 +156,7 @@ def test_render_prints_every_sample_and_verdict() -> None:
     }
     text = render(report)
     assert "1 min at 1,300 events/s offered, 5,000 customers" in text
-    assert "78,000" in text and "2,430" in text and "8.8" in text
+    assert "78,000" in text and "2,430" in text and "1,523" in text and "8.8" in text
+    assert "customer record bytes (B)" in text
     assert "Redis used_memory (MB)" in text and "(not judged)" in text
     assert "verdict: FAIL" in text and "lag 0 in 0.5s (caught up)" in text
