@@ -25,6 +25,7 @@ from engine.cli.models_cmds import evaluate
 from engine.cli.rules_cmds import rules
 from engine.cli.scores_cmds import scores
 from engine.cli.segments_cmds import models, segments
+from engine.cli.soak_cmd import soak
 from engine.cli.stack_cmds import config, stack, topics
 from engine.cli.worker_cmd import worker
 from engine.kafka_clients import describe_failure
@@ -72,6 +73,7 @@ for command in (
     segments,
     scores,
     bench,
+    soak,
     dashboard,
     brief,
     demo,
