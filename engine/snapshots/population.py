@@ -18,7 +18,8 @@ key                            type  content
                                      lifetime summaries ``b<first>:<last>:<orders>``,
                                      ``g<orders>:<units>`` -> count
 ``<prefix>:ps:{<p>}:place``    hash  customer id -> ``"<day>:<orders>:<units>:<first day>"``
-``<prefix>:ps:c:<day>``        hash  partition -> ``Histogram.encode()`` (its contribution)
+``<prefix>:ps:c:<day>``        hash  partition -> ``Histogram.encode()`` (its contribution;
+                                     deleted once the day is sealed)
 ``<prefix>:ps:sealed``         hash  day -> ``SealedCuts.encode()`` (with the week's BTYD fit
                                      on fit days, ``engine.snapshots.lifetime``)
 =============================  ====  ====================================================
@@ -187,12 +188,20 @@ class PopulationSnapshots:
         Read once; a day the partition already contributed to keeps its first contribution.
         Returns the histogram read (not necessarily what a day already held).
         """
-        histogram = await self.histogram(partition)
         days = list(days)
-        if days:
+        async with self._client.pipeline(transaction=False) as pipe:
+            pipe.hgetall(self.hist_key(partition))
+            if days:
+                pipe.hmget(self.sealed_key, [str(day) for day in days])
+            read = await pipe.execute()
+        histogram = _histogram(read[0])
+        # A sealed day's contributions are deleted: one written again (a redelivery after a
+        # crash) would be kept forever, read by nobody.
+        open_days = [day for day, cuts in zip(days, read[1], strict=True) if cuts is None] if days else []
+        if open_days:
             blob = histogram.encode()
             async with self._client.pipeline(transaction=False) as pipe:
-                for day in days:
+                for day in open_days:
                     pipe.hsetnx(self.contributions_key(day), str(partition), blob)
                 await pipe.execute()
         return histogram
@@ -243,7 +252,10 @@ class PopulationSnapshots:
             async with self._client.pipeline(transaction=False) as pipe:
                 pipe.hsetnx(self.sealed_key, str(day), cuts.encode())
                 pipe.hget(self.sealed_key, str(day))
-                _, stored = await pipe.execute()
+                # Only sealing reads them: once the cuts are stored they are dead weight (~86 kB a
+                # day for 5,000 customers, measured by `segflow soak`).
+                pipe.delete(self.contributions_key(day))
+                _, stored, _ = await pipe.execute()
         cuts = self._sealed[day] = SealedCuts.decode(stored)
         return cuts
 

@@ -95,6 +95,16 @@ async def with_retry(runtime: Runtime, what: str, step: Callable[[], Awaitable[T
             if not transient(exc):
                 raise
             runtime.metrics.add("segflow_batch_retries_total")
-            log.warning("%s failed (%s: %s); retrying in %.1fs", what, type(exc).__name__, exc, delay)
+            log.warning("%s failed (%s: %s); retrying in %.1fs", what, type(exc).__name__, _short(exc), delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, MAX_BACKOFF_SECONDS)
+
+
+REASON_CHARS = 300
+"""A retried error's text in the log: a pipeline's error quotes its commands, arguments included."""
+
+
+def _short(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    text = lines[0] if lines else ""
+    return text if len(text) <= REASON_CHARS else f"{text[:REASON_CHARS]}... ({len(text)} characters)"

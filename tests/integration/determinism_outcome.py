@@ -15,6 +15,7 @@ from typing import NamedTuple
 
 from engine.codecs import decode_msgpack
 from features.state import CustomerState
+from models.label_messages import MalformedLabel, decode_label
 
 
 class Change(NamedTuple):
@@ -42,6 +43,8 @@ class Outcome:
     """Action decisions by action id: their schema v1 map without the wall-clock ``emitted_ts``."""
     outcomes: dict[str, str] = field(default_factory=dict)
     """Decision outcomes by outcome id (their whole schema v1 map): what lift is computed from."""
+    labels: dict[str, str] = field(default_factory=dict)
+    """Resolved labels by label id (every field of the label message): what the learner learns."""
     tallies: dict[int, str] = field(default_factory=dict)
     """Per sealed model snapshot version, its decision-outcome tallies (what bandits read)."""
 
@@ -75,6 +78,16 @@ def add_outcome(outcome: Outcome, payload: bytes) -> None:
     """Add one decision outcome (schema v1 msgpack), keyed by its id."""
     wire = decode_msgpack(payload)
     outcome.outcomes[wire["outcome_id"]] = repr(sorted(wire.items()))
+
+
+def add_label(outcome: Outcome, payload: bytes) -> None:
+    """Add one resolved label of the labels topic, keyed by its id; the topic's other messages
+    (the learner's outcome tallies) are not labels and are left out."""
+    try:
+        label = decode_label(payload)
+    except MalformedLabel:
+        return
+    outcome.labels[label.label_id] = repr(label)
 
 
 def accounted(outcome: Outcome) -> int:
@@ -156,7 +169,7 @@ def describe(
     pairs = {(i, c.to) for i, c in reference.changes.items()} ^ {(i, c.to) for i, c in other.changes.items()}
     if pairs:
         lines.append(f"  (change_id, to) pairs in one run only: {len(pairs)}")
-    for what in ("actions", "outcomes"):
+    for what in ("actions", "outcomes", "labels"):
         mine, theirs = getattr(reference, what), getattr(other, what)
         if mine != theirs:
             differing = sum(1 for i in mine.keys() & theirs.keys() if mine[i] != theirs[i])
@@ -184,6 +197,7 @@ def same(reference: Outcome, other: Outcome) -> bool:
         and {(i, c.to) for i, c in reference.changes.items()} == {(i, c.to) for i, c in other.changes.items()}
         and reference.actions == other.actions
         and reference.outcomes == other.outcomes
+        and reference.labels == other.labels
         and same_tallies(reference, other)
     )
 

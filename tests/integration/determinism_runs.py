@@ -20,7 +20,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
-from determinism_outcome import Outcome, add_action, add_change, add_outcome
+from determinism_outcome import Outcome, add_action, add_change, add_label, add_outcome
 from fleet import Fleet
 from helpers import wait_until
 
@@ -32,7 +32,7 @@ from engine.learner.local import LocalLearner
 from engine.settings import Settings, namespaced
 from engine.stack import kafka as kafka_server
 from engine.stack import redis as redis_server
-from engine.stream.batch_records import ACTION, OUTCOME, SEGMENT_CHANGE, RawRecord
+from engine.stream.batch_records import ACTION, LABEL, OUTCOME, SEGMENT_CHANGE, RawRecord
 from engine.stream.customer_step import MEMBERSHIP_EXTRA
 from engine.stream.replay import replay as replay_log
 from engine.topics import ensure_topics, start_or_close
@@ -109,11 +109,12 @@ async def _end_offsets(consumer: AIOKafkaConsumer, topic: str, partitions: int) 
 
 
 async def read_changes_topic(settings: Settings, into: Outcome) -> None:
-    """Add every change event, action decision and outcome of the run's topics to ``into``."""
+    """Add every change event, action decision, outcome and label of the run's topics to ``into``."""
     adders = {
         settings.changes_topic: add_change,
         settings.actions_topic: add_action,
         settings.outcomes_topic: add_outcome,
+        settings.labels_topic: add_label,
     }
     for topic, add in adders.items():
         await read_to_end(settings, topic, on_record=lambda record, add=add: add(into, record.value))
@@ -305,7 +306,7 @@ async def replay(settings: Settings, path: Path, customers: Sequence[str]) -> Ou
     finally:
         await pipeline.store.client.aclose()
     outcome = await read_store(settings, customers)
-    adders = {SEGMENT_CHANGE: add_change, ACTION: add_action, OUTCOME: add_outcome}
+    adders = {SEGMENT_CHANGE: add_change, ACTION: add_action, OUTCOME: add_outcome, LABEL: add_label}
     for change in changes:
         if change.kind in adders:
             adders[change.kind](outcome, change.payload)

@@ -22,7 +22,8 @@ restart each on its own.
 
 A run ends once the consumer group committed every event and then neither a change event nor a
 tick happened for a few seconds. Every customer's feature state, their final membership in
-every family and the set of change ids emitted must then equal (a)'s. A change event may be
+every family, the set of change ids emitted and the labels resolved (every field) must then
+equal (a)'s. A change event may be
 delivered twice, with the same id, so ids are compared as sets.
 
 The runs' rules are the shipped ones with the shipped win-back actions also on entering the
@@ -177,6 +178,7 @@ def test_the_clean_run_is_a_sound_reference(
     # The replay puts each record where the producer did: the same count on every partition.
     assert asyncio.run(_events_per_partition(reference_settings)) == stream.partition_counts
     assert reference.changes, "no change events: nothing to compare"
+    assert reference.labels, "no resolved labels: nothing to compare"
     decisions = Counter(decode_msgpack_repr(text)["decision"] for text in reference.actions.values())
     assert decisions["send"] and decisions["control"] and decisions["cooldown"], decisions
     groups = Counter(decode_msgpack_repr(text)["group"] for text in reference.outcomes.values())

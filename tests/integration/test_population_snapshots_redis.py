@@ -170,6 +170,12 @@ def test_contributions_first_write_wins_and_sealing(isolated_settings: Settings)
             sorted_cuts([r[2] for r in everyone]),
         )
         assert await snapshots.latest_sealed() == 20_004
+        # Sealing deleted the day's contributions; a contribution to a sealed day (a redelivery
+        # after a crash) writes nothing, while the open day 20_005 keeps its own.
+        assert not await client.exists(snapshots.contributions_key(20_004))
+        await snapshots.contribute(1, [20_004, 20_005])
+        assert not await client.exists(snapshots.contributions_key(20_004))
+        assert await snapshots.contributors(20_005) == {0, 1}
         # Sealed forever: later contributions (even from unknown partitions) change nothing.
         await client.hset(snapshots.contributions_key(20_004), "7", Histogram().encode())
         assert await PopulationSnapshots(client, isolated_settings.key_prefix, 3).sealed(20_004) == sealed

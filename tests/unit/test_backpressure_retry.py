@@ -91,3 +91,16 @@ def test_a_broker_that_does_not_answer_is_retried_but_a_refusal_is_raised() -> N
     with pytest.raises(MessageSizeTooLargeError):
         asyncio.run(with_retry(runtime, "deliver", too_large))  # type: ignore[arg-type]
     assert too_large.calls == 1 and retries(runtime) == 3 and runtime.stops == 0
+
+
+def test_a_retried_errors_text_is_logged_as_one_bounded_line(caplog: pytest.LogCaptureFixture) -> None:
+    # A pipeline's error quotes its commands: an EVALSHA of a whole batch is kilobytes of text.
+    arguments = "x" * 5_000
+    step = Step(RedisConnectionError(f"Error while running EVALSHA {arguments}\nsecond line"))
+    with caplog.at_level("WARNING", logger="engine.stream.backpressure"):
+        asyncio.run(with_retry(FakeRuntime(), "pipeline", step))  # type: ignore[arg-type]
+    (record,) = [r for r in caplog.records if "retrying" in r.getMessage()]
+    message = record.getMessage()
+    assert "\n" not in message and "second line" not in message
+    assert len(message) < 400 and message.count("x") == 300 - len("Error while running EVALSHA ")
+    assert f"({len('Error while running EVALSHA ') + 5_000} characters)" in message
