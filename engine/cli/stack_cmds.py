@@ -101,4 +101,6 @@ def config(ctx: click.Context) -> None:
     click.echo(f"# profile: {profile if profile is not None else '(none)'}")
     for name, value in settings.model_dump().items():
         shown = redact(value) if name == "redis_url" else value
+        if name == "checkpoint_key" and value:  # the models' HMAC key: whoever has it can sign one
+            shown = "**********"
         click.echo(f"SEGFLOW_{name.upper()}={shown}")

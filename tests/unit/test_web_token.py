@@ -168,3 +168,13 @@ def test_dashboard_routes_need_the_token_and_a_browser_is_asked_for_it(tmp_path:
     assert (bare[0], bare[2]) == (401, 'Basic realm="segflow", charset="UTF-8"')
     assert browser[0] == 200 and browser[1].startswith("<svg") and bearer[0] == 200
     assert main_page[0] == 401  # refused before it reads Redis or Kafka
+
+
+def test_config_does_not_print_the_checkpoint_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    key = "checkpoint-hmac-key-0123456789"
+    monkeypatch.setenv("SEGFLOW_CHECKPOINT_KEY", key)
+    monkeypatch.setenv("SEGFLOW_PROFILE", "none")
+    printed = CliRunner().invoke(cli, ["config"]).output
+    assert "SEGFLOW_CHECKPOINT_KEY=**********" in printed and key not in printed
+    monkeypatch.delenv("SEGFLOW_CHECKPOINT_KEY")
+    assert "SEGFLOW_CHECKPOINT_KEY=\n" in CliRunner().invoke(cli, ["config"]).output  # unset: empty
