@@ -311,6 +311,7 @@ async def replay(settings: Settings, path: Path, customers: Sequence[str]) -> Ou
         if change.kind in adders:
             adders[change.kind](outcome, change.payload)
     outcome.notes = dict(notes)
+    outcome.labels_compared = False  # see Outcome.labels_compared
     return outcome
 
 
