@@ -22,9 +22,10 @@ restart each on its own.
 
 A run ends once the consumer group committed every event and then neither a change event nor a
 tick happened for a few seconds. Every customer's feature state, their final membership in
-every family, the set of change ids emitted and, in every worker run, the labels resolved (every field)
-must then equal (a)'s (the replay without Kafka resolves 2 labels more: ``Outcome.labels_compared``). A change event may be
-delivered twice, with the same id, so ids are compared as sets.
+every family, the set of change ids emitted and, in every worker run, the labels resolved
+(every field) must then equal (a)'s (the replay without Kafka resolves 2 labels more:
+``Outcome.labels_compared``). A change event may be delivered twice, with the same id, so ids
+are compared as sets.
 
 The runs' rules are the shipped ones with the shipped win-back actions also on entering the
 lifecycle segment 'lapsing' (entered often in 60 days, unlike 'Likely to Churn', which waits for
