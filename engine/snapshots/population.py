@@ -245,7 +245,13 @@ class PopulationSnapshots:
             raw = await self._client.hgetall(self.contributions_key(day))
             parts = {int(_text(p)): bytes(blob) for p, blob in raw.items()}
             if any(p not in parts for p in range(self._partitions)):
-                return None
+                # Another sealer may have stored the cuts and deleted the contributions since the
+                # first read (it stores before it deletes): only then is the day sealed.
+                stored = await self._client.hget(self.sealed_key, str(day))
+                if stored is None:
+                    return None
+                cuts = self._sealed[day] = SealedCuts.decode(stored)
+                return cuts
             merged = merge(Histogram.decode(parts[p]) for p in range(self._partitions))
             fit = fit_lifetime(day, merged) if is_fit_day(day) else None
             cuts = cuts_of(day, merged, None if fit is None else fit.encode())
