@@ -211,6 +211,8 @@ class PopulationSnapshots:
 
         For a partition whose population was empty at the end of ``day`` (it had no event yet).
         """
+        if await self._client.hexists(self.sealed_key, str(day)):
+            return  # sealed meanwhile: its contributions are deleted, none is written again
         blob = Histogram().encode()
         async with self._client.pipeline(transaction=False) as pipe:
             for partition in partitions:
