@@ -35,7 +35,8 @@ from engine.codecs import encode_msgpack
 from engine.kafka_clients import kafka_options
 from engine.ops.bench.measure import APPLIED, DEAD
 from engine.ops.bench.setup import delete_prefix, delete_topics, machine_facts, redis_client
-from engine.ops.lag import committed_offsets
+from engine.ops.lag import offsets_sample
+from engine.ops.lag import sample as lag_sample
 from engine.ops.soak_report import (
     due_events,
     judge_samples,
@@ -126,11 +127,10 @@ class Probe:
         """Records of the events topic after the group's committed offsets (all of them before
         its first commit)."""
         try:
-            committed = await committed_offsets(self.admin, self.settings.app_id, self.partitions)
-        except GroupCoordinatorNotAvailableError:
-            committed = {}  # a new broker's offsets topic is still being made: nothing is committed
-        ends = await self.consumer.end_offsets(self.partitions)
-        return sum(max(0, ends[tp] - (committed.get(tp) or 0)) for tp in self.partitions)
+            taken = await lag_sample(self.admin, self.consumer, self.settings.app_id, self.partitions)
+        except GroupCoordinatorNotAvailableError:  # a new broker's offsets topic: nothing committed
+            taken = await offsets_sample(self.consumer, dict.fromkeys(self.partitions))
+        return sum(p.lag for p in taken.partitions)
 
     def rss_bytes(self) -> int | None:
         """The worker's resident set size (None once it is gone)."""
@@ -162,7 +162,7 @@ class Probe:
         self, elapsed: float, sent: int, event_ts: int | None, first_ts: int | None
     ) -> dict[str, Any]:
         """One sample."""
-        metrics = read_metrics(self.web_port)
+        metrics = read_metrics(self.web_port, self.settings.web_secret)
         lag = await self.lag()
         rss = self.rss_bytes()
         used, customers, keys, record_bytes = self.redis_figures()
@@ -238,7 +238,7 @@ async def _drain(probe: Probe, timeout: float, alive: Callable[[], bool]) -> dic
     while lag > 0 and alive() and time.monotonic() - started < timeout:
         await asyncio.sleep(0.5)
         lag = await probe.lag()
-    metrics = read_metrics(probe.web_port)
+    metrics = read_metrics(probe.web_port, probe.settings.web_secret)
     return {
         "drain_seconds": round(time.monotonic() - started, 2),
         "drained": lag == 0,
