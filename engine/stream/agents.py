@@ -29,6 +29,9 @@ from models.snapshots import write_frontier
 
 log = logging.getLogger(__name__)
 
+HELD_TICK_SECONDS = 0.05
+"""At most this often, a batch that left partitions held is followed by a tick at once."""
+
 
 async def deliver(runtime: Runtime, result: BatchResult) -> None:
     """Send dead letters and change events; return when the broker acked all of them."""
@@ -132,8 +135,18 @@ def attach_agent(runtime: Runtime) -> None:
     """Start batch ingestion with the app; register the timer and the monitoring pages."""
     settings = runtime.settings
 
+    last_tick = [float("-inf")]
+
     async def handle(records: list[RawRecord]) -> Handled:
-        return await handle_batch(runtime, records)
+        handled = await handle_batch(runtime, records)
+        if handled.held and time.monotonic() - last_tick[0] >= HELD_TICK_SECONDS:
+            # Held partitions wait for a snapshot that the tick's labels and frontiers lead to
+            # (the learner seals a model version once every frontier passed it): tick now
+            # rather than at the timer's next second, or a replay stalls at every period end.
+            last_tick[0] = time.monotonic()
+            with contextlib.suppress(RedisFull):  # logged, and the worker is stopping
+                await handle_tick(runtime)
+        return handled
 
     async def flush() -> int:
         return await flush_cleared(runtime)

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -181,7 +182,8 @@ class BatchIngest(Service):
         again = self._due_held()
         try:
             fetched = await consumer.getmany(
-                timeout_ms=0 if again else timeout_ms, max_records=self.settings.batch_max_events
+                timeout_ms=0 if again else self._fetch_wait_ms(timeout_ms),
+                max_records=self.settings.batch_max_events,
             )
         except (KafkaError, IllegalStateError) as exc:
             log.warning("fetch failed (%s: %s); retrying", type(exc).__name__, exc)
@@ -201,6 +203,10 @@ class BatchIngest(Service):
             for b in fetched.values()
             for m in b
         ]
+        if fresh:
+            # Other partitions moved on: the snapshot a held partition waits for may be sealed
+            # now, so it is offered again at once instead of at the end of its pause.
+            again += self._due_held(everything=True)
         records = sorted(again + fresh, key=lambda r: (r.partition, r.offset))
         handled = await self._handle(records)
         ticket = handled.ticket
@@ -252,8 +258,8 @@ class BatchIngest(Service):
         if self._paused.pop(tp, None) is not None and consumer is not None and tp in consumer.assignment():
             consumer.resume(tp)
 
-    def _due_held(self) -> list[RawRecord]:
-        """The held records whose pause is over (those of partitions no longer assigned dropped)."""
+    def _due_held(self, everything: bool = False) -> list[RawRecord]:
+        """The held records whose pause is over, or all of them (those no longer assigned dropped)."""
         if not self._held or self.consumer is None:
             return []
         now = time.monotonic()
@@ -263,9 +269,20 @@ class BatchIngest(Service):
             if tp not in assigned:
                 self._held.pop(tp)
                 self._paused.pop(tp, None)
-            elif self._paused.get(tp, now) <= now:
+            elif everything or self._paused.get(tp, now) <= now:
                 due += self._held.pop(tp)
         return due
+
+    def _fetch_wait_ms(self, timeout_ms: int) -> int:
+        """How long a fetch may wait: ``timeout_ms``, or less when held records fall due sooner.
+
+        When every partition is held (they all wait for one day's snapshot), a fetch of the
+        unpaused rest would otherwise sit out its whole timeout after the hold ended.
+        """
+        if not self._paused:
+            return timeout_ms
+        due_in = min(self._paused.values()) - time.monotonic()
+        return max(0, min(timeout_ms, math.ceil(due_in * 1000)))
 
     def _requeue(self, records: list[RawRecord]) -> None:
         """Put records taken by ``_due_held`` back (their batch was not processed)."""

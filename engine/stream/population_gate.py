@@ -48,6 +48,8 @@ class PopulationGate:
         self._fits: dict[int, LifetimeFit | None] = {}
         """Day -> the BTYD fit its decisions read (that of ``fit_day_of(day)``)."""
         self._first: dict[int, int] = {}
+        self._contributed: set[tuple[int, int]] = set()
+        """(partition, day) contributions this process stored (first write wins: never again)."""
         self._client: Any = snapshots.client
         self._first_key = f"{snapshots.prefix}:ps:first"
         self.lenient = False
@@ -129,6 +131,7 @@ class PopulationGate:
 
     async def contribute(self, partition: int, days: tuple[int, ...]) -> None:
         """Record ``partition``'s population now as its contribution to ``days`` (first write wins)."""
+        days = tuple(day for day in days if (partition, day) not in self._contributed)
         if not days:
             return
         if partition not in self._first:
@@ -136,6 +139,7 @@ class PopulationGate:
             stored = await self._client.hget(self._first_key, str(partition))
             self._first[partition] = int(stored)
         await self.snapshots.contribute(partition, days)
+        self._contributed.update((partition, day) for day in days)
 
     def queue_placements(
         self, pipe: object, partition: int, placements: Mapping[str, Placement | None]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from typing import ClassVar
 
 import pytest
 from helpers import with_redis
@@ -81,5 +82,38 @@ def test_fit_day_fit_equals_a_fit_of_the_recount_and_later_days_read_it(isolated
         assert sealed is not None and LifetimeFit.decode(sealed.lifetime) == expected  # type: ignore[arg-type]
         following = await snapshots.sealed(fit_day + 1)
         assert following is not None and following.lifetime is None  # only fit days store a fit
+
+    with_redis(isolated_settings, body)
+
+
+def test_gate_contributes_each_partition_day_once(isolated_settings: Settings) -> None:
+    """A held partition offers its day-crossing event again and again: the gate stores its
+    contribution the first time only (first write wins in Redis, so later ones were wasted
+    round trips), and still contributes the days it has not yet."""
+
+    class Counting(PopulationSnapshots):
+        calls: ClassVar[list[tuple[int, tuple[int, ...]]]] = []
+
+        async def contribute(self, partition: int, days):  # type: ignore[no-untyped-def]
+            self.calls.append((partition, tuple(days)))
+            return await super().contribute(partition, days)
+
+    async def body(client: Redis) -> None:
+        snapshots = Counting(client, isolated_settings.key_prefix, 2)
+        await snapshots.ensure_script()
+        gate = PopulationGate(snapshots, 2, LATENESS)
+        await snapshots.place(0, {"a": (10, 1, 5, 3)})
+        await gate.contribute(0, (20,))
+        await snapshots.place(0, {"b": (11, 2, 7, 4)})
+        await gate.contribute(0, (20,))  # offered again: nothing to store
+        await gate.contribute(0, (20, 21))  # only day 21 is new
+        await gate.contribute(1, (20,))
+        assert snapshots.calls == [(0, (20,)), (0, (21,)), (1, (20,))]
+        day20 = await client.hgetall(snapshots.contributions_key(20))
+        day21 = await client.hgetall(snapshots.contributions_key(21))
+        # Day 20 holds partition 0's population before "b" was placed; day 21 the one after.
+        assert day20.keys() == {b"0", b"1"} and day21.keys() == {b"0"}
+        assert Histogram.decode(day20[b"0"]).customers == 1
+        assert Histogram.decode(day21[b"0"]).customers == 2
 
     with_redis(isolated_settings, body)

@@ -1,0 +1,74 @@
+"""How long the ingest loop lets a fetch wait while partitions are held (no servers)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from aiokafka import TopicPartition
+
+from engine.settings import Settings
+from engine.stream.batch_records import RawRecord
+from engine.stream.ingest import HOLD_SECONDS, BatchIngest, Handled
+
+
+async def _handle(records: list[object]) -> Handled:
+    return Handled(0, {})
+
+
+async def _flush() -> int:
+    return 0
+
+
+async def _revoked(partitions: list[int]) -> None:
+    return None
+
+
+def _ingest() -> BatchIngest:
+    return BatchIngest(Settings(), _handle, _flush, lambda: 0, _revoked, asyncio.Lock())  # type: ignore[arg-type]
+
+
+def test_nothing_held_waits_the_whole_timeout() -> None:
+    assert _ingest()._fetch_wait_ms(200) == 200
+
+
+def test_a_hold_ending_sooner_shortens_the_wait() -> None:
+    ingest = _ingest()
+    now = time.monotonic()
+    ingest._paused = {TopicPartition("t", 0): now + 0.5, TopicPartition("t", 1): now + HOLD_SECONDS}
+    wait = ingest._fetch_wait_ms(200)
+    # The earliest hold ends within HOLD_SECONDS (50 ms): the fetch waits no longer than that.
+    assert 0 < wait <= round(HOLD_SECONDS * 1000)
+
+
+def test_a_hold_already_over_does_not_wait() -> None:
+    ingest = _ingest()
+    ingest._paused = {TopicPartition("t", 3): time.monotonic() - 1.0}
+    assert ingest._fetch_wait_ms(200) == 0
+
+
+@pytest.mark.parametrize("timeout_ms", [1, 50])
+def test_a_later_hold_keeps_the_timeout(timeout_ms: int) -> None:
+    ingest = _ingest()
+    ingest._paused = {TopicPartition("t", 0): time.monotonic() + 10.0}
+    assert ingest._fetch_wait_ms(timeout_ms) == timeout_ms
+
+
+def test_every_held_partition_is_offered_again_when_asked() -> None:
+    ingest = _ingest()
+
+    class Consumer:  # the one call _due_held makes: the assignment it checks against
+        def assignment(self) -> set[TopicPartition]:
+            return {TopicPartition("t", 0), TopicPartition("t", 1)}
+
+    ingest.consumer = Consumer()  # type: ignore[assignment]
+    later = time.monotonic() + 10.0
+    held = {p: [RawRecord("t", p, 7, b"k", b"v")] for p in (0, 1, 2)}
+    ingest._held = {TopicPartition("t", p): records for p, records in held.items()}
+    ingest._paused = {TopicPartition("t", p): later for p in held}
+    assert ingest._due_held() == []  # their pauses are not over
+    due = ingest._due_held(everything=True)
+    # Partition 2 is no longer assigned: its records are dropped, not offered.
+    assert sorted(r.partition for r in due) == [0, 1]
+    assert ingest._held == {}
