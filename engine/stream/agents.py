@@ -135,18 +135,19 @@ def attach_agent(runtime: Runtime) -> None:
     """Start batch ingestion with the app; register the timer and the monitoring pages."""
     settings = runtime.settings
 
+    async def handle(records: list[RawRecord]) -> Handled:
+        return await handle_batch(runtime, records)
+
     last_tick = [float("-inf")]
 
-    async def handle(records: list[RawRecord]) -> Handled:
-        handled = await handle_batch(runtime, records)
-        if handled.held and time.monotonic() - last_tick[0] >= HELD_TICK_SECONDS:
-            # Held partitions wait for a snapshot that the tick's labels and frontiers lead to
-            # (the learner seals a model version once every frontier passed it): tick now
-            # rather than at the timer's next second, or a replay stalls at every period end.
+    async def held() -> None:
+        # Held partitions wait for a snapshot that the tick's labels and frontiers lead to (the
+        # learner seals a model version once every frontier passed it): tick now rather than at
+        # the timer's next second, or a replay stalls at every period end.
+        if time.monotonic() - last_tick[0] >= HELD_TICK_SECONDS:
             last_tick[0] = time.monotonic()
             with contextlib.suppress(RedisFull):  # logged, and the worker is stopping
                 await handle_tick(runtime)
-        return handled
 
     async def flush() -> int:
         return await flush_cleared(runtime)
@@ -155,7 +156,7 @@ def attach_agent(runtime: Runtime) -> None:
         await release_revoked(runtime, partitions)
 
     runtime.ingest = BatchIngest(
-        settings, handle, flush, lambda: runtime.pipeline.cleared_through, revoked, runtime.lock
+        settings, handle, flush, lambda: runtime.pipeline.cleared_through, revoked, runtime.lock, held
     )
     runtime.app.service(runtime.ingest)  # type: ignore[arg-type]
     runtime.pipeline.store.on_round_trip = runtime.metrics.redis_call_seconds.observe

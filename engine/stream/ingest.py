@@ -97,6 +97,7 @@ class BatchIngest(Service):
         cleared: Callable[[], int],
         on_revoked: PartitionsHandler,
         lock: asyncio.Lock,
+        on_held: Callable[[], Awaitable[None]] | None = None,
         **kwargs: object,
     ) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
@@ -107,6 +108,10 @@ class BatchIngest(Service):
         self._awaiting: list[tuple[int, dict[TopicPartition, int]]] = []
         """Delivered batches whose outbox entries are not removed yet: (ticket, next offsets)."""
         self._on_revoked = on_revoked
+        self._on_held = on_held
+        """Called after a batch that left partitions held, once its bookkeeping is done."""
+        self._revoked_during_fetch: set[int] = set()
+        """Partitions revoked while the current fetch waited: held records taken before are stale."""
         self._lock = lock
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
@@ -180,6 +185,7 @@ class BatchIngest(Service):
     async def _consume_once(self, consumer: AIOKafkaConsumer, timeout_ms: int) -> None:
         """Fetch once (or offer held records again), handle the batch, commit what may be."""
         again = self._due_held()
+        self._revoked_during_fetch = set()
         try:
             fetched = await consumer.getmany(
                 timeout_ms=0 if again else self._fetch_wait_ms(timeout_ms),
@@ -187,9 +193,10 @@ class BatchIngest(Service):
             )
         except (KafkaError, IllegalStateError) as exc:
             log.warning("fetch failed (%s: %s); retrying", type(exc).__name__, exc)
-            self._requeue(again)
+            self._requeue(self._not_revoked(again))
             await self.sleep(0.5)
             return
+        again = self._not_revoked(again)
         if not fetched and not again:
             if self._awaiting:  # quiet: remove the delivered entries now, then commit
                 async with self._lock:
@@ -207,7 +214,7 @@ class BatchIngest(Service):
             # Other partitions moved on: the snapshot a held partition waits for may be sealed
             # now, so it is offered again at once instead of at the end of its pause.
             again += self._due_held(everything=True)
-        records = sorted(again + fresh, key=lambda r: (r.partition, r.offset))
+        records = _merged(again, fresh)
         handled = await self._handle(records)
         ticket = handled.ticket
         spans = _spans(records)
@@ -230,6 +237,8 @@ class BatchIngest(Service):
             self._awaiting.append((ticket, nexts))
             self._promote(self._cleared())
             await self._commit(force=False)
+            if handled.held and self._on_held is not None:
+                await self._on_held()
         else:
             # Not delivered (another writer owns these customers): fetch them again, so that
             # they are processed here if the partitions are still ours, or by the new owner.
@@ -272,6 +281,16 @@ class BatchIngest(Service):
             elif everything or self._paused.get(tp, now) <= now:
                 due += self._held.pop(tp)
         return due
+
+    def _not_revoked(self, records: list[RawRecord]) -> list[RawRecord]:
+        """``records`` less those of partitions revoked during the fetch.
+
+        A partition revoked (and maybe assigned again) restarts from its committed offset: held
+        records of it taken before the fetch would come twice.
+        """
+        if not self._revoked_during_fetch:
+            return records
+        return [r for r in records if r.partition not in self._revoked_during_fetch]
 
     def _fetch_wait_ms(self, timeout_ms: int) -> int:
         """How long a fetch may wait: ``timeout_ms``, or less when held records fall due sooner.
@@ -337,6 +356,7 @@ class BatchIngest(Service):
 
     async def revoked(self, partitions: list[int]) -> None:
         """Before partitions move: commit what was delivered, then let the pipeline release them."""
+        self._revoked_during_fetch.update(partitions)
         async with self._lock:
             if self._awaiting:
                 with contextlib.suppress(StopConsuming):  # stopping: those batches stay uncommitted
@@ -354,6 +374,19 @@ class BatchIngest(Service):
         """Queue one record for ``topic`` (batched by the producer's linger); await the result."""
         assert self.producer is not None
         return await self.producer.send(topic, value=value, key=key)
+
+
+def _merged(held: list[RawRecord], fresh: list[RawRecord]) -> list[RawRecord]:
+    """One batch in offset order per partition, from held records and a fetch's.
+
+    A held partition is paused, so a fetch returns none of its records; if it does, the partition
+    was revoked and assigned again (its pause gone, its position back at the committed offset,
+    which is at most the first held one): the fetch's records are the true ones, and the held
+    ones would apply twice.
+    """
+    fetched = {r.partition for r in fresh}
+    kept = [r for r in held if r.partition not in fetched]
+    return sorted(kept + fresh, key=lambda r: (r.partition, r.offset))
 
 
 def _spans(records: Sequence[RawRecord]) -> dict[int, tuple[int, int]]:

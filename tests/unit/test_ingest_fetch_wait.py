@@ -72,3 +72,23 @@ def test_every_held_partition_is_offered_again_when_asked() -> None:
     # Partition 2 is no longer assigned: its records are dropped, not offered.
     assert sorted(r.partition for r in due) == [0, 1]
     assert ingest._held == {}
+
+
+def test_records_of_partitions_revoked_during_the_fetch_are_dropped() -> None:
+    ingest = _ingest()
+    records = [RawRecord("t", p, 3, b"k", b"v") for p in (0, 1, 2)]
+    assert ingest._not_revoked(records) == records
+    ingest._revoked_during_fetch = {1}
+    # Partition 1 restarts from its committed offset: its held records would come twice.
+    assert [r.partition for r in ingest._not_revoked(records)] == [0, 2]
+
+
+def test_held_records_of_a_partition_the_fetch_returned_are_stale() -> None:
+    from engine.stream.ingest import _merged
+
+    held = [RawRecord("t", 0, o, b"k", b"v") for o in (5, 6)] + [RawRecord("t", 1, 9, b"k", b"v")]
+    # Partition 0 came back from its committed offset 4 (reassigned): its held copies would be
+    # a second 5 and 6 in the batch. Partition 1 is still paused: its held record stays.
+    fresh = [RawRecord("t", 0, o, b"k", b"v") for o in (4, 5, 6, 7)]
+    merged = _merged(held, fresh)
+    assert [(r.partition, r.offset) for r in merged] == [(0, 4), (0, 5), (0, 6), (0, 7), (1, 9)]
