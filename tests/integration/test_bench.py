@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 from pathlib import Path
 
 import psutil
@@ -56,6 +57,16 @@ def test_bench_reports_every_side_and_cleans_up(stack_settings: Settings, tmp_pa
     assert report["workload"]["events"] == EVENTS
     assert report["workload"]["produce_events_per_s"] > 0
     assert report["machine"]["kafka_version"] and report["machine"]["redis_version"]
+    # The code measured is this checkout's (its workers import the same engine package).
+    repo = Path(__file__).resolve().parents[2]
+    assert report["machine"]["code"]["path"] == str(repo)
+    git = ["git", "-C", str(repo), "rev-parse", "--short=12", "HEAD"]
+    head = subprocess.run(git, capture_output=True, text=True)
+    revision = report["machine"]["code"]["revision"]
+    if head.returncode:  # not a git checkout: the report says it does not know
+        assert revision is None
+    else:
+        assert revision.removesuffix("+dirty") == head.stdout.strip()
     assert report["work_dir"].startswith(str(tmp_path))
     [only] = report["rounds"]
     assert only["events"] == EVENTS

@@ -139,6 +139,7 @@ def render(report: dict[str, Any]) -> str:
         f"{machine['memory_gb']:g} GB; load at start {load}",
         f"software: Kafka {machine['kafka_version']}, Redis {machine['redis_version']}, Python "
         f"{machine['python']}, aiokafka {machine['aiokafka']}, faust-streaming {machine['faust_streaming']}",
+        f"code: {_code(machine)}",
         f"workload: {workload['events']:,} simulated events of {workload['customers']:,} customers "
         f"({workload['bytes'] / 2**20:.1f} MB msgpack), {params['partitions']} partitions, "
         f"batch {params['batch']}; produced once at {workload['produce_events_per_s']:,.0f} events/s",
@@ -235,3 +236,8 @@ def as_json(report: dict[str, Any]) -> str:
         return value
 
     return json.dumps(clean(report), indent=2)
+
+
+def _code(machine: dict[str, Any]) -> str:
+    code = machine.get("code") or {}
+    return f"{code.get('path', '?')} at {code.get('revision') or 'an unknown revision'}"

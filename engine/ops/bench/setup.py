@@ -9,6 +9,7 @@ import math
 import os
 import platform
 import re
+import subprocess
 import time
 from importlib.metadata import version
 from pathlib import Path
@@ -108,8 +109,35 @@ def machine_facts(settings: Settings) -> tuple[dict[str, Any], int | None]:
         "aiokafka": version("aiokafka"),
         "faust_streaming": version("faust-streaming"),
         "servers_found_by": found,
+        "code": code_facts(),
     }
     return facts, kafka_pid
+
+
+def code_facts() -> dict[str, str | None]:
+    """Which segflow the run measured: the checkout its ``engine`` package (and so its workers,
+    started the same way) comes from, and that checkout's commit (``+dirty``: with changes)."""
+    import engine
+
+    root = Path(engine.__file__).resolve().parent.parent
+    try:
+        revision = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return {"path": str(root), "revision": None}
+    return {"path": str(root), "revision": revision + ("+dirty" if dirty else "")}
 
 
 def _servers_by_port(settings: Settings) -> tuple[int | None, str, str]:
