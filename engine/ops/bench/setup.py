@@ -121,23 +121,16 @@ def code_facts() -> dict[str, str | None]:
 
     root = Path(engine.__file__).resolve().parent.parent
     try:
-        revision = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
+        revision = _git(root, "rev-parse", "--short=12", "HEAD")
+        dirty = _git(root, "status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.SubprocessError):
         return {"path": str(root), "revision": None}
     return {"path": str(root), "revision": revision + ("+dirty" if dirty else "")}
+
+
+def _git(root: Path, *args: str) -> str:
+    command = ["git", "-C", str(root), *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=10, check=True).stdout.strip()
 
 
 def _servers_by_port(settings: Settings) -> tuple[int | None, str, str]:
