@@ -298,9 +298,10 @@ class BatchIngest(Service):
         When every partition is held (they all wait for one day's snapshot), a fetch of the
         unpaused rest would otherwise sit out its whole timeout after the hold ended.
         """
-        if not self._paused:
+        holds = [self._paused[tp] for tp in self._held if tp in self._paused]
+        if not holds:
             return timeout_ms
-        due_in = min(self._paused.values()) - time.monotonic()
+        due_in = min(holds) - time.monotonic()
         return max(0, min(timeout_ms, math.ceil(due_in * 1000)))
 
     def _requeue(self, records: list[RawRecord]) -> None:

@@ -37,6 +37,7 @@ def test_a_hold_ending_sooner_shortens_the_wait() -> None:
     ingest = _ingest()
     now = time.monotonic()
     ingest._paused = {TopicPartition("t", 0): now + 0.5, TopicPartition("t", 1): now + HOLD_SECONDS}
+    ingest._held = {tp: [RawRecord("t", tp.partition, 1, b"k", b"v")] for tp in ingest._paused}
     wait = ingest._fetch_wait_ms(200)
     # The earliest hold ends within HOLD_SECONDS (50 ms): the fetch waits no longer than that.
     assert 0 < wait <= round(HOLD_SECONDS * 1000)
@@ -45,13 +46,22 @@ def test_a_hold_ending_sooner_shortens_the_wait() -> None:
 def test_a_hold_already_over_does_not_wait() -> None:
     ingest = _ingest()
     ingest._paused = {TopicPartition("t", 3): time.monotonic() - 1.0}
+    ingest._held = {TopicPartition("t", 3): [RawRecord("t", 3, 1, b"k", b"v")]}
     assert ingest._fetch_wait_ms(200) == 0
+
+
+def test_a_pause_without_held_records_does_not_shorten_the_wait() -> None:
+    # Its records were taken for a batch (or dropped): no hold ends, so nothing to wake up for.
+    ingest = _ingest()
+    ingest._paused = {TopicPartition("t", 3): time.monotonic() - 1.0}
+    assert ingest._fetch_wait_ms(200) == 200
 
 
 @pytest.mark.parametrize("timeout_ms", [1, 50])
 def test_a_later_hold_keeps_the_timeout(timeout_ms: int) -> None:
     ingest = _ingest()
     ingest._paused = {TopicPartition("t", 0): time.monotonic() + 10.0}
+    ingest._held = {TopicPartition("t", 0): [RawRecord("t", 0, 1, b"k", b"v")]}
     assert ingest._fetch_wait_ms(timeout_ms) == timeout_ms
 
 
