@@ -252,17 +252,18 @@ class PopulationSnapshots:
                 stored = await self._client.hget(self.sealed_key, str(day))
                 if stored is None:
                     return None
-            else:
-                merged = merge(Histogram.decode(parts[p]) for p in range(self._partitions))
-                fit = fit_lifetime(day, merged) if is_fit_day(day) else None
-                cuts = cuts_of(day, merged, None if fit is None else fit.encode())
-                async with self._client.pipeline(transaction=False) as pipe:
-                    pipe.hsetnx(self.sealed_key, str(day), cuts.encode())
-                    pipe.hget(self.sealed_key, str(day))
-                    # Only sealing reads them: once the cuts are stored they are dead weight (~86 kB
-                    # a day for 5,000 customers, measured by `segflow soak`).
-                    pipe.delete(self.contributions_key(day))
-                    _, stored, _ = await pipe.execute()
+                cuts = self._sealed[day] = SealedCuts.decode(stored)
+                return cuts
+            merged = merge(Histogram.decode(parts[p]) for p in range(self._partitions))
+            fit = fit_lifetime(day, merged) if is_fit_day(day) else None
+            cuts = cuts_of(day, merged, None if fit is None else fit.encode())
+            async with self._client.pipeline(transaction=False) as pipe:
+                pipe.hsetnx(self.sealed_key, str(day), cuts.encode())
+                pipe.hget(self.sealed_key, str(day))
+                # Only sealing reads them: once the cuts are stored they are dead weight (~86 kB a
+                # day for 5,000 customers, measured by `segflow soak`).
+                pipe.delete(self.contributions_key(day))
+                _, stored, _ = await pipe.execute()
         cuts = self._sealed[day] = SealedCuts.decode(stored)
         return cuts
 

@@ -23,11 +23,14 @@ from engine.pages import attach_pages
 from engine.redis_clients import redis_client
 from engine.stream.backpressure import RedisFull, stop_worker, with_retry
 from engine.stream.batch_records import ACTION, DEAD_LETTER, LABEL, LEARNER_KINDS, OUTCOME, TALLY
-from engine.stream.ingest import HOLD_SECONDS, BatchIngest, Handled
+from engine.stream.ingest import BatchIngest, Handled
 from engine.stream.pipeline import BatchResult, OwnershipLost, RawRecord
 from models.snapshots import write_frontier
 
 log = logging.getLogger(__name__)
+
+HELD_TICK_SECONDS = 0.05
+"""At most this often, a batch that left partitions held is followed by a tick at once."""
 
 
 async def deliver(runtime: Runtime, result: BatchResult) -> None:
@@ -141,7 +144,7 @@ def attach_agent(runtime: Runtime) -> None:
         # Held partitions wait for a snapshot that the tick's labels and frontiers lead to (the
         # learner seals a model version once every frontier passed it): tick now rather than at
         # the timer's next second, or a replay stalls at every period end.
-        if time.monotonic() - last_tick[0] >= HOLD_SECONDS:  # as often as held records come back
+        if time.monotonic() - last_tick[0] >= HELD_TICK_SECONDS:
             last_tick[0] = time.monotonic()
             with contextlib.suppress(RedisFull):  # logged, and the worker is stopping
                 await handle_tick(runtime)
