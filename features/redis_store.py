@@ -277,10 +277,15 @@ class RedisFeatureStore:
                 queued += 1
         return queued
 
-    async def clear_outbox(self, sent: dict[str, Sequence[str]]) -> None:
-        """Forget outbox entries once delivered: ``{customer_id: [entry ids]}``, one round trip."""
+    async def clear_outbox(
+        self, sent: dict[str, Sequence[str]], also: Callable[[Any], None] | None = None
+    ) -> None:
+        """Forget outbox entries once delivered: ``{customer_id: [entry ids]}``, one round trip
+        (``also`` may add the caller's commands that go with the removal)."""
         if not any(sent.values()):
             return
         async with self._client.pipeline(transaction=False) as pipe:
             self._queue_clear(pipe, sent)
+            if also is not None:
+                also(pipe)
             await self._execute(pipe)

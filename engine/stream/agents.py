@@ -111,7 +111,7 @@ async def handle_tick(runtime: Runtime) -> None:
         except OwnershipLost as exc:
             log.error("%s; skipping this tick", exc)
             return
-        if result.ticked:
+        if result.ticked or result.changes:  # changes without a tick: offered again
             await _finish(runtime, result, started)
         await with_retry(runtime, "frontier", partial(publish_frontiers, runtime, result))
         runtime.reload_rules()

@@ -20,6 +20,7 @@ class OutboxClearing:
 
     _store: Any
     _cache: Any
+    tick_outbox: Any
 
     def _init_clears(self) -> None:
         self._unclear: dict[str, list[str]] = {}
@@ -48,10 +49,15 @@ class OutboxClearing:
     async def flush_cleared(self) -> None:
         """Remove every deferred outbox entry now, in one round trip (when no commit comes soon)."""
         if self._unclear:
-            through = self._deferred_seq
-            await self._store.clear_outbox(self._unclear)
+            through, unmark = self._deferred_seq, []
+
+            def also(pipe: Any) -> None:
+                unmark[:] = self.tick_outbox.queue(pipe, self._unclear, {})
+
+            await self._store.clear_outbox(self._unclear, also)
             self._unclear = {}
             self._cleared_seq = through
+            self.tick_outbox.settled(unmark)
 
     async def confirm_sent(self, changes: Sequence[PendingChange]) -> None:
         """Forget delivered change events from the outbox now (call after the broker acked them)."""

@@ -41,6 +41,7 @@ from engine.stream.outbox_clearing import OutboxClearing
 from engine.stream.population_gate import PopulationGate
 from engine.stream.scoring import run_scored
 from engine.stream.snapshot_readiness import SnapshotReadiness
+from engine.stream.tick_outbox import TickOutboxIndex
 from engine.stream.time_driven import TimeDriven
 from engine.stream.watermarks import LanePlan, PartitionClock
 from features.event import PositionedEvent
@@ -96,6 +97,7 @@ class SegmentPipeline(TimeDriven, OutboxClearing):
         self._clock = clock
         self.models = models
         self.due = DueIndex(store.client, store.prefix)
+        self.tick_outbox = TickOutboxIndex(store.client, store.prefix)
         self.owned: set[int] = set()
         """The partitions this pipeline ticks (assigned to its worker, or seen in its batches)."""
         self.rules = rules
@@ -257,10 +259,12 @@ class SegmentPipeline(TimeDriven, OutboxClearing):
         run: Callable[[CustomerRecord], Scored],
         latest: float,
         first: float | None = None,
+        timed: bool = False,
     ) -> dict[str, CustomerOutcome]:
         """Compute and commit every customer (compare-and-set), recomputing those that lost.
 
-        ``latest`` is the latest moment any of them is judged at, ``first`` the earliest event.
+        ``latest`` is the latest moment any of them is judged at, ``first`` the earliest event;
+        ``timed``: a tick's, whose outbox entries are indexed (``engine.stream.tick_outbox``).
         """
         committed: dict[str, CustomerOutcome] = {}
         pending = customer_ids
@@ -274,7 +278,12 @@ class SegmentPipeline(TimeDriven, OutboxClearing):
             unchanged = {
                 cid: state for cid, o in outcomes.items() if o.write is None and (state := records[cid].state)
             }
-            lost = set(await self._commit_and_clear(writes, unchanged, outcomes))
+            added = {
+                cid: o.partition
+                for cid, o in outcomes.items()
+                if timed and o.write is not None and o.deliveries
+            }
+            lost = set(await self._commit_and_clear(writes, unchanged, outcomes, added))
             for customer_id, outcome in outcomes.items():
                 if customer_id in lost:
                     self._cache.discard(customer_id)
@@ -293,12 +302,15 @@ class SegmentPipeline(TimeDriven, OutboxClearing):
         writes: list[CustomerWrite],
         unchanged: dict[str, CustomerState],
         outcomes: dict[str, CustomerOutcome],
+        added: dict[str, int],
     ) -> list[str]:
-        """One round trip: forget delivered outbox entries, commit, update indexes and aggregates."""
+        """One round trip: forget delivered outbox entries, commit, update indexes and aggregates
+        (``added``: customers a tick left outbox entries for -> their partitions)."""
         if not self._scripts_loaded:
             await self._load_scripts()
         clearing, through = self._unclear, self._deferred_seq
-        also = partial(
+        unmark: list[str] = []
+        indexes = partial(
             queue_indexes,
             outcomes=outcomes,
             due=self.due,
@@ -308,6 +320,11 @@ class SegmentPipeline(TimeDriven, OutboxClearing):
             aggregates=self.aggregates,
             rules=self.rules,
         )
+
+        def also(pipe: object) -> None:
+            unmark[:] = self.tick_outbox.queue(pipe, clearing, added)
+            indexes(pipe)
+
         try:
             lost = await self._store.commit(
                 writes, unchanged, also, clear=clearing, reload=self._load_scripts
@@ -320,6 +337,7 @@ class SegmentPipeline(TimeDriven, OutboxClearing):
             raise
         self._unclear = {}
         self._cleared_seq = through
+        self.tick_outbox.settled(unmark)
         return lost
 
     async def _load_scripts(self) -> None:
@@ -369,6 +387,7 @@ class SegmentPipeline(TimeDriven, OutboxClearing):
         partitions = list(partitions)
         self.clock.forget(partitions)
         self._decoder.forget(partitions)
+        self.tick_outbox.forget(partitions)
         for partition in partitions:
             self._pending.pop(partition, None)
         self.forget_cached()

@@ -10,10 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from engine.stream.batch_records import LABEL
+from engine.stream.batch_records import LABEL, parse_outbox_entry
 from engine.stream.customer_step import Scored
 from engine.stream.model_gate import ModelGate
 from engine.stream.population_gate import PopulationGate
+from engine.stream.tick_outbox import TickOutboxIndex
 from engine.stream.watermarks import crossed_days
 from features.redis_store import CustomerRecord
 
@@ -37,6 +38,8 @@ class TimeDriven:
     _pending: dict[int, float]
     _released: set[int]
     _resend_uncertain: Callable[..., Any]
+    _records: Callable[..., Any]
+    tick_outbox: TickOutboxIndex
     _commit_with_retries: Callable[..., Any]
     _result: Callable[[], BatchResult]
 
@@ -49,6 +52,7 @@ class TimeDriven:
         result = self._result()
         await self._resend_uncertain(result)
         owned = sorted(self.owned if partitions is None else set(partitions) & self.owned)
+        await self._offer_tick_outbox(owned, result)
         await self.clock.ensure(owned)
         idle = [p for p in owned if self.clock.idle(p) or p in self._released]
         await self.release_idle(idle)
@@ -88,12 +92,31 @@ class TimeDriven:
             partition, watermark = moments[record.customer_id]
             return self._run.tick(record, partition, watermark)
 
-        committed = await self._commit_with_retries(list(moments), run, max(watermarks.values()))
+        committed = await self._commit_with_retries(list(moments), run, max(watermarks.values()), timed=True)
         for outcome in committed.values():
             result.changes.extend(outcome.deliveries)
         result.ticked += len(committed)
         result.labels = sum(1 for c in result.changes if c.kind == LABEL)
         return result
+
+    async def _offer_tick_outbox(self, partitions: Sequence[int], result: BatchResult) -> None:
+        """Offer again what earlier ticks left in the outboxes of partitions new to this owner
+        (their worker may have died before delivering it: ``engine.stream.tick_outbox``)."""
+        found = await self.tick_outbox.recover(partitions)
+        if not found:
+            return
+        records = await self._records([c for customers in found.values() for c in customers])
+        offered = {c.change_id for c in result.changes}
+        for partition, customers in found.items():
+            for customer_id in customers:
+                record = records.get(customer_id)
+                entries = record.outbox if record is not None else {}
+                self.tick_outbox.found(partition, customer_id, bool(entries))
+                result.changes += [
+                    parse_outbox_entry(customer_id, entry_id, value)
+                    for entry_id, value in entries.items()
+                    if entry_id not in offered
+                ]
 
     async def release_idle(self, partitions: Sequence[int]) -> None:
         """Let idle ``partitions`` stop holding snapshots back (as Flink's idleness).
