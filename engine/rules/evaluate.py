@@ -131,6 +131,29 @@ def _leave(family: Family, held: Segment | None, previous: str, v: Variables) ->
     return FamilyDecision(family.name, previous, None, None, None, reason)
 
 
+_STAY, _ENTER, _LEAVE, _NONE = range(4)
+
+
+def _resolve(
+    family: Family, variables: Variables, current: Membership | None, as_of: float
+) -> tuple[int, Segment | None]:
+    """Which way the resolution rule goes (see the module docstring), and the segment it names:
+    the one stayed in or entered, or the one left (None when it left the rules)."""
+    held = None if current is None else family.segment(current.segment)
+    if held is not None and current is not None:
+        if current.since <= as_of < current.since + held.min_dwell_seconds:
+            return _STAY, held
+        if not held.exit_condition.function(variables):
+            candidate = family.first_entering(variables, held.priority)
+            return (_STAY, held) if candidate is None else (_ENTER, candidate)
+    candidate = family.first_entering(variables, len(family.segments))
+    if candidate is None:
+        return (_NONE, None) if current is None else (_LEAVE, held)
+    if candidate is held and current is not None:
+        return _STAY, held  # an exit that overlaps enter: still in
+    return _ENTER, candidate
+
+
 def evaluate_family(
     family: Family, variables: Variables, current: Membership | None, as_of: float
 ) -> FamilyDecision:
@@ -138,28 +161,21 @@ def evaluate_family(
 
     See the module docstring for the resolution rule.
     """
-    previous: str | None = None
-    held: Segment | None = None
-    if current is not None:
-        previous = current.segment
-        held = family.segment(previous)
-    if held is not None and current is not None:
-        if current.since <= as_of < current.since + held.min_dwell_seconds:
-            return _stay(family, held, current, variables)
-        if not held.exit_condition.function(variables):
-            candidate = family.first_entering(variables, held.priority)
-            if candidate is None:
-                return _stay(family, held, current, variables)
-            return _enter(family, candidate, previous, variables, as_of)
-    candidate = family.first_entering(variables, len(family.segments))
-    if candidate is None:
-        if previous is None:
-            none = {"rule": f"{family.name}.none", "conditions": [], "text": f"{family.name}=none"}
-            return FamilyDecision(family.name, None, None, None, None, none)
-        return _leave(family, held, previous, variables)
-    if candidate is held and current is not None:
-        return _stay(family, held, current, variables)  # an exit that overlaps enter: still in
-    return _enter(family, candidate, previous, variables, as_of)
+    way, segment = _resolve(family, variables, current, as_of)
+    previous = None if current is None else current.segment
+    if way == _ENTER:
+        return _enter(family, segment, previous, variables, as_of)  # type: ignore[arg-type]
+    if way == _STAY:
+        return _stay(family, segment, current, variables)  # type: ignore[arg-type]
+    if way == _LEAVE:
+        return _leave(family, segment, previous, variables)  # type: ignore[arg-type]
+    none = {"rule": f"{family.name}.none", "conditions": [], "text": f"{family.name}=none"}
+    return FamilyDecision(family.name, None, None, None, None, none)
+
+
+def _variables_of(rules: RuleSet, variables: Variables) -> Variables:
+    values_of = getattr(variables, "values_of", None)
+    return variables if values_of is None else values_of(rules.expression_names)
 
 
 def evaluate_rules(
@@ -170,9 +186,30 @@ def evaluate_rules(
     Variables with a ``values_of(names)`` method (``engine.segmentation.RuleVariables``) are read
     once, for the names the rules' expressions read, into a dict every family then reads from.
     """
-    values_of = getattr(variables, "values_of", None)
-    values = variables if values_of is None else values_of(rules.expression_names)
+    values = _variables_of(rules, variables)
     return [evaluate_family(family, values, memberships.get(family.name), as_of) for family in rules.families]
+
+
+def changed_decisions(
+    rules: RuleSet, variables: Variables, memberships: Mapping[str, Membership], as_of: float
+) -> list[FamilyDecision]:
+    """The decisions of ``evaluate_rules`` that change a membership, in file order.
+
+    The per-event path: most decisions keep the customer where they are, and those are not built.
+    """
+    values = _variables_of(rules, variables)
+    changes = []
+    for family in rules.families:
+        current = memberships.get(family.name)
+        way, segment = _resolve(family, values, current, as_of)
+        # Entering is always another segment (the one held is stayed in) and leaving always
+        # leaves one: these two ways are exactly the changes.
+        if way == _ENTER:
+            previous = None if current is None else current.segment
+            changes.append(_enter(family, segment, previous, values, as_of))  # type: ignore[arg-type]
+        elif way == _LEAVE:
+            changes.append(_leave(family, segment, current.segment, values))  # type: ignore[union-attr]
+    return changes
 
 
 def explain_membership(family: Family, membership: Membership, variables: Variables, as_of: float) -> dict:

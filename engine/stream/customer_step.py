@@ -16,7 +16,7 @@ from typing import Any
 
 from engine.codecs import decode_msgpack, encode_msgpack
 from engine.output import SegmentChange
-from engine.rules.evaluate import evaluate_rules, next_due
+from engine.rules.evaluate import changed_decisions, next_due
 from engine.rules.model import RuleSet
 from engine.schemas import attribute_text
 from engine.segmentation import QUINTILE_NAMES, SCORE_PREFIX, PopulationCuts, RuleVariables, TimeModel
@@ -249,9 +249,7 @@ class CustomerStep:
     ) -> list[SegmentChange]:
         rules = self._rules()
         changes = []
-        for decision in evaluate_rules(rules, variables, work.memberships, as_of):
-            if not decision.changed:
-                continue
+        for decision in changed_decisions(rules, variables, work.memberships, as_of):
             membership = decision.membership()
             work.members_changed = True
             if membership is None:

@@ -9,6 +9,7 @@ import pytest
 from engine.rules.evaluate import (
     FamilyDecision,
     Membership,
+    changed_decisions,
     evaluate_family,
     evaluate_rules,
     explain_membership,
@@ -163,6 +164,20 @@ def test_evaluate_rules_gives_one_decision_per_family_in_order() -> None:
         ("tier", "silver", T0, True),
         ("plain", "any", T0 - DAY, False),
     ]
+
+
+@pytest.mark.parametrize("monetary", [0, 60, 99, 100, 499, 500, 899, 900, 999, 1000, 5000])
+@pytest.mark.parametrize("current", [None, "gold", "silver", "bronze", "platinum"])
+@pytest.mark.parametrize("days_in", [0.5, 3.0])  # inside and past gold's 2-day dwell
+def test_changed_decisions_are_the_changing_ones_of_every_way(
+    monetary: int, current: str | None, days_in: float
+) -> None:
+    # Every way the resolution goes: dwell, hysteresis band, preemption, leaving, a removed segment.
+    memberships = {} if current is None else {"tier": Membership(current, T0 - days_in * DAY)}
+    memberships["plain"] = Membership("any", T0 - DAY)
+    variables = {"monetary": monetary, "frequency": 0 if monetary < 100 else 3}
+    expected = [d for d in evaluate_rules(RULES, variables, memberships, T0) if d.changed]
+    assert changed_decisions(RULES, variables, memberships, T0) == expected
 
 
 def test_explain_membership_gives_what_keeps_the_customer_in() -> None:

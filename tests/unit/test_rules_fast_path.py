@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.rules.evaluate import Membership, evaluate_rules, next_due
+from engine.rules.evaluate import Membership, changed_decisions, evaluate_rules, next_due
 from engine.rules.loader import DEFAULT_RULES_PATH, load_rules
 from engine.rules.model import RuleSet
 from engine.rules.variables import known_variables
@@ -162,3 +162,12 @@ def test_next_bucket_expiry_equals_the_oldest_bucket_formula(buckets: dict, toda
     inside = [day for day in buckets if today - days + 1 <= day <= today]
     expected = (min(inside) + days) * DAY if inside else None
     assert _next_bucket_expiry(buckets, today, days) == expected
+
+
+def test_changed_decisions_are_the_decisions_that_change(rules: RuleSet, moments: list) -> None:
+    changes = 0
+    for variables, current, as_of in moments:
+        expected = [d for d in evaluate_rules(rules, variables, current, as_of) if d.changed]
+        assert changed_decisions(rules, variables, current, as_of) == expected
+        changes += len(expected)
+    assert changes > 50
