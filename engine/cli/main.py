@@ -31,7 +31,7 @@ from engine.cli.worker_cmd import worker
 from engine.kafka_clients import describe_failure
 from engine.settings import Settings, SettingsError, load_settings, profile_path
 from engine.stack.processes import StackError
-from engine.stream.backpressure import RedisFull
+from engine.stream.backpressure import RedisStop
 
 PROFILE_META = "segflow.profile"
 """``ctx.meta`` key of the profile file in force (None: none)."""
@@ -106,7 +106,7 @@ def main() -> None:
     except KafkaError as exc:
         click.echo(f"segflow: error: {_kafka_failure(exc)}", err=True)
         sys.exit(1)
-    except (SettingsError, StackError, FileNotFoundError, ValueError, OSError, RedisError, RedisFull) as exc:
+    except (SettingsError, StackError, FileNotFoundError, ValueError, OSError, RedisError, RedisStop) as exc:
         click.echo(f"segflow: error: {exc}", err=True)
         sys.exit(1)
     except KeyboardInterrupt:

@@ -41,9 +41,9 @@ from redis.exceptions import OutOfMemoryError, RedisError
 from engine.app import checkpoint_key, model_config
 from engine.kafka_clients import kafka_options
 from engine.learner.lease import Lease, checkpoint_key_name
-from engine.redis_clients import redis_client
+from engine.redis_clients import explain, redis_client
 from engine.settings import Settings
-from engine.stream.backpressure import RedisFull, full_message
+from engine.stream.backpressure import RedisFull, RedisRefused, full_message, refused
 from engine.topics import start_or_close
 from models.config import ModelConfig
 from models.learner import Learner, encode_snapshot, sealable_version
@@ -95,7 +95,8 @@ class LearnerService:
         """Alternate between standing by and learning until ``stop`` is set.
 
         Redis or the broker failing makes it stand by and try again; Redis refusing a write as
-        out of memory raises ``RedisFull`` (its message is the one error line to show).
+        out of memory raises ``RedisFull``, refusing its user ``RedisRefused`` (their message is
+        the one error line to show).
         """
         if isinstance(self._client, RedisCluster):
             raise ValueError("segflow learner needs a single Redis server (its lease fences its saves)")
@@ -110,6 +111,8 @@ class LearnerService:
             except OutOfMemoryError:  # waiting does not free memory: stop and say what to change
                 raise RedisFull(full_message("learner", LEARNER_KEPT, "the learner")) from None
             except TRANSIENT as exc:  # the servers come back: stand by, then try again
+                if refused(exc):  # an ACL or a login does not: stop, saying what to fix
+                    raise RedisRefused(f"{explain(self.settings, exc)}; stopping the learner") from None
                 log.warning("learner: %s: %s; standing by", type(exc).__name__, exc)
                 with contextlib.suppress(*TRANSIENT):
                     await self.lease.release()

@@ -21,7 +21,7 @@ from engine.ops.metrics import count_delivered
 from engine.ops.worker_status import WorkerStatus
 from engine.pages import attach_pages
 from engine.redis_clients import redis_client
-from engine.stream.backpressure import RedisFull, stop_worker, with_retry
+from engine.stream.backpressure import RedisStop, stop_worker, with_retry
 from engine.stream.batch_records import ACTION, DEAD_LETTER, LABEL, LEARNER_KINDS, OUTCOME, TALLY
 from engine.stream.ingest import BatchIngest, Handled
 from engine.stream.pipeline import BatchResult, OwnershipLost, RawRecord
@@ -146,7 +146,7 @@ def attach_agent(runtime: Runtime) -> None:
         # the timer's next second, or a replay stalls at every period end.
         if time.monotonic() - last_tick[0] >= HELD_TICK_SECONDS:
             last_tick[0] = time.monotonic()
-            with contextlib.suppress(RedisFull):  # logged, and the worker is stopping
+            with contextlib.suppress(RedisStop):  # logged, and the worker is stopping
                 await handle_tick(runtime)
 
     async def flush() -> int:
@@ -170,7 +170,7 @@ def attach_agent(runtime: Runtime) -> None:
 
     @runtime.app.timer(interval=1.0)
     async def tick() -> None:
-        with contextlib.suppress(RedisFull):  # logged, and the worker is stopping
+        with contextlib.suppress(RedisStop):  # logged, and the worker is stopping
             await handle_tick(runtime)
 
     if settings.customer_ttl_days > 0:
@@ -181,7 +181,7 @@ def attach_agent(runtime: Runtime) -> None:
             # Customers whose hash expired by TTL leave the ranking sets here, in batches,
             # found by their last write time: the cost is the number expired, not the population.
             population = runtime.pipeline.store.population
-            with contextlib.suppress(RedisFull):  # logged, and the worker is stopping
+            with contextlib.suppress(RedisStop):  # logged, and the worker is stopping
                 removed = await with_retry(
                     runtime, "expiry sweep", partial(population.sweep_expired, time.time(), ttl_seconds)
                 )
@@ -206,7 +206,7 @@ def _attach_learner(runtime: Runtime) -> None:
         service = LearnerService(settings, client, checkpoint_key(settings))  # type: ignore[arg-type]
         try:
             await service.run(asyncio.Event())
-        except RedisFull as exc:
+        except RedisStop as exc:
             stop_worker(runtime, exc)
         finally:
             with contextlib.suppress(Exception):

@@ -13,6 +13,11 @@ allowed``: policy ``noeviction``, or nothing left it may evict) does not heal by
 not retried: the step raises ``RedisFull``, whose message is the one error line the worker logs
 (what happened, what to change). The batch is left uncommitted and the worker stops with exit
 status 1; the next start reprocesses the batch, and the offset fencing in Redis makes that exact.
+
+Refused: Redis refusing the worker's user (``NOPERM``: its ACL lost a key pattern or a command;
+a failed login after a reconnect) does not heal by waiting either, and retrying it would only
+fill the log: the step raises ``RedisRefused`` with the one line naming what to fix, and the
+worker stops the same way.
 """
 
 from __future__ import annotations
@@ -23,8 +28,15 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, TypeVar
 
 from aiokafka.errors import KafkaError, KafkaTimeoutError
-from redis.exceptions import OutOfMemoryError, RedisError
+from redis.exceptions import (
+    AuthenticationError,
+    NoPermissionError,
+    OutOfMemoryError,
+    RedisError,
+    ResponseError,
+)
 
+from engine.redis_clients import explain
 from engine.stream.ingest import StopConsuming
 
 if TYPE_CHECKING:
@@ -32,12 +44,21 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+RedisStopT = TypeVar("RedisStopT", bound="RedisStop")
 FIRST_BACKOFF_SECONDS = 0.1
 MAX_BACKOFF_SECONDS = 10.0
 
 
-class RedisFull(StopConsuming):
+class RedisStop(StopConsuming):
+    """Redis refused a step in a way waiting does not cure. ``str()`` says what to do."""
+
+
+class RedisFull(RedisStop):
     """Redis refused a write: its used memory reached ``maxmemory``. ``str()`` says what to do."""
+
+
+class RedisRefused(RedisStop):
+    """Redis refused the worker's user a key or a command (ACL), or its login."""
 
 
 def full_message(what: str, kept: str, who: str = "the worker") -> str:
@@ -55,15 +76,32 @@ BATCH_KEPT = "the batch stays uncommitted and is processed again, exactly once, 
 
 def stop_full(runtime: Runtime, what: str) -> RedisFull:
     """Log the one error line (the first time), have the worker stop failing; the error to raise."""
-    message = full_message(what, BATCH_KEPT)
+    return _stopping(runtime, RedisFull(full_message(what, BATCH_KEPT)))
+
+
+def refused(exc: BaseException) -> bool:
+    """Whether Redis refused the user (NOPERM, a failed login): waiting does not cure it."""
+    if isinstance(exc, NoPermissionError | AuthenticationError):
+        return True
+    return isinstance(exc, ResponseError) and str(exc).startswith("NOPERM")
+
+
+def stop_refused(runtime: Runtime, what: str, exc: BaseException) -> RedisRefused:
+    """As ``stop_full``, for a refusal: the line names the setting or the ACL to fix."""
+    reason = explain(runtime.settings, exc)
+    message = f"{reason}; stopping at the {what}. Nothing is lost: {BATCH_KEPT}"
+    return _stopping(runtime, RedisRefused(message))
+
+
+def _stopping(runtime: Runtime, error: RedisStopT) -> RedisStopT:
     if runtime.fatal is None:
-        runtime.fatal = message
-        log.error("%s", message)
+        runtime.fatal = str(error)
+        log.error("%s", error)
         runtime.on_fatal()
-    return RedisFull(message)
+    return error
 
 
-def stop_worker(runtime: Runtime, exc: RedisFull) -> None:
+def stop_worker(runtime: Runtime, exc: RedisStop) -> None:
     """A task of the worker (the embedded learner) met a full Redis: log it, stop the worker."""
     if runtime.fatal is None:
         runtime.fatal = str(exc)
@@ -72,9 +110,10 @@ def stop_worker(runtime: Runtime, exc: RedisFull) -> None:
 
 
 def transient(exc: BaseException) -> bool:
-    """Whether waiting may cure ``exc``: Redis errors (but a full Redis), timeouts, connection
-    errors, and broker errors that Kafka calls retriable or a delivery that timed out."""
-    if isinstance(exc, OutOfMemoryError):
+    """Whether waiting may cure ``exc``: Redis errors (but a full Redis or a refused user),
+    timeouts, connection errors, and broker errors that Kafka calls retriable or a delivery
+    that timed out."""
+    if isinstance(exc, OutOfMemoryError) or refused(exc):
         return False
     if isinstance(exc, KafkaError):
         return bool(exc.retriable) or isinstance(exc, KafkaTimeoutError)
@@ -84,7 +123,7 @@ def transient(exc: BaseException) -> bool:
 async def with_retry(runtime: Runtime, what: str, step: Callable[[], Awaitable[T]]) -> T:
     """Run ``step``; retry it with backoff while it fails with a ``transient`` error (the batch
     is not acked meanwhile); raise ``RedisFull`` at once when Redis refuses it as out of memory,
-    and any other error as it is."""
+    ``RedisRefused`` when it refuses the user, and any other error as it is."""
     delay = FIRST_BACKOFF_SECONDS
     while True:
         try:
@@ -92,6 +131,8 @@ async def with_retry(runtime: Runtime, what: str, step: Callable[[], Awaitable[T
         except OutOfMemoryError:
             raise stop_full(runtime, what) from None
         except Exception as exc:
+            if refused(exc):
+                raise stop_refused(runtime, what, exc) from None
             if not transient(exc):
                 raise
             runtime.metrics.add("segflow_batch_retries_total")

@@ -29,6 +29,9 @@ from engine.snapshots.population import Placement, PopulationSnapshots
 from engine.stream.watermarks import day_of
 from features.event import SECONDS_PER_DAY
 
+CONTRIBUTED_MEMO_DAYS = 32
+"""How many days back each partition's contributions are remembered (see ``contribute``)."""
+
 
 class PopulationGate:
     """Sealed population cuts by day, sealing them when every partition has contributed."""
@@ -48,8 +51,9 @@ class PopulationGate:
         self._fits: dict[int, LifetimeFit | None] = {}
         """Day -> the BTYD fit its decisions read (that of ``fit_day_of(day)``)."""
         self._first: dict[int, int] = {}
-        self._contributed: set[tuple[int, int]] = set()
-        """(partition, day) contributions this process stored (first write wins: never again)."""
+        self._contributed: dict[int, set[int]] = {}
+        """Partition -> the recent days whose contributions this process stored (first write
+        wins, so storing one again changes nothing: the memo only saves the round trips)."""
         self._client: Any = snapshots.client
         self._first_key = f"{snapshots.prefix}:ps:first"
         self.lenient = False
@@ -131,7 +135,8 @@ class PopulationGate:
 
     async def contribute(self, partition: int, days: tuple[int, ...]) -> None:
         """Record ``partition``'s population now as its contribution to ``days`` (first write wins)."""
-        days = tuple(day for day in days if (partition, day) not in self._contributed)
+        done = self._contributed.setdefault(partition, set())
+        days = tuple(day for day in days if day not in done)
         if not days:
             return
         if partition not in self._first:
@@ -139,7 +144,10 @@ class PopulationGate:
             stored = await self._client.hget(self._first_key, str(partition))
             self._first[partition] = int(stored)
         await self.snapshots.contribute(partition, days)
-        self._contributed.update((partition, day) for day in days)
+        done.update(days)
+        if len(done) > 2 * CONTRIBUTED_MEMO_DAYS:  # bounded: days far behind are not offered again
+            newest = max(done)
+            done.difference_update([day for day in done if day <= newest - CONTRIBUTED_MEMO_DAYS])
 
     def queue_placements(
         self, pipe: object, partition: int, placements: Mapping[str, Placement | None]

@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 from engine.settings import Settings
 from engine.snapshots import Histogram, PopulationSnapshots
 from engine.snapshots.lifetime import LifetimeFit, fit_lifetime
-from engine.stream.population_gate import PopulationGate
+from engine.stream.population_gate import CONTRIBUTED_MEMO_DAYS, PopulationGate
 from features.event import SECONDS_PER_DAY
 
 pytestmark = pytest.mark.integration
@@ -115,5 +115,16 @@ def test_gate_contributes_each_partition_day_once(isolated_settings: Settings) -
         assert day20.keys() == {b"0", b"1"} and day21.keys() == {b"0"}
         assert Histogram.decode(day20[b"0"]).customers == 1
         assert Histogram.decode(day21[b"0"]).customers == 2
+
+        # The memo is bounded: a year of days later, a recent day is still remembered, and a
+        # day far behind is stored again (a wasted round trip, first write still wins).
+        for day in range(30, 30 + 365):
+            await gate.contribute(1, (day,))
+        snapshots.calls.clear()
+        await gate.contribute(1, (30 + 364,))
+        await gate.contribute(1, (30 + 364 - CONTRIBUTED_MEMO_DAYS + 1,))
+        assert snapshots.calls == []
+        await gate.contribute(1, (30,))
+        assert snapshots.calls == [(1, (30,))]
 
     with_redis(isolated_settings, body)

@@ -2,7 +2,8 @@
 traceback, no password in the output.
 
 * a wrong Kafka password, a wrong Redis password;
-* a Redis user whose ACL does not cover the key prefix (NOPERM);
+* a Redis user whose ACL does not cover the key prefix (NOPERM), at start-up, and when the ACL is
+  narrowed while the worker runs (it stops with one line instead of retrying forever);
 * a Kafka user with valid credentials but no ACLs for the app's group and topics.
 """
 
@@ -13,6 +14,7 @@ import secrets
 from pathlib import Path
 
 import pytest
+from helpers import wait_until
 from secure_helpers import (  # noqa: F401 (fixtures)
     admin_settings,
     run_worker_until_exit,
@@ -20,10 +22,14 @@ from secure_helpers import (  # noqa: F401 (fixtures)
     secure_stack,
 )
 
+from engine.cli.io import produce_lines
 from engine.kafka_clients import KafkaAccessError
 from engine.settings import Settings
 from engine.stack import secure_kafka, secure_redis
 from engine.topics import ensure_topics
+from engine.worker_process import free_port, read_metric, start_worker, stop_worker
+from models.population import PopulationConfig
+from models.simulate import generate_events, write_jsonl
 
 pytestmark = pytest.mark.integration
 
@@ -82,6 +88,47 @@ def test_redis_user_without_the_prefix_is_refused(secure_settings: Settings, tmp
     finally:
         admin.execute_command("ACL", "DELUSER", user)
         admin.close()
+
+
+def test_an_acl_narrowed_while_the_worker_runs_stops_it_with_one_line(
+    secure_settings: Settings,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    user, password = f"narrowed-{secure_settings.key_prefix[-8:]}", secrets.token_urlsafe(16)
+    admin = secure_redis.admin_client(secure_settings)
+    admin.execute_command("ACL", "SETUSER", user, "on", f">{password}", *secure_redis.worker_acl(
+        secure_settings.key_prefix).split())  # fmt: skip
+    settings = secure_settings.model_copy(
+        update={
+            "redis_username": user,
+            "redis_password_file": secret_file(tmp_path, "r", password),
+            "web_port": free_port(),
+        }
+    )
+    events = list(generate_events(PopulationConfig(customers=5, days=2, seed=3)))
+    write_jsonl(events, tmp_path / "events.jsonl")
+    asyncio.run(ensure_topics(settings))
+    path, topic = tmp_path / "events.jsonl", settings.events_topic
+    assert asyncio.run(produce_lines(settings, path, "jsonl", "msgpack", False, topic)) == len(events)
+    log = tmp_path / "worker.log"
+    worker = start_worker(settings, log)
+    try:
+        counter = "segflow_events_applied_total"
+        applied = wait_until(lambda: read_metric(settings, counter) >= len(events), 75)
+        assert applied, f"the worker applied {read_metric(settings, counter)}: {log.read_text()[-3000:]}"
+        # The worker's keys are taken away: every step it takes now is refused (NOPERM).
+        admin.execute_command("ACL", "SETUSER", user, "resetkeys", "~elsewhere:*")
+        code = worker.wait(60)
+    finally:
+        stop_worker(worker)
+        admin.execute_command("ACL", "DELUSER", user)
+        admin.close()
+    output = log.read_text()
+    refusals = [line for line in output.splitlines() if "may not use segflow's keys" in line]
+    assert code == 1, output[-3000:]
+    assert len(refusals) == 1 and "ERROR" in refusals[0] and "stopping at the" in refusals[0], refusals
+    assert "Traceback" not in output and "retrying" not in output, output[-3000:]
+    assert password not in output
 
 
 def test_kafka_user_without_acls_is_not_authorized(secure_settings: Settings, tmp_path: Path) -> None:  # noqa: F811

@@ -17,19 +17,21 @@ from aiokafka.errors import (
     MessageSizeTooLargeError,
     NotLeaderForPartitionError,
 )
+from redis.exceptions import AuthenticationError, NoPermissionError, OutOfMemoryError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import OutOfMemoryError
 
 from engine.monitoring import WorkerMetrics
-from engine.stream.backpressure import RedisFull, with_retry
+from engine.settings import Settings
+from engine.stream.backpressure import RedisFull, RedisRefused, with_retry
 from engine.stream.ingest import StopConsuming
 
 
 @dataclass
 class FakeRuntime:
-    """The three things ``with_retry`` touches of a Runtime."""
+    """The four things ``with_retry`` touches of a Runtime."""
 
     metrics: WorkerMetrics = field(default_factory=WorkerMetrics)
+    settings: Settings = field(default_factory=lambda: Settings(key_prefix="shop", redis_username="seg"))
     fatal: str | None = None
     stops: int = 0
 
@@ -79,6 +81,30 @@ def test_a_full_redis_is_not_retried_it_stops_the_worker_once() -> None:
     with pytest.raises(RedisFull):
         asyncio.run(with_retry(runtime, "tick", step))  # type: ignore[arg-type]
     assert runtime.stops == 1 and runtime.fatal == message
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        NoPermissionError("this user has no permissions to access one of the keys used as arguments"),
+        ResponseError("NOPERM User seg has no permissions to run the 'evalsha' command"),
+        AuthenticationError("invalid username-password pair or user is disabled."),
+    ],
+)
+def test_a_refused_user_is_not_retried_it_stops_the_worker_with_what_to_fix(refusal: Exception) -> None:
+    runtime = FakeRuntime()
+    step = Step(refusal)
+    with pytest.raises(RedisRefused) as raised:
+        asyncio.run(with_retry(runtime, "pipeline", step))  # type: ignore[arg-type]
+    assert step.calls == 1 and retries(runtime) == 0
+    assert isinstance(raised.value, StopConsuming)
+    message = str(raised.value)
+    assert runtime.fatal == message and runtime.stops == 1 and "\n" not in message
+    assert "'seg'" in message and "stopping at the pipeline" in message
+    if isinstance(refusal, AuthenticationError):
+        assert "SEGFLOW_REDIS_PASSWORD" in message
+    else:
+        assert "SEGFLOW_KEY_PREFIX='shop'" in message and "~shop:*" in message
 
 
 def test_a_broker_that_does_not_answer_is_retried_but_a_refusal_is_raised() -> None:
