@@ -242,18 +242,18 @@ class PopulationSnapshots:
         known = self._sealed.get(day)
         if known is not None:
             return known
-        stored = await self._client.hget(self.sealed_key, str(day))
+        # One round trip, the contributions read first: a sealer stores the cuts before it deletes
+        # them, so contributions found incomplete because they were deleted come with the cuts.
+        # (On a cluster the two reads may go to two nodes in either order: then a day sealed just
+        # now can read as not sealed, which only makes the caller ask again.)
+        async with self._client.pipeline(transaction=False) as pipe:
+            pipe.hgetall(self.contributions_key(day))
+            pipe.hget(self.sealed_key, str(day))
+            raw, stored = await pipe.execute()
         if stored is None:
-            raw = await self._client.hgetall(self.contributions_key(day))
             parts = {int(_text(p)): bytes(blob) for p, blob in raw.items()}
             if any(p not in parts for p in range(self._partitions)):
-                # Another sealer may have stored the cuts and deleted the contributions since the
-                # first read (it stores before it deletes): only then is the day sealed.
-                stored = await self._client.hget(self.sealed_key, str(day))
-                if stored is None:
-                    return None
-                cuts = self._sealed[day] = SealedCuts.decode(stored)
-                return cuts
+                return None
             merged = merge(Histogram.decode(parts[p]) for p in range(self._partitions))
             fit = fit_lifetime(day, merged) if is_fit_day(day) else None
             cuts = cuts_of(day, merged, None if fit is None else fit.encode())

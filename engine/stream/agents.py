@@ -138,14 +138,15 @@ def attach_agent(runtime: Runtime) -> None:
     async def handle(records: list[RawRecord]) -> Handled:
         return await handle_batch(runtime, records)
 
-    last_tick = [float("-inf")]
+    last_tick = float("-inf")
 
     async def held() -> None:
         # Held partitions wait for a snapshot that the tick's labels and frontiers lead to (the
         # learner seals a model version once every frontier passed it): tick now rather than at
         # the timer's next second, or a replay stalls at every period end.
-        if time.monotonic() - last_tick[0] >= HELD_TICK_SECONDS:
-            last_tick[0] = time.monotonic()
+        nonlocal last_tick
+        if time.monotonic() - last_tick >= HELD_TICK_SECONDS:
+            last_tick = time.monotonic()
             with contextlib.suppress(RedisStop):  # logged, and the worker is stopping
                 await handle_tick(runtime)
 

@@ -45,9 +45,6 @@ class Outcome:
     """Decision outcomes by outcome id (their whole schema v1 map): what lift is computed from."""
     labels: dict[str, str] = field(default_factory=dict)
     """Resolved labels by label id (every field of the label message): what the learner learns."""
-    labels_compared: bool = True
-    """False for the replay without Kafka: it resolves 2 of the 5,302 churn labels (made on the
-    stream's 9th day) that no worker run delivers, which is not explained yet (2026-12-03)."""
     tallies: dict[int, str] = field(default_factory=dict)
     """Per sealed model snapshot version, its decision-outcome tallies (what bandits read)."""
 
@@ -174,7 +171,7 @@ def describe(
         lines.append(f"  (change_id, to) pairs in one run only: {len(pairs)}")
     for what in ("actions", "outcomes", "labels"):
         mine, theirs = getattr(reference, what), getattr(other, what)
-        if mine != theirs and (what != "labels" or other.labels_compared):
+        if mine != theirs:
             differing = sum(1 for i in mine.keys() & theirs.keys() if mine[i] != theirs[i])
             lines.append(
                 f"  {what}: {len(mine)} in the reference, {len(mine.keys() - theirs.keys())} missing,"
@@ -204,7 +201,7 @@ def same(reference: Outcome, other: Outcome) -> bool:
         and {(i, c.to) for i, c in reference.changes.items()} == {(i, c.to) for i, c in other.changes.items()}
         and reference.actions == other.actions
         and reference.outcomes == other.outcomes
-        and (not other.labels_compared or reference.labels == other.labels)
+        and reference.labels == other.labels
         and same_tallies(reference, other)
     )
 
