@@ -201,10 +201,10 @@ def snapshot(
         "avg_order_value": state.revenue_minor / 100 / state.orders if state.orders else None,
         "tenure_days": _days(at, state.first_ts) or 0.0,
     }
-    for days, (orders_name, revenue_name, average_name) in zip(
-        config.purchase_windows_days, names.purchase, strict=True
+    purchases = windows.window_pair_sums_of(state.purchase_days, today, config.purchase_windows_days)
+    for (orders, cents), (orders_name, revenue_name, average_name) in zip(
+        purchases, names.purchase, strict=True
     ):
-        orders, cents = windows.window_pair_sums(state.purchase_days, today, days)
         values[orders_name] = orders
         values[revenue_name] = cents / 100
         values[average_name] = cents / 100 / orders if orders else None

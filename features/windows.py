@@ -56,6 +56,24 @@ def window_pair_sums(buckets: dict[int, list[int]], as_of_day: int, days: int) -
     return a, b
 
 
+def window_pair_sums_of(
+    buckets: dict[int, list[int]], as_of_day: int, lengths: Sequence[int]
+) -> list[tuple[int, int]]:
+    """``window_pair_sums`` for several window lengths, in one pass over the buckets."""
+    firsts = [0] * len(lengths)
+    seconds = [0] * len(lengths)
+    indexed = list(enumerate(lengths))
+    for day, (x, y) in buckets.items():
+        age = as_of_day - day
+        if age < 0:
+            continue
+        for i, length in indexed:
+            if age < length:
+                firsts[i] += x
+                seconds[i] += y
+    return list(zip(firsts, seconds, strict=True))
+
+
 def window_sums(buckets: dict[int, int], as_of_day: int, lengths: Sequence[int]) -> list[int]:
     """``window_sum`` for several window lengths, in one pass over the buckets."""
     sums = [0] * len(lengths)

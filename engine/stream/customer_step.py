@@ -165,12 +165,14 @@ class CustomerStep:
             work.group = encode_msgpack(attribute_text(event.attrs[group_attribute]))
         self._resolved(cid, work, positioned.partition, work.book.on_event(self.config.labels, event))
         features, row, all_scores, models, cuts, scores = yield from self._score(cid, state, state.last_ts)
-        holdout = is_holdout(cid, self.config.holdout_fraction)
         lateness = self.config.features.allowed_lateness_seconds
         stored_x: bytes | None = None
+        holdout = False
         for name, value in all_scores.items():
             if work.book.may_predict(name, event.ts, self.config.prediction_interval_seconds, lateness):
-                stored_x = stored_x or pack_row(row)
+                if stored_x is None:  # the first prediction kept at this event
+                    stored_x = pack_row(row)
+                    holdout = is_holdout(cid, self.config.holdout_fraction)
                 work.book.start(self.config.labels, name, event.ts, stored_x, value, holdout)
         work.scores = {name: round(value, 6) for name, value in scores.items()}
         variables = RuleVariables(features, scores, cuts, state)
