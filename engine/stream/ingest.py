@@ -110,8 +110,6 @@ class BatchIngest(Service):
         self._on_revoked = on_revoked
         self._on_held = on_held
         """Called after a batch that left partitions held, once its bookkeeping is done."""
-        self._revoked_during_fetch: set[int] = set()
-        """Partitions revoked while the current fetch waited: held records taken before are stale."""
         self._lock = lock
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
@@ -184,24 +182,13 @@ class BatchIngest(Service):
 
     async def _consume_once(self, consumer: AIOKafkaConsumer, timeout_ms: int) -> None:
         """Fetch once (or offer held records again), handle the batch, commit what may be."""
-        again = self._due_held()
-        self._revoked_during_fetch = set()
         try:
             fetched = await consumer.getmany(
-                timeout_ms=0 if again else self._fetch_wait_ms(timeout_ms),
-                max_records=self.settings.batch_max_events,
+                timeout_ms=self._fetch_wait_ms(timeout_ms), max_records=self.settings.batch_max_events
             )
         except (KafkaError, IllegalStateError) as exc:
             log.warning("fetch failed (%s: %s); retrying", type(exc).__name__, exc)
-            self._requeue(self._not_revoked(again))
             await self.sleep(0.5)
-            return
-        again = self._not_revoked(again)
-        if not fetched and not again:
-            if self._awaiting:  # quiet: remove the delivered entries now, then commit
-                async with self._lock:
-                    self._promote(await self._flush())
-            await self._commit(force=False)
             return
         # A held partition is paused until its records in memory are all processed, so its
         # records here come before anything fetched of it later.
@@ -210,10 +197,16 @@ class BatchIngest(Service):
             for b in fetched.values()
             for m in b
         ]
-        if fresh:
-            # Other partitions moved on: the snapshot a held partition waits for may be sealed
-            # now, so it is offered again at once instead of at the end of its pause.
-            again += self._due_held(everything=True)
+        # Held records are taken after the fetch, so those of partitions revoked while it waited
+        # are gone already (``revoked``). With fresh records, other partitions moved on: the
+        # snapshot a held partition waits for may be sealed now, so all of them are offered.
+        again = self._due_held(everything=bool(fresh))
+        if not fresh and not again:
+            if self._awaiting:  # quiet: remove the delivered entries now, then commit
+                async with self._lock:
+                    self._promote(await self._flush())
+            await self._commit(force=False)
+            return
         records = _merged(again, fresh)
         handled = await self._handle(records)
         ticket = handled.ticket
@@ -282,36 +275,17 @@ class BatchIngest(Service):
                 due += self._held.pop(tp)
         return due
 
-    def _not_revoked(self, records: list[RawRecord]) -> list[RawRecord]:
-        """``records`` less those of partitions revoked during the fetch.
-
-        A partition revoked (and maybe assigned again) restarts from its committed offset: held
-        records of it taken before the fetch would come twice.
-        """
-        if not self._revoked_during_fetch:
-            return records
-        return [r for r in records if r.partition not in self._revoked_during_fetch]
-
     def _fetch_wait_ms(self, timeout_ms: int) -> int:
         """How long a fetch may wait: ``timeout_ms``, or less when held records fall due sooner.
 
         When every partition is held (they all wait for one day's snapshot), a fetch of the
         unpaused rest would otherwise sit out its whole timeout after the hold ended.
         """
-        holds = [self._paused[tp] for tp in self._held if tp in self._paused]
-        if not holds:
+        if not self._held:
             return timeout_ms
-        due_in = min(holds) - time.monotonic()
+        now = time.monotonic()
+        due_in = min(self._paused.get(tp, now) for tp in self._held) - now
         return max(0, min(timeout_ms, math.ceil(due_in * 1000)))
-
-    def _requeue(self, records: list[RawRecord]) -> None:
-        """Put records taken by ``_due_held`` back (their batch was not processed)."""
-        assert self.consumer is not None
-        topic = self.settings.events_topic
-        for partition in _spans(records):
-            tp = TopicPartition(topic, partition)
-            self._held[tp] = [r for r in records if r.partition == partition]
-            self._paused[tp] = time.monotonic()
 
     async def refresh_empty_partitions(self) -> None:
         """Ask the broker which events-topic partitions are empty (every few seconds at most)."""
@@ -357,7 +331,6 @@ class BatchIngest(Service):
 
     async def revoked(self, partitions: list[int]) -> None:
         """Before partitions move: commit what was delivered, then let the pipeline release them."""
-        self._revoked_during_fetch.update(partitions)
         async with self._lock:
             if self._awaiting:
                 with contextlib.suppress(StopConsuming):  # stopping: those batches stay uncommitted
