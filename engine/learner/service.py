@@ -112,7 +112,10 @@ class LearnerService:
                 raise RedisFull(full_message("learner", LEARNER_KEPT, "the learner")) from None
             except TRANSIENT as exc:  # the servers come back: stand by, then try again
                 if refused(exc):  # an ACL or a login does not: stop, saying what to fix
-                    raise RedisRefused(f"{explain(self.settings, exc)}; stopping the learner") from None
+                    reason = explain(self.settings, exc)
+                    raise RedisRefused(
+                        f"{reason}; stopping at the learner. Nothing is lost: {LEARNER_KEPT}"
+                    ) from None
                 log.warning("learner: %s: %s; standing by", type(exc).__name__, exc)
                 with contextlib.suppress(*TRANSIENT):
                     await self.lease.release()

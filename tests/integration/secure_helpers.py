@@ -15,12 +15,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import wait_until
 
 from engine.redis_clients import redis_client
 from engine.settings import Settings
 from engine.stack import manager
 from engine.stack.secure import ADMIN, client_settings
-from engine.worker_process import free_port, start_worker
+from engine.worker_process import free_port, read_metric, start_worker
 
 
 @pytest.fixture(scope="session")
@@ -83,3 +84,10 @@ def run_worker_until_exit(settings: Settings, log: Path, timeout: float = 60.0) 
         tail = log.read_text()[-2000:]
         raise AssertionError(f"the worker did not exit within {timeout:g}s: {tail}") from None
     return code, log.read_text()
+
+
+def wait_applied(settings: Settings, log: Path, count: int, timeout: float = 75.0) -> None:
+    """Wait until the worker logging to ``log`` applied ``count`` events (AssertionError if not)."""
+    counter = "segflow_events_applied_total"
+    applied = wait_until(lambda: read_metric(settings, counter) >= count, timeout)
+    assert applied, f"the worker applied {read_metric(settings, counter)}: {log.read_text()[-3000:]}"

@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 import redis as redis_py
-from helpers import wait_until
-from secure_helpers import secure_settings, secure_stack  # noqa: F401 (fixtures)
+from secure_helpers import secure_settings, secure_stack, wait_applied  # noqa: F401 (fixtures)
 
 from engine.cli.io import produce_lines, read_changes
 from engine.kafka_clients import KafkaAccessError, check_connection
@@ -22,7 +21,7 @@ from engine.settings import Settings
 from engine.stack import manager
 from engine.stack.secure import client_settings as secure_settings_of
 from engine.topics import ensure_topics
-from engine.worker_process import read_metric, start_worker, stop_worker
+from engine.worker_process import start_worker, stop_worker
 from features.redis_store import RedisFeatureStore
 from models.population import PopulationConfig
 from models.simulate import generate_events, write_jsonl
@@ -56,9 +55,7 @@ def test_worker_over_sasl_ssl_and_tls_redis(secure_settings: Settings, tmp_path:
     log = tmp_path / "worker.log"
     worker = start_worker(settings, log)
     try:
-        counter = "segflow_events_applied_total"
-        applied = wait_until(lambda: read_metric(settings, counter) >= len(events), 75)
-        assert applied, f"the worker applied {read_metric(settings, counter)}: {log.read_text()[-3000:]}"
+        wait_applied(settings, log, len(events))
         assert asyncio.run(stored_events(settings, sorted(expected))) == expected
 
         changes: list[dict] = []

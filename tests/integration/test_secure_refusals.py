@@ -14,12 +14,12 @@ import secrets
 from pathlib import Path
 
 import pytest
-from helpers import wait_until
 from secure_helpers import (  # noqa: F401 (fixtures)
     admin_settings,
     run_worker_until_exit,
     secure_settings,
     secure_stack,
+    wait_applied,
 )
 
 from engine.cli.io import produce_lines
@@ -27,7 +27,7 @@ from engine.kafka_clients import KafkaAccessError
 from engine.settings import Settings
 from engine.stack import secure_kafka, secure_redis
 from engine.topics import ensure_topics
-from engine.worker_process import free_port, read_metric, start_worker, stop_worker
+from engine.worker_process import free_port, start_worker, stop_worker
 from models.population import PopulationConfig
 from models.simulate import generate_events, write_jsonl
 
@@ -113,9 +113,7 @@ def test_an_acl_narrowed_while_the_worker_runs_stops_it_with_one_line(
     log = tmp_path / "worker.log"
     worker = start_worker(settings, log)
     try:
-        counter = "segflow_events_applied_total"
-        applied = wait_until(lambda: read_metric(settings, counter) >= len(events), 75)
-        assert applied, f"the worker applied {read_metric(settings, counter)}: {log.read_text()[-3000:]}"
+        wait_applied(settings, log, len(events))
         # The worker's keys are taken away: every step it takes now is refused (NOPERM).
         admin.execute_command("ACL", "SETUSER", user, "resetkeys", "~elsewhere:*")
         code = worker.wait(60)

@@ -14,12 +14,11 @@ others buy): every such slide is a change whose cause is a tick.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import msgpack
 import pytest
-from helpers import seal_untrained_models
+from helpers import seal_untrained_models, with_redis
 from redis.asyncio import Redis
 
 from engine.app import build_pipeline
@@ -95,14 +94,4 @@ def test_a_new_owner_offers_the_undelivered_output_of_a_tick_again(isolated_sett
         await third.confirm_sent(last.changes)
         assert await client.smembers(third.tick_outbox.key(0)) == set()
 
-    async def main() -> None:
-        client = Redis.from_url(settings.redis_url)
-        try:
-            await body(client)
-        finally:
-            keys = [k async for k in client.scan_iter(match=f"{settings.key_prefix}:*")]
-            if keys:
-                await client.delete(*keys)
-            await client.aclose()
-
-    asyncio.run(main())
+    with_redis(settings, body)

@@ -29,13 +29,12 @@ ceil(k * 26 / 5) - 1 = 5, 10, 15, 20 from the bottom, i.e. the oldest):
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter, defaultdict
 from typing import Any
 
 import msgpack
 import pytest
-from helpers import seal_untrained_models
+from helpers import seal_untrained_models, with_redis
 from redis.asyncio import Redis
 
 from engine.app import build_pipeline
@@ -136,14 +135,4 @@ def test_silent_customer_slides_to_lost_one_change_at_a_time(isolated_settings: 
                 s: cents / 100 for s, cents in revenue[family].items()
             }
 
-    async def main() -> None:
-        client = Redis.from_url(settings.redis_url)
-        try:
-            await body(client)
-        finally:
-            keys = [k async for k in client.scan_iter(match=f"{settings.key_prefix}:*")]
-            if keys:
-                await client.delete(*keys)
-            await client.aclose()
-
-    asyncio.run(main())
+    with_redis(settings, body)
