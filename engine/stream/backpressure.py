@@ -102,11 +102,8 @@ def _stopping(runtime: Runtime, error: RedisStopT) -> RedisStopT:
 
 
 def stop_worker(runtime: Runtime, exc: RedisStop) -> None:
-    """A task of the worker (the embedded learner) met a full Redis: log it, stop the worker."""
-    if runtime.fatal is None:
-        runtime.fatal = str(exc)
-        log.error("%s", exc)
-        runtime.on_fatal()
+    """A task of the worker (the embedded learner) met a Redis that refused it: log it, stop."""
+    _stopping(runtime, exc)
 
 
 def transient(exc: BaseException) -> bool:
