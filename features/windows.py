@@ -45,11 +45,21 @@ def window_sum(buckets: dict[int, int], as_of_day: int, days: int) -> int:
     return sum(v for d, v in buckets.items() if first <= d <= as_of_day)
 
 
+def window_pair_sums(buckets: dict[int, list[int]], as_of_day: int, days: int) -> tuple[int, int]:
+    """Both sums of two-value buckets over the ``days`` days ending with ``as_of_day``."""
+    first = as_of_day - days + 1
+    a = b = 0
+    for day, (x, y) in buckets.items():
+        if first <= day <= as_of_day:
+            a += x
+            b += y
+    return a, b
+
+
 def window_pair_sums_of(
     buckets: dict[int, list[int]], as_of_day: int, lengths: Sequence[int]
 ) -> list[tuple[int, int]]:
-    """Both sums of two-value buckets (e.g. orders and revenue of a day) over each of the windows
-    of ``lengths`` days ending with ``as_of_day``, in one pass over the buckets."""
+    """``window_pair_sums`` for several window lengths, in one pass over the buckets."""
     firsts = [0] * len(lengths)
     seconds = [0] * len(lengths)
     indexed = list(enumerate(lengths))

@@ -23,11 +23,14 @@ from engine.pages import attach_pages
 from engine.redis_clients import redis_client
 from engine.stream.backpressure import RedisStop, stop_worker, with_retry
 from engine.stream.batch_records import ACTION, DEAD_LETTER, LABEL, LEARNER_KINDS, OUTCOME, TALLY
-from engine.stream.ingest import HOLD_SECONDS, BatchIngest, Handled
+from engine.stream.ingest import BatchIngest, Handled
 from engine.stream.pipeline import BatchResult, OwnershipLost, RawRecord
 from models.snapshots import write_frontier
 
 log = logging.getLogger(__name__)
+
+HELD_TICK_SECONDS = 0.05
+"""At most this often, a batch that left partitions held is followed by a tick at once."""
 
 
 async def deliver(runtime: Runtime, result: BatchResult) -> None:
@@ -142,7 +145,7 @@ def attach_agent(runtime: Runtime) -> None:
         # learner seals a model version once every frontier passed it): tick now rather than at
         # the timer's next second, or a replay stalls at every period end.
         nonlocal last_tick
-        if time.monotonic() - last_tick >= HOLD_SECONDS:  # as often as held records come back
+        if time.monotonic() - last_tick >= HELD_TICK_SECONDS:
             last_tick = time.monotonic()
             with contextlib.suppress(RedisStop):  # logged, and the worker is stopping
                 await handle_tick(runtime)

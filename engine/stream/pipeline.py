@@ -278,11 +278,11 @@ class SegmentPipeline(TimeDriven, OutboxClearing):
             unchanged = {
                 cid: state for cid, o in outcomes.items() if o.write is None and (state := records[cid].state)
             }
-            added = (
-                {cid: o.partition for cid, o in outcomes.items() if o.write is not None and o.deliveries}
-                if timed
-                else {}
-            )
+            added = {
+                cid: o.partition
+                for cid, o in outcomes.items()
+                if timed and o.write is not None and o.deliveries
+            }
             lost = set(await self._commit_and_clear(writes, unchanged, outcomes, added))
             for customer_id, outcome in outcomes.items():
                 if customer_id in lost:

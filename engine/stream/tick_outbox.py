@@ -38,8 +38,6 @@ class TickOutboxIndex:
 
         Returns the customers to forget once that round trip succeeded (``settled``).
         """
-        if not (self._marked or self._stale or added):  # every batch's commit: nothing to do
-            return []
         unmark = [c for c in cleared if c in self._marked and c not in added]
         removed = {p: set(customers) for p, customers in self._stale.items()}
         for customer_id in unmark:

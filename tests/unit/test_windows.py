@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from features.windows import window_pair_sums_of, window_sum, window_sums
+from features.windows import window_pair_sums, window_pair_sums_of, window_sum, window_sums
 
 
 @given(
@@ -24,12 +24,8 @@ def test_window_sums_equal_window_sum(buckets: dict[int, int], today: int, lengt
     st.integers(18_990, 19_110),
     st.lists(st.integers(1, 120), min_size=1, max_size=4),
 )
-def test_window_pair_sums_of_equal_each_window_summed_alone(
+def test_window_pair_sums_of_equal_window_pair_sums(
     buckets: dict[int, list[int]], today: int, lengths: list[int]
 ) -> None:
-    def window(n: int) -> tuple[int, int]:
-        days = [pair for day, pair in buckets.items() if today - n < day <= today]
-        return sum(x for x, _ in days), sum(y for _, y in days)
-
-    expected = [window(n) for n in lengths]
+    expected = [window_pair_sums(buckets, today, n) for n in lengths]
     assert window_pair_sums_of(buckets, today, lengths) == expected
