@@ -7,6 +7,12 @@ before the broker acknowledged the output, nothing would bring that customer bac
 commit also adds the customers it left entries for to ``<prefix>:tick-outbox:<p>``, and the
 round trip that removes those entries once delivered removes them from the set. A partition's
 owner reads the set with its first tick (``TimeDriven.tick``) and offers their entries again.
+
+On one server the set update shares the commit's MULTI/EXEC. A Redis Cluster cannot make that
+round trip atomic (the customers and the set live in different slots), so there the customers are
+added first, in a round trip of their own (``add_ahead``): a worker that dies between the two
+leaves a customer in the set without entries, which the next owner finds and removes, never
+entries without their customer in the set.
 """
 
 from __future__ import annotations
@@ -50,6 +56,17 @@ class TickOutboxIndex:
         # Marked before the round trip's reply: a lost reply may still have added them.
         self._marked.update(added)
         return unmark
+
+    async def add_ahead(self, added: Mapping[str, int]) -> None:
+        """Add ``added`` (customer -> partition) to their sets now, before the commit that makes
+        their entries (a cluster's commit is not atomic; see the module doc)."""
+        if not added:
+            return
+        async with self._client.pipeline(transaction=False) as pipe:
+            for partition, customers in _by_partition(added).items():
+                pipe.sadd(self.key(partition), *customers)
+            await pipe.execute()
+        self._marked.update(added)
 
     def settled(self, unmark: Sequence[str]) -> None:
         """The round trip of ``queue`` succeeded: its removals are done."""

@@ -14,6 +14,7 @@ others buy): every such slide is a change whose cause is a tick.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import msgpack
@@ -24,6 +25,7 @@ from redis.asyncio import Redis
 from engine.app import build_pipeline
 from engine.settings import Settings
 from engine.stream.pipeline import RawRecord, SegmentPipeline
+from features.client import connect
 
 pytestmark = pytest.mark.integration
 DAY_MS = 86_400_000
@@ -55,43 +57,98 @@ def tick_changes(changes: list[Any]) -> list[dict[str, Any]]:
     return [c for c in decoded if "tick" in c["cause"]]
 
 
+async def first_tick_change(pipeline: SegmentPipeline) -> tuple[list[dict[str, Any]], int]:
+    """Run the stream until a tick moves a customer on; that tick's changes are never confirmed."""
+    for day, batch in enumerate(batches()):
+        await pipeline.confirm_sent((await pipeline.process(batch)).changes)
+        ticked = await pipeline.tick()
+        lost = tick_changes(ticked.changes)
+        if lost:
+            return lost, day  # the worker dies here: nothing of this tick is confirmed sent
+        await pipeline.confirm_sent(ticked.changes)
+    raise AssertionError("no tick moved a customer on: the stream does not test anything")
+
+
+async def dies_and_is_recovered(settings: Settings, client: Any, first: SegmentPipeline) -> None:
+    """``first`` dies after a tick; two later owners: the tick's changes come back once, same ids."""
+    lost, day = await first_tick_change(first)
+    assert day < DAYS - 1
+    assert b"silent" in await client.smembers(first.tick_outbox.key(0))
+
+    owner = build_pipeline(settings, client, clock=lambda: 1.8e9, cache_capacity=0)
+    owner.owned.add(0)  # assigned (the worker's tick claims its assignment)
+    offered = await owner.tick()
+    again = {c["change_id"]: c for c in tick_changes(offered.changes)}
+    for change in lost:
+        assert change["change_id"] in again, f"the undelivered tick change {change} was lost"
+        assert again[change["change_id"]] == change
+    await owner.confirm_sent(offered.changes)
+
+    # Once delivered, it is not offered again: not by the next tick, nor by a third owner.
+    assert not {c["change_id"] for c in tick_changes((await owner.tick()).changes)} & again.keys()
+    third = build_pipeline(settings, client, clock=lambda: 1.8e9, cache_capacity=0)
+    third.owned.add(0)
+    last = await third.tick()
+    assert not {c["change_id"] for c in tick_changes(last.changes)} & again.keys()
+    # Delivered and cleared: no customer is left in the partition's set.
+    await third.confirm_sent(last.changes)
+    assert await client.smembers(third.tick_outbox.key(0)) == set()
+
+
 def test_a_new_owner_offers_the_undelivered_output_of_a_tick_again(isolated_settings: Settings) -> None:
     settings = isolated_settings
-
-    async def first_tick_change(pipeline: SegmentPipeline) -> tuple[list[dict[str, Any]], int]:
-        for day, batch in enumerate(batches()):
-            await pipeline.confirm_sent((await pipeline.process(batch)).changes)
-            ticked = await pipeline.tick()
-            lost = tick_changes(ticked.changes)
-            if lost:
-                return lost, day  # the worker dies here: nothing of this tick is confirmed sent
-            await pipeline.confirm_sent(ticked.changes)
-        raise AssertionError("no tick moved a customer on: the stream does not test anything")
 
     async def body(client: Redis) -> None:
         await seal_untrained_models(client, settings.key_prefix)
         first = build_pipeline(settings, client, clock=lambda: 1.8e9, cache_capacity=0)
-        lost, day = await first_tick_change(first)
-        assert day < DAYS - 1
-        assert b"silent" in await client.smembers(first.tick_outbox.key(0))
-
-        owner = build_pipeline(settings, client, clock=lambda: 1.8e9, cache_capacity=0)
-        owner.owned.add(0)  # assigned (the worker's tick claims its assignment)
-        offered = await owner.tick()
-        again = {c["change_id"]: c for c in tick_changes(offered.changes)}
-        for change in lost:
-            assert change["change_id"] in again, f"the undelivered tick change {change} was lost"
-            assert again[change["change_id"]] == change
-        await owner.confirm_sent(offered.changes)
-
-        # Once delivered, it is not offered again: not by the next tick, nor by a third owner.
-        assert not {c["change_id"] for c in tick_changes((await owner.tick()).changes)} & again.keys()
-        third = build_pipeline(settings, client, clock=lambda: 1.8e9, cache_capacity=0)
-        third.owned.add(0)
-        last = await third.tick()
-        assert not {c["change_id"] for c in tick_changes(last.changes)} & again.keys()
-        # Delivered and cleared: no customer is left in the partition's set.
-        await third.confirm_sent(last.changes)
-        assert await client.smembers(third.tick_outbox.key(0)) == set()
+        await dies_and_is_recovered(settings, client, first)
 
     with_redis(settings, body)
+
+
+@pytest.fixture()
+def cluster_settings(isolated_settings: Settings) -> Settings:
+    """Isolated settings on the local Redis Cluster (started when it is not running)."""
+    from engine.stack import manager
+
+    nodes = [s for s in manager.status(isolated_settings).servers if s.name.startswith("redis-cluster:")]
+    if not nodes or not all(node.healthy for node in nodes):
+        manager.up(isolated_settings, cluster=True)
+    url = f"redis+cluster://127.0.0.1:{isolated_settings.redis_cluster_base_port}"
+    return isolated_settings.model_copy(update={"redis_url": url})
+
+
+def test_on_a_cluster_a_tick_indexes_its_customers_before_the_commit_that_makes_their_entries(
+    cluster_settings: Settings,
+) -> None:
+    """A cluster's commit round trip is not atomic across slots: were the set update part of it, a
+    worker killed mid-way could leave entries that no set names. The index goes first instead."""
+    settings = cluster_settings
+
+    async def main() -> None:
+        client = connect(settings.redis_url)
+        try:
+            await seal_untrained_models(client, settings.key_prefix)
+            first = build_pipeline(settings, client, clock=lambda: 1.8e9, cache_capacity=0)
+            store = first._store
+            real_commit = store.commit
+            indexed_before: list[bool] = []
+
+            async def commit_after_checking(writes: Any, *args: Any, **kwargs: Any) -> list[str]:
+                with_entries = [w.customer_id for w in writes if w.outbox]
+                if "silent" in with_entries:
+                    indexed_before.append(b"silent" in await client.smembers(first.tick_outbox.key(0)))
+                return await real_commit(writes, *args, **kwargs)
+
+            store.commit = commit_after_checking  # type: ignore[method-assign]
+            await dies_and_is_recovered(settings, client, first)
+            # The last commit with entries for silent is the tick's that the worker died after.
+            assert indexed_before, "no commit made entries for silent"
+            assert indexed_before[-1], "the tick made entries for silent before silent was in the set"
+        finally:
+            keys = [k async for k in client.scan_iter(match=f"{settings.key_prefix}:*", count=1000)]
+            for key in keys:  # one key per DEL: keys of different slots
+                await client.delete(key)
+            await client.aclose()
+
+    asyncio.run(main())
