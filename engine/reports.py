@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import statistics
 from collections import defaultdict
-from typing import Any
+from typing import Any, cast
 
 from engine.app import build_pipeline
 from engine.codecs import decode_msgpack
@@ -59,7 +59,8 @@ async def score_distribution(settings: Settings, limit: int = 1_000_000) -> dict
     seen = 0
     try:
         async for key in client.scan_iter(match=f"{settings.key_prefix}:c:*", count=1000):
-            raw = await client.hgetall(key)
+            # The client does not decode responses: the hash's fields and values are bytes.
+            raw = cast("dict[bytes, bytes]", await client.hgetall(key))
             record = _parse_record("", raw)
             if SCORES_EXTRA not in record.extras:
                 continue

@@ -20,6 +20,7 @@ import math
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 from engine.snapshots.lifetime import LifetimeFit
 from features import windows
@@ -157,7 +158,8 @@ class RuleVariables(Mapping[str, object]):
         and quintiles in ``names``, computed only when named.
         """
         scores, quintiles = _plan(names)
-        values: dict[str, object] = self.features.as_dict()
+        # A fresh copy that only this dict holds: widening its value type is safe.
+        values = cast("dict[str, object]", self.features.as_dict())
         score = self.scores.get
         for variable, model in scores:
             values[variable] = score(model)

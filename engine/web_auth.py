@@ -15,8 +15,12 @@ import binascii
 import hmac
 import urllib.request
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from aiohttp import web
+
+if TYPE_CHECKING:
+    from aiohttp.typedefs import Middleware
 
 PROBE_PATHS = frozenset({"/segflow/health", "/segflow/ready"})
 """Liveness and readiness: open to probes whatever the token."""
@@ -59,7 +63,7 @@ def refusal(header: str | None, token: str) -> str | None:
 
 def token_middleware(
     token: str, open_paths: frozenset[str] = PROBE_PATHS, challenge: str = BEARER_CHALLENGE
-) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+) -> Middleware:
     """An aiohttp middleware that answers 401 (one-line JSON ``{"error": reason}``) to a request
     for any path but ``open_paths`` that :func:`refusal` refuses."""
 

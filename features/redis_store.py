@@ -19,7 +19,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from importlib import resources
-from typing import Any
+from typing import Any, cast
 
 import msgpack
 from redis.asyncio import Redis
@@ -201,7 +201,8 @@ class RedisFeatureStore:
 
     async def get(self, customer_id: str) -> CustomerRecord | None:
         """One customer's record, or None when the store has never seen them."""
-        raw = await self._client.hgetall(self.key(customer_id))
+        # The client does not decode responses: the hash's fields and values are bytes.
+        raw = cast("dict[bytes, bytes]", await self._client.hgetall(self.key(customer_id)))
         return _parse_record(customer_id, raw) if raw else None
 
     async def _script_sha(self, reload: bool = False) -> str:

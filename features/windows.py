@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TypeVar
 
 from features.event import SECONDS_PER_DAY
+
+_V = TypeVar("_V")
 
 
 def day_of(ts: float) -> int:
@@ -32,7 +35,7 @@ def add_pair(buckets: dict[int, list[int]], day: int, first: int, second: int) -
         buckets[day] = [current[0] + first, current[1] + second]
 
 
-def prune(buckets: dict[int, object], newest_day: int, horizon_days: int) -> None:
+def prune(buckets: dict[int, _V], newest_day: int, horizon_days: int) -> None:
     """Drop buckets that no window of ``horizon_days`` ending at or after ``newest_day`` can see."""
     oldest_kept = newest_day - horizon_days + 1
     for day in [d for d in buckets if d < oldest_kept]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import operator
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, overload
@@ -31,7 +32,9 @@ from models.gamma_gamma import GammaGammaParams, expected_spend
 
 MODEL = "bg_nbd"
 _FIELDS = ("r", "alpha", "a", "b", "log_likelihood", "customers")
-_SCALARS = (int, float, np.integer, np.floating)
+# Numbers the scalar (``math``) path takes as floats. Typed loosely so that isinstance() against
+# them leaves a value Any: the float helpers take numpy's scalars too, which typing calls no float.
+_SCALARS: tuple[type[Any], ...] = (int, float, np.integer, np.floating)
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,7 +179,7 @@ def _p_alive_array(params: BgNbdParams, x: FloatArray, t_x: FloatArray, T: Float
     return np.where(x > 0, expit(-z), 1.0)
 
 
-def _broadcast(*values: Any) -> list[FloatArray]:
+def _broadcast(*values: Any) -> Sequence[FloatArray]:  # a tuple since numpy 2, a list before
     arrays = np.broadcast_arrays(*(np.asarray(v, dtype=np.float64) for v in values))
     x, t_x, T = arrays[-3:]
     if np.any(x < 0) or np.any(t_x < 0) or np.any(t_x > T):

@@ -371,7 +371,7 @@ class Learner:
             messages = {message_id(m): m for m in map(decode_message, raws)}
             learner.buffer[int(period)] = messages
             learner._period_of_id.update((mid, int(period)) for mid in messages)
-        learner.tallies = dict(state.get("tallies", {}))  # type: ignore[attr-defined]
+        learner.tallies = dict(state.get("tallies", {}))  # type: ignore[call-overload]
         learner.sealed = meta["sealed"]
         learner.first_version = meta["first_version"]
         learner.counts = LearnerCounts(**meta["counts"])

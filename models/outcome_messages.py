@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 
@@ -130,10 +131,10 @@ class OutcomeTally:
         ]
 
     @classmethod
-    def from_wire(cls, row: list[object]) -> OutcomeTally:
+    def from_wire(cls, row: list[Any]) -> OutcomeTally:
         """Inverse of ``to_wire``."""
         action, experiment, segment, group, variant, outcomes, conversions, revenue = row
-        counts = int(outcomes), int(conversions), float(revenue)  # type: ignore[call-overload]
+        counts = int(outcomes), int(conversions), float(revenue)
         return cls(str(action), str(experiment), str(segment), str(group), str(variant), *counts)
 
 

@@ -142,7 +142,7 @@ def build_model(task: str, kind: str = DEFAULT_KIND) -> Any:
                 optimizer=optim.SGD(CLASSIFIER_LEARNING_RATE), intercept_lr=CLASSIFIER_INTERCEPT_LEARNING_RATE
             )
         return compose.TargetTransformRegressor(
-            regressor=scaled()
+            regressor=scaled()  # type: ignore[arg-type]  # river: a pipeline ending in a regressor is one
             # Clipped gradients: early on, the scaler's variances are tiny and one large scaled
             # value would otherwise throw the weights far off (seen as CLV errors of 1e8).
             | linear_model.LinearRegression(optimizer=optim.SGD(REGRESSOR_LEARNING_RATE), clip_gradient=1.0),

@@ -25,7 +25,7 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import Any, cast
 
 import msgpack
 from redis.asyncio import Redis
@@ -209,7 +209,8 @@ class ModelSnapshotStore:
         if cached is not None:
             self._cache.move_to_end(version)
             return cached
-        blob = await self._client.get(snapshot_key(self._prefix, version))
+        # The client does not decode responses: a stored value is bytes.
+        blob = cast("bytes | None", await self._client.get(snapshot_key(self._prefix, version)))
         if blob is None:
             return None
         snapshot = decode_snapshot(bytes(blob), self._key)

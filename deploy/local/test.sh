@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The README's test command: set up, start the local stack, lint, run every test.
+# The README's test command: set up, start the local stack, lint (ruff), type-check (mypy), run every test.
 # Fails on any failed test and when no test ran (pytest exit code 5).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -19,6 +19,9 @@ trap cleanup EXIT
 echo "[test] ruff"
 ruff check engine features models tests
 ruff format --check engine features models tests
+
+echo "[test] mypy"
+mypy
 
 echo "[test] pytest"
 set +e

@@ -9,7 +9,7 @@ import json
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
@@ -138,7 +138,7 @@ IDLE_FETCHES = 15
 FETCH_TIMEOUT_MS = 2000
 """How long one fetch of ``read_to_end`` waits for records."""
 
-Record = ConsumerRecord[bytes, bytes]
+Record: TypeAlias = ConsumerRecord[bytes, bytes]
 """A record as a groupless consumer of a segflow topic fetches it (raw key and value)."""
 
 

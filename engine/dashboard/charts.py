@@ -167,7 +167,7 @@ def quality_figures(history: Sequence[VersionQuality], min_labels: int) -> list[
     dates = [time.strftime("%Y-%m-%d", time.gmtime(v.period_start)) for v in history]
     figures = []
     for task, metric, label in (("classification", "roc_auc", "ROC AUC"), ("regression", "mae", "MAE")):
-        data = []
+        data: list[dict[str, Any]] = []
         for i, name in enumerate(names):
             models = [v.models.get(name) for v in history]
             if not any(m is not None and m.task == task for m in models):

@@ -18,6 +18,7 @@ Outcome records (``engine.activation.outcomes``) are kept by ``outcome_id`` for
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 from collections import Counter, deque
 from dataclasses import dataclass, field
@@ -208,6 +209,6 @@ async def read_once(settings: Settings) -> ChangeLog:
     log = ChangeLog()
     for topic in followed_topics(settings):
         await read_to_end(
-            settings, topic, on_record=lambda r, t=topic: fold(log, settings, t, r), missing_ok=True
+            settings, topic, on_record=functools.partial(fold, log, settings, topic), missing_ok=True
         )
     return log

@@ -74,8 +74,8 @@ def resolve_columns(path: Path, header: list[str], chosen: Mapping[str, str | No
     with no column.
     """
     by_key: dict[str, str] = {}
-    for name in header:
-        by_key.setdefault(column_key(name), name)
+    for column in header:
+        by_key.setdefault(column_key(column), column)
     listing = ", ".join(header) if header else "none"
     found: dict[str, str | None] = {}
     for role in ROLES:

@@ -20,6 +20,7 @@ import socket
 from importlib import resources
 
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
 _LUA = resources.files("engine.learner").joinpath("lua")
 _RENEW = _LUA.joinpath("renew.lua").read_text()
@@ -48,9 +49,15 @@ def new_token() -> str:
 
 
 class Lease:
-    """This process's claim on being the active learner."""
+    """This process's claim on being the active learner.
 
-    def __init__(self, client: Redis, prefix: str, ttl_seconds: float, token: str | None = None) -> None:
+    Made with whatever client the learner was given; only a single server's is used (``save``
+    writes two keys of different slots): ``LearnerService.run`` refuses a cluster first.
+    """
+
+    def __init__(
+        self, client: Redis | RedisCluster, prefix: str, ttl_seconds: float, token: str | None = None
+    ) -> None:
         self._client = client
         self._prefix = prefix
         self.ttl_ms = max(1, round(ttl_seconds * 1000))

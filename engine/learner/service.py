@@ -30,7 +30,7 @@ import json
 import logging
 import signal
 import time
-from typing import Any
+from typing import Any, cast
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
@@ -66,7 +66,7 @@ class LearnerService:
     def __init__(
         self,
         settings: Settings,
-        client: Redis,
+        client: Redis | RedisCluster,  # run() refuses a cluster
         key: bytes,
         config: ModelConfig | None = None,
         checkpoint_seconds: float = 5.0,
@@ -158,7 +158,8 @@ class LearnerService:
 
     async def _restore(self) -> tuple[Learner, int | None]:
         """The saved learner and the offset it reflects; a fresh one (offset None) without a save."""
-        blob = await self._client.get(checkpoint_key_name(self._prefix))
+        # The client does not decode responses: a stored value is bytes.
+        blob = cast("bytes | None", await self._client.get(checkpoint_key_name(self._prefix)))
         period = self.settings.model_period_seconds
         if not blob:
             return Learner(self.config, period, self._key), None

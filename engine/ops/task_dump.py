@@ -13,7 +13,7 @@ import linecache
 import sys
 from collections.abc import Iterator
 from types import FrameType
-from typing import Any, TextIO
+from typing import IO, Any
 
 MAX_DEPTH = 60
 
@@ -51,7 +51,7 @@ def task_stacks(loop: asyncio.AbstractEventLoop | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def dump_task_stacks(file: TextIO | None = None) -> None:
+def dump_task_stacks(file: IO[str] | None = None) -> None:
     """Write :func:`task_stacks` of the running loop to ``file`` (default stderr) and flush."""
     target = file or sys.stderr
     target.write(task_stacks())

@@ -58,7 +58,7 @@ def _load(name: str) -> ast.Name:
 
 
 def _constant(value: object) -> ast.Constant:
-    return ast.Constant(value)
+    return ast.Constant(value)  # type: ignore[arg-type]  # typeshed omits tuple/frozenset constants
 
 
 def _is_none(value: ast.expr, negate: bool = False) -> ast.expr:
@@ -171,7 +171,7 @@ class _Emitter:
         if any(isinstance(side, nodes.Const) and not _is_number(side.value) for side in sides):
             return self.evaluated(_constant(None), sides)  # never a number: None, like the closure
         (left_first, left_later), (right_first, right_later) = self.bind(node.left), self.bind(node.right)
-        tests = [
+        tests: list[ast.expr] = [
             _numeric(first)
             for side, first in ((node.left, left_first), (node.right, right_first))
             if not isinstance(side, nodes.Const)  # a constant side is known to be a number

@@ -272,8 +272,9 @@ class _Parser:
             raise self.fail(node, f"{what} must be a finite number")
         return float(value)
 
-    def scalar(self, node: ScalarNode) -> object:
-        """The value of a scalar node; an integer of more digits than Python converts is an error."""
+    def scalar(self, node: ScalarNode) -> ParamValue:
+        """The value of a scalar node tagged str, int, float or bool (the only ones passed here);
+        an integer of more digits than Python converts is an error."""
         try:
             return self._constructor.construct_object(node)
         except ValueError:  # int() refuses more than sys.get_int_max_str_digits() digits

@@ -112,14 +112,15 @@ def merge(histograms: Iterable[Histogram]) -> Histogram:
     spends: dict[Any, int] = {}
     customers = 0
     for histogram in histograms:
-        for into, counts in (
+        pairs: tuple[tuple[dict[Any, int], Mapping[Any, int]], ...] = (
             (recency, histogram.recency_day),
             (frequency, histogram.frequency),
             (monetary, histogram.monetary_units),
             (lifetimes, histogram.lifetimes),
             (spends, histogram.spends),
-        ):
-            for value, count in counts.items():  # type: ignore[attr-defined]
+        )
+        for into, counts in pairs:
+            for value, count in counts.items():
                 into[value] = into.get(value, 0) + count
         customers += histogram.customers
     return Histogram(

@@ -204,7 +204,7 @@ def _attach_learner(runtime: Runtime) -> None:
         if type(client).__name__ == "RedisCluster":
             log.warning("the embedded learner needs a single Redis server; run `segflow learner` against one")
             return
-        service = LearnerService(settings, client, checkpoint_key(settings))  # type: ignore[arg-type]
+        service = LearnerService(settings, client, checkpoint_key(settings))
         try:
             await service.run(asyncio.Event())
         except RedisStop as exc:

@@ -306,7 +306,11 @@ class CustomerStep:
             work.scores = {name: round(value, 6) for name, value in scores.items()}
             variables = RuleVariables(features, scores, cuts, state)
             due_ms = round(due * 1000)
-            cause = {"tick": due_ms, "partition": partition, "watermark": round(watermark * 1000)}
+            cause: dict[str, object] = {
+                "tick": due_ms,
+                "partition": partition,
+                "watermark": round(watermark * 1000),
+            }
             changes += self._decide(customer_id, work, models, variables, row, as_of, cause, f"t{due_ms}")
             work.evaluated_at = as_of
         return changes

@@ -49,7 +49,8 @@ class OutboxClearing:
     async def flush_cleared(self) -> None:
         """Remove every deferred outbox entry now, in one round trip (when no commit comes soon)."""
         if self._unclear:
-            through, unmark = self._deferred_seq, []
+            through = self._deferred_seq
+            unmark: list[str] = []
 
             def also(pipe: Any) -> None:
                 unmark[:] = self.tick_outbox.queue(pipe, self._unclear, {})

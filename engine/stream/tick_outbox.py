@@ -51,8 +51,8 @@ class TickOutboxIndex:
         for partition, customers in removed.items():
             if customers:
                 pipe.srem(self.key(partition), *sorted(customers))
-        for partition, customers in _by_partition(added).items():
-            pipe.sadd(self.key(partition), *customers)
+        for partition, members in _by_partition(added).items():
+            pipe.sadd(self.key(partition), *members)
         # Marked before the round trip's reply: a lost reply may still have added them.
         self._marked.update(added)
         return unmark

@@ -80,7 +80,8 @@ class TimeDriven:
                 frontier = min(frontier, customers[-1][1])
             result.frontiers[partition] = frontier
             if moved:
-                watermarks[partition] = min(watermark, cap)  # type: ignore[type-var]
+                assert cap is not None  # only customers due by cap are moved
+                watermarks[partition] = min(watermark, cap)
                 due[partition] = moved
             else:
                 due.pop(partition, None)

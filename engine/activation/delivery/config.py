@@ -253,9 +253,7 @@ class _Parser:
             "rate_limit": self.rate_limit(channel, values),
         }
         if "timeout_seconds" in values:
-            common["timeout_seconds"] = self.number(
-                values["timeout_seconds"], f"{channel}.timeout_seconds", 0
-            )
+            common["timeout_seconds"] = self.number(values["timeout_seconds"], f"{channel}.timeout_seconds")
         if "concurrency" in values:
             common["concurrency"] = int(
                 self.number(values["concurrency"], f"{channel}.concurrency", integer=True)
@@ -359,7 +357,9 @@ class _Parser:
             tls=tls,
             username=username,
             password=password,
-            **templates,
+            to=templates["to"],
+            subject=templates["subject"],
+            body=templates["body"],
             **common,
         )
 

@@ -234,10 +234,10 @@ def simulate(config: SimulationConfig, seed: int) -> SimulationResult:
             outcomes.append(SimOutcome(decision_id, ts + int(delay_draws[i]), variant))
         if bandit and variant != CONTROL:
             reward_ts = ts + int(delay_draws[i]) if converted else ts + window
-            reward = (key, decision_id, variant, 1.0 if converted else 0.0, ts)
-            heapq.heappush(pending, (reward_ts, 2 * i, *reward))
+            payload = (key, decision_id, variant, 1.0 if converted else 0.0, ts)
+            heapq.heappush(pending, (reward_ts, 2 * i, *payload))
             if redeliver_draws[i] < config.redeliver_rewards:
-                heapq.heappush(pending, (reward_ts + int(redelivery_delays[i]), 2 * i + 1, *reward))
+                heapq.heappush(pending, (reward_ts + int(redelivery_delays[i]), 2 * i + 1, *payload))
 
     true_lift = {
         arm: math.fsum(

@@ -28,9 +28,10 @@ skipped. Its web server (``SEGFLOW_WEB_PORT``) serves ``/segflow/metrics`` with
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, cast
 
 import faust
+import faust.web as faust_web
 import msgpack
 from aiohttp.web import Response
 
@@ -51,7 +52,12 @@ APPLIED, INVALID = "segflow_events_applied_total", "segflow_events_dead_lettered
 def build_app(settings: Settings) -> faust.App:
     """The naive Faust app for ``settings`` with its agent and metrics page attached."""
     app = faust_app(settings, "naive-data", web_enabled=True)
-    raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+    raw: dict[str, Any] = {
+        "key_type": bytes,
+        "value_type": bytes,
+        "key_serializer": "raw",
+        "value_serializer": "raw",
+    }
     events = app.topic(settings.events_topic, partitions=settings.events_partitions, **raw)
     changes = app.topic(settings.changes_topic, partitions=settings.changes_partitions, **raw)
     config = feature_config(settings)
@@ -78,10 +84,11 @@ def build_app(settings: Settings) -> faust.App:
             counters[APPLIED] += 1
 
     @app.page("/segflow/metrics")
-    async def metrics_page(web: Any, request: Any) -> Response:
+    async def metrics_page(web: Any, request: Any) -> faust_web.Response:
         lines = [f"{name} {value}" for name, value in counters.items()]
         lines.append(f"segflow_naive_customers {len(states)}")
-        return Response(text="\n".join(lines) + "\n", content_type="text/plain")
+        # Faust's aiohttp driver serves aiohttp responses typed as its own (it casts them too).
+        return cast(faust_web.Response, Response(text="\n".join(lines) + "\n", content_type="text/plain"))
 
     return app
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 Path = tuple[str | int, ...]
@@ -41,7 +41,7 @@ def _pct(load: float) -> str:
 
 def metric_rows(params: dict[str, Any] | Any) -> list[Row]:
     """Every figure of the table: label, path in a round, format."""
-    get = params.get if isinstance(params, dict) else lambda name: getattr(params, name)
+    get: Callable[[str], Any] = params.get if isinstance(params, dict) else lambda name: getattr(params, name)
     counts = [str(n) for n in get("workers")]
     rows: list[Row] = [("bare consumer events/s", ("bare", "events_per_s"), "{:,.0f}")]
     rows += [(f"{n} worker(s) events/s", ("workers", n, "events_per_s"), "{:,.0f}") for n in counts]

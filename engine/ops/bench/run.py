@@ -80,7 +80,7 @@ class BenchParams:
     def quick(cls, **changes: Any) -> BenchParams:
         """A whole run in about a minute and a half on a 2-core machine, every figure printed."""
         # Large enough that 2 workers take several polls to read it (12,000 events took one).
-        quick = {"events": 40_000, "customers": 2_000, "rounds": 2, "naive_events": 2_000}
+        quick: dict[str, Any] = {"events": 40_000, "customers": 2_000, "rounds": 2, "naive_events": 2_000}
         quick |= {"latency_seconds": 2.0, "latency_timeout": 15.0}
         return cls(**(quick | changes))
 
