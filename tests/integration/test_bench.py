@@ -84,6 +84,8 @@ def test_bench_reports_every_side_and_cleans_up(stack_settings: Settings, tmp_pa
         assert side["events_per_s"] > 0
         assert side["ratio_bare"] == pytest.approx(side["events_per_s"] / bare["events_per_s"])
         assert side["ratio_naive"] == pytest.approx(side["events_per_s"] / only["naive"]["events_per_s"])
+        floor_cpu = only["floor"]["cpu_us_per_event"]
+        assert side["cpu_ratio_floor"] == pytest.approx(side["cpu_us_per_event"] / floor_cpu)
         # Two workers may finish the tiny workload within a few polls: a window of ms, CPU ticks of 10 ms.
         assert side["cpu_us_per_event"] >= 0 and len(side["cpu_us_per_event_each"]) == count
         assert side["peak_rss_mb"] > 0 and side["batches"] > 0
@@ -92,6 +94,8 @@ def test_bench_reports_every_side_and_cleans_up(stack_settings: Settings, tmp_pa
         assert all(code is not None for code in side["exit_codes"])
         assert not any(psutil.pid_exists(pid) for pid in side["pids"])
 
+    # The feature step alone, over the naive pipeline's share of the workload (1,000 events).
+    assert only["floor"]["events"] == 1000 and only["floor"]["cpu_us_per_event"] > 0
     naive = only["naive"]
     assert 1000 <= naive["applied"] <= EVENTS and naive["dead_lettered"] == 0
     assert naive["events_per_s"] > 0 and naive["cpu_us_per_event"] > 0

@@ -44,6 +44,8 @@ def test_medians_take_each_figure_over_the_rounds() -> None:
 def test_rows_cover_every_worker_count_and_load() -> None:
     labels = [label for label, _, _ in metric_rows(BenchParams(workers=(1, 2), latency_loads=(0.25, 0.75)))]
     assert "ratio 2 worker(s) / naive" in labels
+    assert "ratio 2 worker(s) CPU / feature step" in labels
+    assert "feature step alone CPU us/event" in labels
     assert "  worker 2 of 2: own events" in labels
     assert "at 75%: latency p99 ms" in labels
 

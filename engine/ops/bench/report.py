@@ -61,6 +61,9 @@ def metric_rows(params: dict[str, Any] | Any) -> list[Row]:
                 )
             )
     rows.append(("naive CPU us/event", ("naive", "cpu_us_per_event"), "{:,.0f}"))
+    rows.append(("feature step alone CPU us/event", ("floor", "cpu_us_per_event"), "{:.1f}"))
+    for n in counts:
+        rows.append((f"ratio {n} worker(s) CPU / feature step", ("workers", n, "cpu_ratio_floor"), "{:.1f}"))
     for n in counts:
         rows.append((f"cores used, {n} worker(s)", ("workers", n, "cores_used"), "{:.2f}"))
     rows.append(("cores used, naive", ("naive", "cores_used"), "{:.2f}"))
@@ -172,6 +175,10 @@ def render(report: dict[str, Any]) -> str:
         "  clients) is taken off at the same rate. Redis commands include those run inside Lua; round",
         "  trips are Redis's reply writes (INFO total_writes_processed); the naive pipeline's 1 HSET",
         "  per event is the check: 1.00 command and 1.00 round trip per event on a quiet server.",
+        "Feature step alone: decode, apply_event and snapshot of the naive pipeline's events in this",
+        "  process, no server (engine.ops.bench.floor): the least any pipeline on features/ costs per",
+        "  event on this machine that day; a worker's CPU per event over it is a ratio of one run,",
+        "  comparable across days when the machine's speed is not.",
         "Latency: the round's fastest worker group, started again (it resumes caught up), gets the",
         "  workload's continuation at each load (fraction of that group's rate, at most "
         f"{params['latency_seconds']:g}s each);",

@@ -35,6 +35,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
+from engine.ops.bench.floor import floor_phase
 from engine.ops.bench.latency import Record
 from engine.ops.bench.measure import BenchError
 from engine.ops.bench.phases import LatencyParams, Round, bare_phase, group_phase, latency_phase, naive_phase
@@ -123,7 +124,7 @@ class BenchParams:
 
     def steps(self) -> int:
         """Progress steps of a run: the workload, then each round's phases."""
-        return 1 + self.rounds * (3 + len(self.workers) + 1 + len(self.latency_loads))
+        return 1 + self.rounds * (4 + len(self.workers) + 1 + len(self.latency_loads))
 
 
 def run_bench(
@@ -229,6 +230,9 @@ def _round(
         say.step(f"round {n}: naive pipeline")
         naive = timed("naive", lambda: naive_phase(r, min(params.naive_events, r.target)))
         say.note(f"round {n}: naive pipeline {naive['events_per_s']:,.0f} events/s")
+        say.step(f"round {n}: feature step alone, in this process")
+        naive_share = workload[: min(params.naive_events, r.target)]
+        floor = timed("floor", lambda: floor_phase(naive_share, r.settings))
         workers: dict[str, dict[str, Any]] = {}
         for count in params.workers:
             profiled = profile and count == params.workers[0]
@@ -236,6 +240,7 @@ def _round(
             result = timed(f"workers_{count}", partial(group_phase, r, count, profiled))
             result["ratio_bare"] = result["events_per_s"] / bare["events_per_s"]
             result["ratio_naive"] = result["events_per_s"] / naive["events_per_s"]
+            result["cpu_ratio_floor"] = result["cpu_us_per_event"] / floor["cpu_us_per_event"]
             workers[str(count)] = result
             say.note(
                 f"round {n}: {count} worker(s) {result['events_per_s']:,.0f} events/s, "
@@ -262,6 +267,7 @@ def _round(
         "produce_seconds": produce_seconds,
         "bare": bare,
         "naive": naive,
+        "floor": floor,
         "workers": workers,
         "latency": latency,
         "phase_seconds": timings,
