@@ -231,8 +231,7 @@ def _round(
         naive = timed("naive", lambda: naive_phase(r, min(params.naive_events, r.target)))
         say.note(f"round {n}: naive pipeline {naive['events_per_s']:,.0f} events/s")
         say.step(f"round {n}: feature step alone, in this process")
-        naive_share = workload[: min(params.naive_events, r.target)]
-        floor = timed("floor", lambda: floor_phase(naive_share, r.settings))
+        floor = timed("floor", lambda: floor_phase(workload, r.settings))
         workers: dict[str, dict[str, Any]] = {}
         for count in params.workers:
             profiled = profile and count == params.workers[0]
