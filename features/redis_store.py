@@ -172,11 +172,6 @@ class RedisFeatureStore:
         """The underlying Redis client."""
         return self._client
 
-    @property
-    def cluster(self) -> bool:
-        """Whether the store is a Redis Cluster (a commit round trip is then not atomic)."""
-        return isinstance(self._client, RedisCluster)
-
     def key(self, customer_id: str) -> str:
         """The Redis key of one customer."""
         return customer_key(self._prefix, customer_id)
@@ -254,7 +249,7 @@ class RedisFeatureStore:
         # (per customer one HGET and one HSET inside); on a cluster, one call per customer.
         # On one server the round trip is a MULTI/EXEC: Redis refuses a write past maxmemory only
         # before it starts, so a full Redis cannot commit the customers but not their indexes.
-        cluster = self.cluster
+        cluster = isinstance(self._client, RedisCluster)
         async with self._client.pipeline(transaction=not cluster) as pipe:
             cleared = self._queue_clear(pipe, clear or {})
             per_call = 1 if cluster else max(1, len(writes))

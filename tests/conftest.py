@@ -47,3 +47,26 @@ def isolated_settings(stack_settings: Settings) -> Settings:
     tag = uuid.uuid4().hex[:10]
     isolated = namespaced(stack_settings, f"test-{tag}", f"t{tag}")
     return isolated.model_copy(update={"events_partitions": 4, "changes_partitions": 4})
+
+
+def _cluster_healthy(settings: Settings) -> bool:
+    from engine.stack import manager
+
+    nodes = [s for s in manager.status(settings).servers if s.name.startswith("redis-cluster:")]
+    return bool(nodes) and all(node.healthy for node in nodes)
+
+
+@pytest.fixture(scope="session")
+def cluster_stack_settings(stack_settings: Settings) -> Settings:
+    """The running local stack including its 3-master Redis Cluster (started when needed)."""
+    from engine.stack import manager
+
+    if not _cluster_healthy(stack_settings):
+        manager.up(stack_settings, cluster=True)
+    return stack_settings
+
+
+@pytest.fixture(scope="session")
+def cluster_url(cluster_stack_settings: Settings) -> str:
+    """The URL of the local Redis Cluster (``redis+cluster://``), started when needed."""
+    return f"redis+cluster://127.0.0.1:{cluster_stack_settings.redis_cluster_base_port}"

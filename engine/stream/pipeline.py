@@ -283,8 +283,7 @@ class SegmentPipeline(TimeDriven, OutboxClearing):
                 for cid, o in outcomes.items()
                 if timed and o.write is not None and o.deliveries
             }
-            if added and self._store.cluster:
-                await self.tick_outbox.add_ahead(added)
+            await self.tick_outbox.before_commit(added)
             lost = set(await self._commit_and_clear(writes, unchanged, outcomes, added))
             for customer_id, outcome in outcomes.items():
                 if customer_id in lost:

@@ -10,7 +10,7 @@ owner reads the set with its first tick (``TimeDriven.tick``) and offers their e
 
 On one server the set update shares the commit's MULTI/EXEC. A Redis Cluster cannot make that
 round trip atomic (the customers and the set live in different slots), so there the customers are
-added first, in a round trip of their own (``add_ahead``): a worker that dies between the two
+added first, in a round trip of their own (``before_commit``): a worker that dies between the two
 leaves a customer in the set without entries, which the next owner finds and removes, never
 entries without their customer in the set.
 """
@@ -20,6 +20,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from redis.asyncio.cluster import RedisCluster
+
 
 class TickOutboxIndex:
     """The per-partition sets of customers with tick-made outbox entries (see the module doc)."""
@@ -27,6 +29,8 @@ class TickOutboxIndex:
     def __init__(self, client: Any, prefix: str) -> None:
         self._client = client
         self._prefix = prefix
+        self._atomic_commit = not isinstance(client, RedisCluster)
+        """Whether a commit round trip is one transaction (one server; not a cluster)."""
         self._marked: dict[str, int] = {}
         """Customer -> partition: in its partition's set (or may be), entries not yet cleared."""
         self._stale: dict[int, set[str]] = {}
@@ -45,27 +49,30 @@ class TickOutboxIndex:
         Returns the customers to forget once that round trip succeeded (``settled``).
         """
         unmark = [c for c in cleared if c in self._marked and c not in added]
-        removed = {p: set(customers) for p, customers in self._stale.items()}
+        removed = {p: customers - added.keys() for p, customers in self._stale.items()}
         for customer_id in unmark:
             removed.setdefault(self._marked[customer_id], set()).add(customer_id)
         for partition, customers in removed.items():
             if customers:
                 pipe.srem(self.key(partition), *sorted(customers))
+        if self._atomic_commit:  # else ``before_commit`` added them already
+            self._queue_adds(pipe, added)
+        return unmark
+
+    async def before_commit(self, added: Mapping[str, int]) -> None:
+        """Before the round trip that commits a tick leaving entries for ``added`` (customer ->
+        partition): on a cluster, whose commit is not atomic, add them to their sets now, in a
+        round trip of their own (see the module doc). On one server ``queue`` does it."""
+        if self._atomic_commit or not added:
+            return
+        async with self._client.pipeline(transaction=False) as pipe:
+            self._queue_adds(pipe, added)
+            await pipe.execute()
+
+    def _queue_adds(self, pipe: Any, added: Mapping[str, int]) -> None:
         for partition, members in _by_partition(added).items():
             pipe.sadd(self.key(partition), *members)
         # Marked before the round trip's reply: a lost reply may still have added them.
-        self._marked.update(added)
-        return unmark
-
-    async def add_ahead(self, added: Mapping[str, int]) -> None:
-        """Add ``added`` (customer -> partition) to their sets now, before the commit that makes
-        their entries (a cluster's commit is not atomic; see the module doc)."""
-        if not added:
-            return
-        async with self._client.pipeline(transaction=False) as pipe:
-            for partition, customers in _by_partition(added).items():
-                pipe.sadd(self.key(partition), *customers)
-            await pipe.execute()
         self._marked.update(added)
 
     def settled(self, unmark: Sequence[str]) -> None:

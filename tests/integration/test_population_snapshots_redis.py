@@ -250,17 +250,6 @@ def test_same_cuts_as_population_stats(isolated_settings: Settings) -> None:
     with_redis(isolated_settings, body)
 
 
-@pytest.fixture(scope="module")
-def cluster_url(stack_settings: Settings) -> str:
-    """The local Redis Cluster (started when it is not running), as in tests/properties."""
-    from engine.stack import manager
-
-    nodes = [s for s in manager.status(stack_settings).servers if s.name.startswith("redis-cluster:")]
-    if not nodes or not all(node.healthy for node in nodes):
-        manager.up(stack_settings, cluster=True)
-    return f"redis+cluster://127.0.0.1:{stack_settings.redis_cluster_base_port}"
-
-
 def test_cluster_placements_across_slots(cluster_url: str) -> None:
     async def main() -> None:
         client = connect(cluster_url)

@@ -107,15 +107,9 @@ def test_a_new_owner_offers_the_undelivered_output_of_a_tick_again(isolated_sett
 
 
 @pytest.fixture()
-def cluster_settings(isolated_settings: Settings) -> Settings:
-    """Isolated settings on the local Redis Cluster (started when it is not running)."""
-    from engine.stack import manager
-
-    nodes = [s for s in manager.status(isolated_settings).servers if s.name.startswith("redis-cluster:")]
-    if not nodes or not all(node.healthy for node in nodes):
-        manager.up(isolated_settings, cluster=True)
-    url = f"redis+cluster://127.0.0.1:{isolated_settings.redis_cluster_base_port}"
-    return isolated_settings.model_copy(update={"redis_url": url})
+def cluster_settings(isolated_settings: Settings, cluster_url: str) -> Settings:
+    """Isolated settings on the local Redis Cluster."""
+    return isolated_settings.model_copy(update={"redis_url": cluster_url})
 
 
 def test_on_a_cluster_a_tick_indexes_its_customers_before_the_commit_that_makes_their_entries(
